@@ -1,0 +1,13 @@
+"""keras-3t: Three Towers (3T) contrastive image-text learning for Keras 3."""
+
+from keras_3t import datasets
+from keras_3t import losses
+from keras_3t import towers
+from keras_3t.losses import contrastive_loss
+from keras_3t.losses import sigmoid_contrastive_loss
+from keras_3t.model import ThreeTowerModel
+from keras_3t.towers import ImageTower
+from keras_3t.towers import TextTower
+from keras_3t.towers import ThirdTower
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+"""Data sets that ship with the package or are generated: no download."""
+
+from keras_3t.datasets.toy import toy_batch

@@ -1,0 +1,102 @@
+"""Contrastive losses of paired embeddings, written once with `keras.ops`.
+
+Both losses take two batches of L2-normalised embeddings `a` and `b` of shape
+`(batch, dim)` where row `i` of `a` and row `i` of `b` come from the same
+example (a positive pair) and every other row is a negative.
+"""
+
+from keras import ops
+
+# big_vision normalises with z / (||z|| + 1e-8): finite for an all-zero row.
+_NORM_EPSILON = 1e-8
+
+
+def l2_normalize(x, axis=-1):
+    """Scales `x` to unit L2 norm along `axis` (zero rows stay zero)."""
+    norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
+    return x / (norm + _NORM_EPSILON)
+
+
+def _check_pair(a, b):
+    if len(a.shape) != 2 or len(b.shape) != 2:
+        raise ValueError(
+            "Contrastive losses take two batches of embeddings of shape "
+            f"(batch, dim); got shapes {tuple(a.shape)} and {tuple(b.shape)}."
+        )
+    if a.shape[0] is not None and b.shape[0] is not None:
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(
+                "The two embedding batches must have the same number of rows "
+                f"(row i of each is a positive pair); got {a.shape[0]} and "
+                f"{b.shape[0]}."
+            )
+        if a.shape[0] < 2:
+            raise ValueError(
+                "A contrastive loss needs a batch of at least 2 examples (the "
+                f"other rows are the negatives); got a batch of {a.shape[0]}."
+            )
+
+
+def contrastive_loss(a, b, logit_scale):
+    """Symmetric softmax (CLIP / InfoNCE) loss of two embedding batches.
+
+    `logits = logit_scale * a @ b.T`; the loss is the mean of the
+    cross-entropies of rows (a→b) and of columns (b→a), each with the diagonal
+    as the target, averaged over the batch.
+
+    Args:
+        a: float tensor `(batch, dim)`, L2-normalised rows.
+        b: float tensor `(batch, dim)`, L2-normalised rows.
+        logit_scale: scalar multiplier of the cosine similarities (the inverse
+            temperature, `exp(s)` for a log-parameter `s`).
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_3t.losses import contrastive_loss, l2_normalize
+    >>> a = l2_normalize(np.random.rand(4, 8).astype("float32"))
+    >>> float(contrastive_loss(a, a, 100.0)) < 0.01
+    True
+    """
+    _check_pair(a, b)
+    logits = logit_scale * ops.matmul(a, ops.transpose(b))
+    positives = ops.diagonal(logits)
+    loss_a_to_b = ops.logsumexp(logits, axis=1) - positives
+    loss_b_to_a = ops.logsumexp(logits, axis=0) - positives
+    return 0.5 * (ops.mean(loss_a_to_b) + ops.mean(loss_b_to_a))
+
+
+def sigmoid_contrastive_loss(a, b, logit_scale, logit_bias):
+    """SigLIP pairwise sigmoid loss of two embedding batches.
+
+    Every pair (i, j) is an independent binary problem, positive when i == j:
+    `logits = logit_scale * a @ b.T + logit_bias`, and the loss is
+    `-sum(log_sigmoid(labels * logits)) / batch` with labels +1 on the diagonal
+    and -1 elsewhere (Zhai et al., 2023: normalised per example).
+
+    Args:
+        a: float tensor `(batch, dim)`, L2-normalised rows.
+        b: float tensor `(batch, dim)`, L2-normalised rows.
+        logit_scale: scalar multiplier of the cosine similarities.
+        logit_bias: scalar added to every logit (SigLIP initialises it at -10
+            so that the many negatives start with a small loss).
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_3t.losses import sigmoid_contrastive_loss, l2_normalize
+    >>> a = l2_normalize(np.random.rand(4, 8).astype("float32"))
+    >>> float(sigmoid_contrastive_loss(a, a, 10.0, -10.0)) > 0
+    True
+    """
+    _check_pair(a, b)
+    logits = logit_scale * ops.matmul(a, ops.transpose(b)) + logit_bias
+    batch_size = ops.shape(logits)[0]
+    labels = 2.0 * ops.eye(batch_size, dtype=logits.dtype) - 1.0
+    total = -ops.sum(ops.log_sigmoid(labels * logits))
+    return total / ops.cast(batch_size, logits.dtype)
+

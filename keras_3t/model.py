@@ -1,0 +1,517 @@
+"""ThreeTowerModel: 3T, LiT and CLIP in one model and one training loop."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_3t import backend
+from keras_3t.losses import contrastive_loss
+from keras_3t.losses import l2_normalize
+from keras_3t.losses import sigmoid_contrastive_loss
+from keras_3t.optimization import default_optimizer
+
+OBJECTIVES = ("3t", "lit", "clip")
+LOSSES = ("softmax", "sigmoid")
+ADAPTOR_INPUTS = ("pooled", "embedding")
+# The three contrastive pairs of L_3T, in the order of `pair_weights`.
+PAIRS = ("image_text", "image_third", "text_third")
+BATCH_KEYS = ("images", "token_ids", "padding_mask")
+
+
+@keras.saving.register_keras_serializable(package="keras_3t")
+class ThreeTowerModel(keras.Model):
+    """A contrastive image-text model: Three Towers (3T), LiT or CLIP.
+
+    - `"3t"`: image tower f and text tower g trained with L(f, g), plus two
+      contrastive losses aligning each to a frozen pretrained third tower h
+      through learnable linear heads: L_3T = w_fg L(f, g) + w_fh L(f_h, h_f)
+      + w_gh L(g_h, h_g) (Kossen et al., 2023).
+    - `"lit"`: the image tower is a frozen pretrained backbone (plus its
+      projection); only the text tower (and that projection) trains.
+    - `"clip"`: both towers from scratch, L(f, g) only; no third tower.
+
+    Each pair has a learnable log logit scale (initialised at log 10 and
+    clamped at log 100) and, with `loss="sigmoid"`, a learnable bias
+    (initialised at -10). `fit` takes batches as dicts
+    `{"images": float (B, H, W, C), "token_ids": int (B, L),
+    "padding_mask": bool (B, L)}` and needs no labels.
+
+    Args:
+        image_tower: a `keras_3t.towers.ImageTower` (f).
+        text_tower: a `keras_3t.towers.TextTower` (g).
+        third_tower: a `keras_3t.towers.ThirdTower` (h); required for "3t",
+            absent for "lit" and "clip".
+        objective: `"3t"`, `"lit"` or `"clip"`.
+        loss: `"softmax"` (CLIP / InfoNCE) or `"sigmoid"` (SigLIP), for every
+            pair.
+        pair_weights: weights (w_fg, w_fh, w_gh) of the three 3T pairs.
+        shared_logit_scale: bool. One logit scale (and bias) for every pair
+            instead of one per pair.
+        logit_scale_init: initial log logit scale.
+        logit_scale_max: the log logit scale is clamped at this value.
+        logit_bias_init: initial logit bias of the sigmoid loss.
+        adaptor_input: what the main towers' adaptor heads (A_f, A_g) read:
+            `"pooled"` representations (u_f, u_g) or the projected
+            `"embedding"`s.
+
+    Example:
+    >>> import keras_hub
+    >>> from keras_3t import ThreeTowerModel
+    >>> from keras_3t.datasets import toy_batch
+    >>> from keras_3t.towers import ImageTower, TextTower, ThirdTower
+    >>> def vit():
+    ...     return keras_hub.models.ViTBackbone(image_shape=(16, 16, 3),
+    ...         patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+    ...         mlp_dim=32)
+    >>> model = ThreeTowerModel(
+    ...     image_tower=ImageTower(vit(), embedding_dim=8),
+    ...     text_tower=TextTower(vocabulary_size=32, sequence_length=4,
+    ...         embedding_dim=8, hidden_dim=16, num_layers=1, num_heads=2,
+    ...         intermediate_dim=32),
+    ...     third_tower=ThirdTower(vit(), embedding_dim=8))
+    >>> model.compile()
+    >>> history = model.fit(toy_batch(8, image_size=16, seed=0), verbose=0)
+    >>> sorted(history.history)[:4]
+    ['logit_scale_image_text', 'logit_scale_image_third', 'logit_scale_text_third', 'loss']
+    """
+
+    def __init__(
+        self,
+        image_tower,
+        text_tower,
+        third_tower=None,
+        objective="3t",
+        loss="softmax",
+        pair_weights=(1 / 3, 1 / 3, 1 / 3),
+        shared_logit_scale=False,
+        logit_scale_init=math.log(10.0),
+        logit_scale_max=math.log(100.0),
+        logit_bias_init=-10.0,
+        adaptor_input="pooled",
+        **kwargs,
+    ):
+        _check_arguments(
+            image_tower,
+            text_tower,
+            third_tower,
+            objective,
+            loss,
+            pair_weights,
+            adaptor_input,
+        )
+        super().__init__(**kwargs)
+
+        # === Towers and heads ===
+        self.image_tower = image_tower
+        self.text_tower = text_tower
+        self.third_tower = third_tower
+        if objective == "3t":
+            self.image_adaptor = keras.layers.Dense(
+                third_tower.embedding_dim, use_bias=False, name="image_adaptor"
+            )
+            self.text_adaptor = keras.layers.Dense(
+                third_tower.embedding_dim, use_bias=False, name="text_adaptor"
+            )
+
+        # === Config ===
+        self.objective = objective
+        self.loss_type = loss
+        self.pair_weights = tuple(float(w) for w in pair_weights)
+        self.shared_logit_scale = shared_logit_scale
+        self.logit_scale_init = float(logit_scale_init)
+        self.logit_scale_max = float(logit_scale_max)
+        self.logit_bias_init = float(logit_bias_init)
+        self.adaptor_input = adaptor_input
+        self.pairs = PAIRS if objective == "3t" else PAIRS[:1]
+
+        # === Logit scales (and biases), one per pair or one shared ===
+        self._scale_names = {
+            pair: "" if shared_logit_scale else f"_{pair}" for pair in self.pairs
+        }
+        self.logit_scales = {}
+        self.logit_biases = {}
+        for suffix in sorted(set(self._scale_names.values())):
+            self.logit_scales[suffix] = self.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(self.logit_scale_init),
+                name=f"logit_scale{suffix}",
+            )
+            if loss == "sigmoid":
+                self.logit_biases[suffix] = self.add_weight(
+                    shape=(),
+                    initializer=keras.initializers.Constant(self.logit_bias_init),
+                    name=f"logit_bias{suffix}",
+                )
+
+        # === Metrics: every value `compute_objective` returns ===
+        metric_names = ["loss"] + [f"loss_{pair}" for pair in self.pairs]
+        for suffix in self.logit_scales:
+            metric_names.append(f"logit_scale{suffix}")
+            if loss == "sigmoid":
+                metric_names.append(f"logit_bias{suffix}")
+        self.objective_trackers = [
+            keras.metrics.Mean(name=name) for name in metric_names
+        ]
+        self.build()
+
+    # --- Building ---------------------------------------------------------
+
+    def build(self, input_shape=None):
+        self.image_tower.build()
+        self.text_tower.build()
+        if self.objective == "3t":
+            self.third_tower.build()
+            if self.adaptor_input == "pooled":
+                image_dim = self.image_tower.feature_dim
+                text_dim = self.text_tower.hidden_dim
+            else:
+                image_dim = self.image_tower.output_dim
+                text_dim = self.text_tower.output_dim
+            self.image_adaptor.build((None, image_dim))
+            self.text_adaptor.build((None, text_dim))
+        self.built = True
+
+    # --- Training ---------------------------------------------------------
+
+    def compile(
+        self,
+        optimizer="auto",
+        learning_rate=1e-3,
+        weight_decay=1e-4,
+        warmup_steps=0,
+        total_steps=None,
+        exclude_from_weight_decay=True,
+        **kwargs,
+    ):
+        """Configures training; `compile()` alone gives sensible defaults.
+
+        Args:
+            optimizer: `"auto"` for AdamW (beta_2 0.98, epsilon 1e-6, as CLIP)
+                built from the arguments below, or any Keras optimizer.
+            learning_rate: peak learning rate of the `"auto"` optimizer.
+            weight_decay: decoupled weight decay of the `"auto"` optimizer.
+            warmup_steps: linear warmup steps; needs `total_steps`.
+            total_steps: if set, the learning rate follows linear warmup then
+                cosine decay to zero at `total_steps`; otherwise constant.
+            exclude_from_weight_decay: bool. Exempt biases, norms, logit
+                scales and biases (every variable of rank < 2) from weight
+                decay, as open_clip does.
+            **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`,
+                `steps_per_execution`). The loss is set by the model's
+                `objective` and `loss` arguments, not here.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "ThreeTowerModel computes its own contrastive loss; choose it "
+                "with ThreeTowerModel(objective=..., loss='softmax'|'sigmoid') "
+                f"instead of compile(loss=...). Got loss={kwargs['loss']!r}."
+            )
+        kwargs.pop("loss", None)
+        if optimizer == "auto":
+            optimizer = default_optimizer(
+                learning_rate=learning_rate,
+                weight_decay=weight_decay,
+                warmup_steps=warmup_steps,
+                total_steps=total_steps,
+            )
+        else:
+            optimizer = keras.optimizers.get(optimizer)
+        if exclude_from_weight_decay and optimizer.weight_decay:
+            optimizer.exclude_from_weight_decay(
+                var_list=[v for v in self.trainable_variables if len(v.shape) < 2]
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def train_step(self, *args):
+        return backend.train_step(self, *args)
+
+    def test_step(self, *args):
+        return backend.test_step(self, *args)
+
+    @property
+    def metrics(self):
+        return list(self.objective_trackers)
+
+    def update_objective_metrics(self, values):
+        """Adds one batch's objective values to the metrics; returns the logs."""
+        for tracker in self.objective_trackers:
+            tracker.update_state(values[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self.objective_trackers}
+
+    def logit_scale(self, pair="image_text"):
+        """The multiplier exp(s) of a pair's cosine similarities (clamped)."""
+        log_scale = self.logit_scales[self._scale_names[pair]]
+        return ops.exp(ops.minimum(log_scale, self.logit_scale_max))
+
+    def _pair_loss(self, pair, a, b):
+        scale = self.logit_scale(pair)
+        if self.loss_type == "sigmoid":
+            bias = self.logit_biases[self._scale_names[pair]]
+            return sigmoid_contrastive_loss(a, b, scale, bias)
+        return contrastive_loss(a, b, scale)
+
+    def compute_objective(self, batch, training=False):
+        """The training objective on one batch, written once for every backend.
+
+        Args:
+            batch: dict with `"images"`, `"token_ids"` and `"padding_mask"`.
+            training: bool, whether the trainable towers run in training mode.
+
+        Returns:
+            A dict of scalars: `"loss"` (the objective), `"loss_<pair>"` for
+            each pair, and each `"logit_scale…"` (and `"logit_bias…"`).
+        """
+        self._check_batch(batch)
+        image = self.image_tower(batch["images"], training=training)
+        text = self.text_tower(batch, training=training)
+        f = l2_normalize(image["embedding"])
+        g = l2_normalize(text["embedding"])
+        values = {"loss_image_text": self._pair_loss("image_text", f, g)}
+        if self.objective == "3t":
+            third = self.third_tower(batch["images"])
+            source = "pooled" if self.adaptor_input == "pooled" else "embedding"
+            f_h = l2_normalize(self.image_adaptor(image[source]))
+            g_h = l2_normalize(self.text_adaptor(text[source]))
+            h_f = l2_normalize(third["image_head"])
+            h_g = l2_normalize(third["text_head"])
+            values["loss_image_third"] = self._pair_loss("image_third", f_h, h_f)
+            values["loss_text_third"] = self._pair_loss("text_third", g_h, h_g)
+            values["loss"] = sum(
+                weight * values[f"loss_{pair}"]
+                for weight, pair in zip(self.pair_weights, PAIRS)
+            )
+        else:
+            values["loss"] = values["loss_image_text"]
+        for suffix, log_scale in self.logit_scales.items():
+            values[f"logit_scale{suffix}"] = ops.exp(
+                ops.minimum(log_scale, self.logit_scale_max)
+            )
+        for suffix, bias in self.logit_biases.items():
+            values[f"logit_bias{suffix}"] = ops.convert_to_tensor(bias)
+        return values
+
+    # --- Inference --------------------------------------------------------
+
+    def call(self, inputs, training=False):
+        """Embeds whatever the batch holds: images, captions or both.
+
+        Returns a dict with `"image_embeddings"` (if `inputs` has
+        `"images"`) and `"text_embeddings"` (if it has `"token_ids"`),
+        L2-normalised, at alpha = 1.
+        """
+        outputs = {}
+        if "images" in inputs:
+            outputs["image_embeddings"] = self.encode_image(inputs["images"])
+        if "token_ids" in inputs:
+            outputs["text_embeddings"] = self.encode_text(inputs)
+        return outputs
+
+    def encode_image(self, images, alpha=1.0):
+        """L2-normalised image embeddings, optionally the α-combination.
+
+        Args:
+            images: float `(batch, height, width, channels)`.
+            alpha: float in [0, 1]. At 1, f(x). Below 1 (3T models only),
+                `[√α f(x), √(1−α) h_g(x)]`, whose dot product with
+                `encode_text(..., alpha)` is s_α = α⟨f, g⟩ + (1−α)⟨h_g, g_h⟩.
+        """
+        self._check_alpha(alpha)
+        self._check_images(images)
+        f = l2_normalize(self.image_tower(images, training=False)["embedding"])
+        if alpha == 1.0:
+            return f
+        h_g = l2_normalize(self.third_tower(images)["text_head"])
+        return ops.concatenate(
+            [math.sqrt(alpha) * f, math.sqrt(1.0 - alpha) * h_g], axis=-1
+        )
+
+    def encode_text(self, inputs, alpha=1.0):
+        """L2-normalised text embeddings, optionally the α-combination.
+
+        Args:
+            inputs: dict with `"token_ids"` int `(batch, length)` and
+                `"padding_mask"` bool `(batch, length)`.
+            alpha: float in [0, 1]. At 1, g(t). Below 1 (3T models only),
+                `[√α g(t), √(1−α) g_h(t)]`.
+        """
+        self._check_alpha(alpha)
+        self._check_text(inputs)
+        text = self.text_tower(inputs, training=False)
+        g = l2_normalize(text["embedding"])
+        if alpha == 1.0:
+            return g
+        source = "pooled" if self.adaptor_input == "pooled" else "embedding"
+        g_h = l2_normalize(self.text_adaptor(text[source]))
+        return ops.concatenate(
+            [math.sqrt(alpha) * g, math.sqrt(1.0 - alpha) * g_h], axis=-1
+        )
+
+    # --- Input checks -----------------------------------------------------
+
+    def _check_alpha(self, alpha):
+        if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}.")
+        if alpha < 1.0 and self.objective != "3t":
+            raise ValueError(
+                f"alpha < 1 combines the main towers with the third tower, "
+                f"which only a '3t' model has; this model's objective is "
+                f"{self.objective!r}, so alpha must be 1 (got {alpha})."
+            )
+
+    def _check_images(self, images):
+        shape = tuple(images.shape)
+        if len(shape) != 4:
+            raise ValueError(
+                "images must be a float batch of shape (batch, height, width, "
+                f"channels); got rank {len(shape)}, shape {shape}."
+            )
+        towers = [self.image_tower]
+        if self.third_tower is not None:
+            towers.append(self.third_tower)
+        for tower in towers:
+            for axis, (got, expected) in enumerate(
+                zip(shape[1:], tower.image_shape)
+            ):
+                if expected is not None and got is not None and got != expected:
+                    what = ("height", "width", "channel count")[axis]
+                    raise ValueError(
+                        f"images have the wrong {what}: got shape {shape}, but "
+                        f"the {tower.name} expects (batch, "
+                        f"{', '.join(str(d) for d in tower.image_shape)})."
+                    )
+
+    def _check_text(self, inputs):
+        if not isinstance(inputs, dict) or "token_ids" not in inputs:
+            raise ValueError(
+                "Text inputs must be a dict with 'token_ids' and "
+                f"'padding_mask'; got {_describe(inputs)}."
+            )
+        if "padding_mask" not in inputs:
+            raise ValueError(
+                "token_ids were given without a padding_mask: pass "
+                "{'token_ids': ..., 'padding_mask': ...} (bool, true for real "
+                "tokens), as keras-hub preprocessors produce."
+            )
+        ids_shape = tuple(inputs["token_ids"].shape)
+        mask_shape = tuple(inputs["padding_mask"].shape)
+        if len(ids_shape) != 2:
+            raise ValueError(
+                f"token_ids must have shape (batch, length); got {ids_shape}."
+            )
+        if mask_shape != ids_shape:
+            raise ValueError(
+                f"padding_mask shape {mask_shape} does not match token_ids "
+                f"shape {ids_shape}."
+            )
+        max_length = self.text_tower.sequence_length
+        if ids_shape[1] is not None and ids_shape[1] > max_length:
+            raise ValueError(
+                f"token_ids have length {ids_shape[1]}, longer than the text "
+                f"tower's sequence_length {max_length}."
+            )
+
+    def _check_batch(self, batch):
+        if not isinstance(batch, dict):
+            raise ValueError(
+                f"Training batches must be dicts with keys {BATCH_KEYS}; got "
+                f"{_describe(batch)}."
+            )
+        if "images" not in batch:
+            raise ValueError(
+                f"The batch has no 'images'; it has keys {sorted(batch)}."
+            )
+        self._check_images(batch["images"])
+        self._check_text(batch)
+        batch_sizes = {
+            batch[key].shape[0]
+            for key in BATCH_KEYS
+            if batch[key].shape[0] is not None
+        }
+        if len(batch_sizes) > 1:
+            raise ValueError(
+                "images, token_ids and padding_mask have different batch "
+                f"sizes: {sorted(batch_sizes)}."
+            )
+        if batch_sizes and batch_sizes.pop() < 2:
+            raise ValueError(
+                "A contrastive loss needs a batch of at least 2 examples (the "
+                "rest of the batch are each example's negatives); got a batch "
+                "of 1."
+            )
+
+    # --- Config -----------------------------------------------------------
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_tower": keras.layers.serialize(self.image_tower),
+                "text_tower": keras.layers.serialize(self.text_tower),
+                "third_tower": (
+                    None
+                    if self.third_tower is None
+                    else keras.layers.serialize(self.third_tower)
+                ),
+                "objective": self.objective,
+                "loss": self.loss_type,
+                "pair_weights": list(self.pair_weights),
+                "shared_logit_scale": self.shared_logit_scale,
+                "logit_scale_init": self.logit_scale_init,
+                "logit_scale_max": self.logit_scale_max,
+                "logit_bias_init": self.logit_bias_init,
+                "adaptor_input": self.adaptor_input,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("image_tower", "text_tower", "third_tower"):
+            if config.get(key) is not None:
+                config[key] = keras.layers.deserialize(config[key])
+        return cls(**config)
+
+
+def _describe(value):
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _check_arguments(
+    image_tower, text_tower, third_tower, objective, loss, pair_weights, adaptor_input
+):
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}.")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
+    if adaptor_input not in ADAPTOR_INPUTS:
+        raise ValueError(
+            f"adaptor_input must be one of {ADAPTOR_INPUTS}; got {adaptor_input!r}."
+        )
+    if objective == "3t" and third_tower is None:
+        raise ValueError("objective='3t' needs a third_tower (a frozen ThirdTower).")
+    if objective != "3t" and third_tower is not None:
+        raise ValueError(
+            f"objective={objective!r} uses no third tower; got third_tower="
+            f"{third_tower.name!r}. Use objective='3t' to train with it."
+        )
+    if objective == "lit" and not image_tower.frozen:
+        raise ValueError(
+            "objective='lit' locks the image tower: pass an ImageTower built "
+            "with frozen=True around a pretrained backbone."
+        )
+    if image_tower.output_dim != text_tower.output_dim:
+        raise ValueError(
+            f"The image tower's embedding size ({image_tower.output_dim}) "
+            f"differs from the text tower's ({text_tower.output_dim}); both "
+            "must project to the same space."
+        )
+    weights = tuple(pair_weights)
+    if len(weights) != 3 or any(w < 0 for w in weights) or sum(weights) == 0:
+        raise ValueError(
+            "pair_weights must be three non-negative weights (image-text, "
+            f"image-third, text-third), not all zero; got {pair_weights!r}."
+        )

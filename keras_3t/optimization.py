@@ -1,0 +1,61 @@
+"""The default optimizer: AdamW with optional warmup + cosine decay."""
+
+import keras
+
+
+def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps=0):
+    """Linear warmup from 0 to `learning_rate`, then cosine decay to 0.
+
+    Args:
+        learning_rate: float, the peak learning rate.
+        total_steps: int, the step at which the rate reaches 0.
+        warmup_steps: int, the length of the linear warmup.
+
+    Example:
+    >>> from keras_3t.optimization import warmup_cosine_schedule
+    >>> schedule = warmup_cosine_schedule(1e-3, total_steps=100, warmup_steps=10)
+    >>> round(float(schedule(10)), 6)
+    0.001
+    """
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(
+            "warmup_steps must be at least 0 and below total_steps; got "
+            f"warmup_steps={warmup_steps}, total_steps={total_steps}."
+        )
+    if warmup_steps == 0:
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=total_steps - warmup_steps,
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+    )
+
+
+def default_optimizer(
+    learning_rate=1e-3, weight_decay=1e-4, warmup_steps=0, total_steps=None
+):
+    """AdamW as CLIP trains it (beta_2 0.98, epsilon 1e-6).
+
+    Args:
+        learning_rate: float, the (peak) learning rate.
+        weight_decay: float, decoupled weight decay.
+        warmup_steps: int, linear warmup steps; needs `total_steps`.
+        total_steps: int or None. If set, warmup then cosine decay to 0 at
+            `total_steps`; if None, a constant learning rate.
+    """
+    if total_steps is not None:
+        learning_rate = warmup_cosine_schedule(
+            learning_rate, total_steps, warmup_steps
+        )
+    elif warmup_steps:
+        raise ValueError(
+            "warmup_steps needs total_steps (the warmup leads into a cosine "
+            "decay that ends at total_steps)."
+        )
+    return keras.optimizers.AdamW(
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        beta_2=0.98,
+        epsilon=1e-6,
+    )

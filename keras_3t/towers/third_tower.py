@@ -1,0 +1,92 @@
+"""The third tower h: a frozen pretrained image model with learnable heads."""
+
+import keras
+
+from keras_3t.towers.backbone_tower import BackboneTower
+
+
+@keras.saving.register_keras_serializable(package="keras_3t")
+class ThirdTower(BackboneTower):
+    """Third tower: frozen pretrained features e(x) and linear heads B_f, B_g.
+
+    The backbone is always frozen: never trained, always run in inference
+    mode, no gradient into it. Its pooled pre-logit features `e(x)` go
+    through two learnable linear heads: `h_f = B_f e`, aligned with the image
+    tower, and `h_g = B_g e`, aligned with the text tower (3T_METHOD.md). With
+    `shared_head=True` one head serves both.
+
+    Calling the tower returns a dict with `"features"` (e),
+    `"image_head"` (h_f) and `"text_head"` (h_g), none normalised.
+
+    Args:
+        backbone: a pretrained keras-hub image `Backbone` (e.g. loaded with
+            `keras_hub.models.Backbone.from_preset`) or any Keras image model.
+        embedding_dim: int, the size of the heads' outputs.
+        pooling: how to pool the backbone output to pre-logit features; see
+            `keras_3t.towers.pooling.pool_image_features`.
+        shared_head: bool. One head for both pairs instead of two.
+        image_converter: optional Keras layer applied to the images first
+            (resize / rescale to what the pretrained model expects).
+
+    Example:
+    >>> import numpy as np, keras
+    >>> from keras_3t.towers import ThirdTower
+    >>> cnn = keras.Sequential([keras.Input((16, 16, 3)),
+    ...     keras.layers.Conv2D(8, 3), keras.layers.BatchNormalization()])
+    >>> tower = ThirdTower(cnn, embedding_dim=4)
+    >>> tower(np.zeros((2, 16, 16, 3), "float32"))["text_head"].shape
+    (2, 4)
+    """
+
+    def __init__(
+        self,
+        backbone,
+        embedding_dim,
+        pooling="auto",
+        shared_head=False,
+        image_converter=None,
+        **kwargs,
+    ):
+        kwargs.pop("frozen", None)  # always frozen; present in saved configs
+        super().__init__(
+            backbone,
+            pooling=pooling,
+            frozen=True,
+            image_converter=image_converter,
+            **kwargs,
+        )
+        self.embedding_dim = embedding_dim
+        self.shared_head = shared_head
+        if shared_head:
+            self.image_head = keras.layers.Dense(
+                embedding_dim, use_bias=False, name="head"
+            )
+            self.text_head = self.image_head
+        else:
+            self.image_head = keras.layers.Dense(
+                embedding_dim, use_bias=False, name="image_head"
+            )
+            self.text_head = keras.layers.Dense(
+                embedding_dim, use_bias=False, name="text_head"
+            )
+
+    def build(self, input_shape=None):
+        self.image_head.build((None, self.feature_dim))
+        if not self.shared_head:
+            self.text_head.build((None, self.feature_dim))
+        self.built = True
+
+    def call(self, images, training=None):
+        features = self.features(images)
+        return {
+            "features": features,
+            "image_head": self.image_head(features),
+            "text_head": self.text_head(features),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"embedding_dim": self.embedding_dim, "shared_head": self.shared_head}
+        )
+        return config
