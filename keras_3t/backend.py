@@ -120,6 +120,45 @@ def _jax_test_step(model, state, data):
     return logs, (trainable, non_trainable, metrics_variables)
 
 
+# --- Batch size known only at run time (TensorFlow graphs) ------------------
+# JAX and PyTorch always see concrete shapes, so the model's own check raises;
+# a TensorFlow graph may see batch size None (a dataset without
+# drop_remainder) and must check as it runs.
+
+BATCH_TOO_SMALL = (
+    "A contrastive loss needs a batch of at least 2 examples (the rest of the "
+    "batch are the negatives of each example); got a batch of 1. Batch "
+    "datasets with drop_remainder=True."
+)
+
+
+def assert_batch_size_at_least_two(images):
+    """Adds a run-time check where the batch size is not known in advance."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.debugging.assert_greater_equal(
+            tf.shape(images)[0], 2, message=BATCH_TOO_SMALL
+        )
+
+
+def raise_value_errors(step_function):
+    """Re-raises the run-time batch-size check of TensorFlow as a ValueError."""
+    if keras.backend.backend() != "tensorflow":
+        return step_function
+    import tensorflow as tf
+
+    def checked_step_function(*args):
+        try:
+            return step_function(*args)
+        except tf.errors.InvalidArgumentError as error:
+            if BATCH_TOO_SMALL in error.message:
+                raise ValueError(BATCH_TOO_SMALL) from None
+            raise
+
+    return checked_step_function
+
+
 _STEPS = {
     "tensorflow": (_tensorflow_train_step, _tensorflow_test_step),
     "torch": (_torch_train_step, _torch_test_step),

@@ -158,10 +158,11 @@ class ThreeTowerModel(keras.Model):
     # --- Building ---------------------------------------------------------
 
     def build(self, input_shape=None):
-        self.image_tower.build()
-        self.text_tower.build()
+        # Towers restored from a saved config arrive built already.
+        for tower in (self.image_tower, self.text_tower, self.third_tower):
+            if tower is not None and not tower.built:
+                tower.build()
         if self.objective == "3t":
-            self.third_tower.build()
             if self.adaptor_input == "pooled":
                 image_dim = self.image_tower.feature_dim
                 text_dim = self.text_tower.hidden_dim
@@ -223,11 +224,29 @@ class ThreeTowerModel(keras.Model):
             )
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips this for models that override compile(); ours accepts
+        # the saved arguments, so a loaded model resumes with its optimizer.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
     def train_step(self, *args):
         return backend.train_step(self, *args)
 
     def test_step(self, *args):
         return backend.test_step(self, *args)
+
+    def make_train_function(self, force=False):
+        if self.train_function is None or force:
+            super().make_train_function(force=True)
+            self.train_function = backend.raise_value_errors(self.train_function)
+        return self.train_function
+
+    def make_test_function(self, force=False):
+        if self.test_function is None or force:
+            super().make_test_function(force=True)
+            self.test_function = backend.raise_value_errors(self.test_function)
+        return self.test_function
 
     @property
     def metrics(self):
@@ -433,12 +452,10 @@ class ThreeTowerModel(keras.Model):
                 "images, token_ids and padding_mask have different batch "
                 f"sizes: {sorted(batch_sizes)}."
             )
-        if batch_sizes and batch_sizes.pop() < 2:
-            raise ValueError(
-                "A contrastive loss needs a batch of at least 2 examples (the "
-                "rest of the batch are each example's negatives); got a batch "
-                "of 1."
-            )
+        if not batch_sizes:
+            backend.assert_batch_size_at_least_two(batch["images"])
+        elif batch_sizes.pop() < 2:
+            raise ValueError(backend.BATCH_TOO_SMALL)
 
     # --- Config -----------------------------------------------------------
 

@@ -36,7 +36,10 @@ class BackboneTower(keras.layers.Layer):
         self.frozen = frozen
         self.image_converter = image_converter
         if frozen:
-            self.backbone.trainable = False
+            # Not `backbone.trainable = False`: TensorFlow's AutoTrackable skips
+            # that assignment when the flag already reads False (a frozen
+            # backbone restored from a config), leaving its sublayers trainable.
+            keras.layers.Layer.trainable.fset(self.backbone, False)
 
     @property
     def feature_dim(self):

@@ -1,0 +1,102 @@
+"""Tiny towers and models shared by the tests; the suite runs once per backend."""
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from keras_3t import ImageTower
+from keras_3t import TextTower
+from keras_3t import ThirdTower
+from keras_3t import ThreeTowerModel
+from keras_3t.datasets import toy
+
+IMAGE_SIZE = 16
+SEQUENCE_LENGTH = 4
+EMBEDDING_DIM = 16
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--run-slow", action="store_true", help="also run tests marked slow"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def tiny_vit(patch_size=4, hidden_dim=32):
+    return keras_hub.models.ViTBackbone(
+        image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        patch_size=patch_size,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=hidden_dim,
+        mlp_dim=2 * hidden_dim,
+    )
+
+
+def tiny_resnet():
+    """A keras-hub CNN backbone with batch norm, standing in for a pretrained one."""
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64],  # keras-hub requires 64 first
+        stackwise_num_blocks=[1],
+        stackwise_num_strides=[1],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(None, None, 3),
+    )
+
+
+def tiny_text_tower(**kwargs):
+    config = dict(
+        vocabulary_size=toy.VOCABULARY_SIZE,
+        sequence_length=SEQUENCE_LENGTH,
+        embedding_dim=EMBEDDING_DIM,
+        hidden_dim=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_dim=64,
+    )
+    config.update(kwargs)
+    return TextTower(**config)
+
+
+def tiny_model(objective="3t", third_backbone=None, **kwargs):
+    """A tiny 3T / LiT / CLIP model on 16×16 images and toy captions."""
+    if objective == "lit":
+        image_tower = ImageTower(
+            third_backbone or tiny_resnet(), EMBEDDING_DIM, frozen=True
+        )
+    else:
+        image_tower = ImageTower(tiny_vit(), EMBEDDING_DIM)
+    third_tower = None
+    if objective == "3t":
+        third_tower = ThirdTower(third_backbone or tiny_resnet(), EMBEDDING_DIM)
+    return ThreeTowerModel(
+        image_tower=image_tower,
+        text_tower=tiny_text_tower(),
+        third_tower=third_tower,
+        objective=objective,
+        **kwargs,
+    )
+
+
+def snapshot(variables):
+    return {v.path: np.array(keras.ops.convert_to_numpy(v)) for v in variables}
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def text_of(batch):
+    return {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"]}
