@@ -31,7 +31,7 @@ class ImageTower(BackboneTower):
     >>> vit = keras_hub.models.ViTBackbone(image_shape=(16, 16, 3),
     ...     patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
     >>> tower = ImageTower(vit, embedding_dim=8)
-    >>> tower(np.zeros((2, 16, 16, 3), "float32"))["embedding"].shape
+    >>> tuple(tower(np.zeros((2, 16, 16, 3), "float32"))["embedding"].shape)
     (2, 8)
     """
 

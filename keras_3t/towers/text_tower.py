@@ -41,7 +41,7 @@ class TextTower(keras.layers.Layer):
     ...     intermediate_dim=32)
     >>> out = tower({"token_ids": np.ones((2, 8), "int32"),
     ...              "padding_mask": np.ones((2, 8), bool)})
-    >>> out["embedding"].shape
+    >>> tuple(out["embedding"].shape)
     (2, 4)
     """
 

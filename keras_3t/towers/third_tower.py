@@ -34,7 +34,7 @@ class ThirdTower(BackboneTower):
     >>> cnn = keras.Sequential([keras.Input((16, 16, 3)),
     ...     keras.layers.Conv2D(8, 3), keras.layers.BatchNormalization()])
     >>> tower = ThirdTower(cnn, embedding_dim=4)
-    >>> tower(np.zeros((2, 16, 16, 3), "float32"))["text_head"].shape
+    >>> tuple(tower(np.zeros((2, 16, 16, 3), "float32"))["text_head"].shape)
     (2, 4)
     """
 
