@@ -260,7 +260,10 @@ class ThreeTowerModel(keras.Model):
 
     def logit_scale(self, pair="image_text"):
         """The multiplier exp(s) of a pair's cosine similarities (clamped)."""
-        log_scale = self.logit_scales[self._scale_names[pair]]
+        return self._clamped_scale(self._scale_names[pair])
+
+    def _clamped_scale(self, suffix):
+        log_scale = self.logit_scales[suffix]
         return ops.exp(ops.minimum(log_scale, self.logit_scale_max))
 
     def _pair_loss(self, pair, a, b):
@@ -289,9 +292,8 @@ class ThreeTowerModel(keras.Model):
         values = {"loss_image_text": self._pair_loss("image_text", f, g)}
         if self.objective == "3t":
             third = self.third_tower(batch["images"])
-            source = "pooled" if self.adaptor_input == "pooled" else "embedding"
-            f_h = l2_normalize(self.image_adaptor(image[source]))
-            g_h = l2_normalize(self.text_adaptor(text[source]))
+            f_h = l2_normalize(self.image_adaptor(image[self.adaptor_input]))
+            g_h = l2_normalize(self.text_adaptor(text[self.adaptor_input]))
             h_f = l2_normalize(third["image_head"])
             h_g = l2_normalize(third["text_head"])
             values["loss_image_third"] = self._pair_loss("image_third", f_h, h_f)
@@ -302,10 +304,8 @@ class ThreeTowerModel(keras.Model):
             )
         else:
             values["loss"] = values["loss_image_text"]
-        for suffix, log_scale in self.logit_scales.items():
-            values[f"logit_scale{suffix}"] = ops.exp(
-                ops.minimum(log_scale, self.logit_scale_max)
-            )
+        for suffix in self.logit_scales:
+            values[f"logit_scale{suffix}"] = self._clamped_scale(suffix)
         for suffix, bias in self.logit_biases.items():
             values[f"logit_bias{suffix}"] = ops.convert_to_tensor(bias)
         return values
@@ -360,8 +360,7 @@ class ThreeTowerModel(keras.Model):
         g = l2_normalize(text["embedding"])
         if alpha == 1.0:
             return g
-        source = "pooled" if self.adaptor_input == "pooled" else "embedding"
-        g_h = l2_normalize(self.text_adaptor(text[source]))
+        g_h = l2_normalize(self.text_adaptor(text[self.adaptor_input]))
         return ops.concatenate(
             [math.sqrt(alpha) * g, math.sqrt(1.0 - alpha) * g_h], axis=-1
         )

@@ -70,7 +70,7 @@ def tiny_text_tower(**kwargs):
     return TextTower(**config)
 
 
-def tiny_model(objective="3t", third_backbone=None, **kwargs):
+def tiny_model(objective="3t", third_backbone=None, shared_head=False, **kwargs):
     """A tiny 3T / LiT / CLIP model on 16×16 images and toy captions."""
     if objective == "lit":
         image_tower = ImageTower(
@@ -80,7 +80,9 @@ def tiny_model(objective="3t", third_backbone=None, **kwargs):
         image_tower = ImageTower(tiny_vit(), EMBEDDING_DIM)
     third_tower = None
     if objective == "3t":
-        third_tower = ThirdTower(third_backbone or tiny_resnet(), EMBEDDING_DIM)
+        third_tower = ThirdTower(
+            third_backbone or tiny_resnet(), EMBEDDING_DIM, shared_head=shared_head
+        )
     return ThreeTowerModel(
         image_tower=image_tower,
         text_tower=tiny_text_tower(),
