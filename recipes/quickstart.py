@@ -19,10 +19,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
-import keras_3t  # noqa: E402
 from keras_3t.datasets import toy  # noqa: E402
 from keras_3t.datasets import toy_batch  # noqa: E402
 
@@ -58,35 +56,6 @@ def pretrained_colour_classifier(seed):
     return backbone
 
 
-def build_model(objective, third_backbone):
-    vit = keras_hub.models.ViTBackbone(
-        image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-        patch_size=4,
-        num_layers=2,
-        num_heads=4,
-        hidden_dim=64,
-        mlp_dim=128,
-    )
-    text_tower = keras_3t.TextTower(
-        vocabulary_size=toy.VOCABULARY_SIZE,
-        sequence_length=4,
-        embedding_dim=EMBEDDING_DIM,
-        hidden_dim=64,
-        num_layers=2,
-        num_heads=4,
-        intermediate_dim=128,
-    )
-    third_tower = None
-    if objective == "3t":
-        third_tower = keras_3t.ThirdTower(third_backbone, EMBEDDING_DIM)
-    return keras_3t.ThreeTowerModel(
-        image_tower=keras_3t.ImageTower(vit, EMBEDDING_DIM),
-        text_tower=text_tower,
-        third_tower=third_tower,
-        objective=objective,
-    )
-
-
 class PrintPairLosses(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         pairs = [k for k in ("loss_image_text", "loss_image_third", "loss_text_third") if k in logs]
@@ -109,7 +78,7 @@ def main():
     third_backbone = None
     if args.objective == "3t":
         third_backbone = pretrained_colour_classifier(seed=args.seed + 100)
-    model = build_model(args.objective, third_backbone)
+    model = toy.build_model(args.objective, third_backbone, IMAGE_SIZE, EMBEDDING_DIM)
     train = toy_batch(BATCH_SIZE * 16, image_size=IMAGE_SIZE, seed=args.seed + 1)
     steps = args.epochs * 16
     model.compile(learning_rate=2e-3, warmup_steps=steps // 10, total_steps=steps)

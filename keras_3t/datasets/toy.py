@@ -22,6 +22,9 @@ PALETTE = np.array(
     ],
     dtype="float32",
 )
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "white", "orange")
+QUADRANT_NAMES = ("top-left", "top-right", "bottom-left", "bottom-right")
+SIZE_NAMES = ("small", "large")
 NUM_QUADRANTS = 4
 NUM_SIZES = 2
 NUM_CAPTIONS = len(PALETTE) * NUM_QUADRANTS * NUM_SIZES
@@ -81,3 +84,88 @@ def toy_batch(batch_size, image_size=16, sequence_length=4, seed=0):
         "token_ids": token_ids,
         "padding_mask": padding_mask,
     }
+
+
+# Token ids in caption order: colour, quadrant, size (0 pads).
+WORD_IDS = {
+    word: 1 + i for i, word in enumerate(COLOUR_NAMES + QUADRANT_NAMES + SIZE_NAMES)
+}
+
+
+def tokenize(texts):
+    """The toy problem's tokenizer: one id per known word, others ignored.
+
+    Args:
+        texts: a list of strings such as `"a large red square, top-left"`.
+
+    Returns:
+        One list of token ids per string (like a keras-hub `Tokenizer`).
+
+    Example:
+    >>> from keras_3t.datasets import toy
+    >>> toy.tokenize(["a small red square in the top-left"])
+    [[1, 9, 13]]
+    """
+    tokenized = []
+    for text in texts:
+        words = text.lower().replace(",", " ").replace(".", " ").split()
+        # Sorted ids are in caption order: colours, then quadrants, then sizes.
+        tokenized.append(sorted(WORD_IDS[word] for word in words if word in WORD_IDS))
+    return tokenized
+
+
+def build_model(objective="3t", third_backbone=None, image_size=16, embedding_dim=32):
+    """A small model sized for the toy problem (quickstart, examples, tests).
+
+    A ViT image tower and a transformer text tower from scratch; for "3t" a
+    third tower around `third_backbone` (default: a small randomly
+    initialised CNN, frozen — pass a trained one to mirror the paper).
+
+    Example:
+    >>> from keras_3t.datasets import toy
+    >>> toy.build_model("clip").objective
+    'clip'
+    """
+    import keras
+    import keras_hub
+
+    from keras_3t.model import ThreeTowerModel
+    from keras_3t.towers import ImageTower
+    from keras_3t.towers import TextTower
+    from keras_3t.towers import ThirdTower
+
+    vit = keras_hub.models.ViTBackbone(
+        image_shape=(image_size, image_size, 3),
+        patch_size=4,
+        num_layers=2,
+        num_heads=4,
+        hidden_dim=64,
+        mlp_dim=128,
+    )
+    text_tower = TextTower(
+        vocabulary_size=VOCABULARY_SIZE,
+        sequence_length=CAPTION_LENGTH + 1,
+        embedding_dim=embedding_dim,
+        hidden_dim=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_dim=128,
+    )
+    third_tower = None
+    if objective == "3t":
+        if third_backbone is None:
+            third_backbone = keras.Sequential(
+                [
+                    keras.Input((image_size, image_size, 3)),
+                    keras.layers.Conv2D(32, 3, activation="relu"),
+                    keras.layers.Conv2D(32, 3, strides=2, activation="relu"),
+                    keras.layers.GlobalAveragePooling2D(),
+                ]
+            )
+        third_tower = ThirdTower(third_backbone, embedding_dim)
+    return ThreeTowerModel(
+        image_tower=ImageTower(vit, embedding_dim),
+        text_tower=text_tower,
+        third_tower=third_tower,
+        objective=objective,
+    )
