@@ -159,6 +159,24 @@ def raise_value_errors(step_function):
     return checked_step_function
 
 
+def compile_function(function):
+    """Compiles a pure function of tensors written with `keras.ops`.
+
+    jax.jit on JAX and an XLA tf.function on TensorFlow fuse its operations
+    into one kernel per input shape; PyTorch runs it eagerly.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, jit_compile=True, reduce_retracing=True)
+    return function
+
+
 _STEPS = {
     "tensorflow": (_tensorflow_train_step, _tensorflow_test_step),
     "torch": (_torch_train_step, _torch_test_step),

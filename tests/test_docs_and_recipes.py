@@ -33,6 +33,9 @@ def test_quickstart_recipe_trains_and_saves(tmp_path):
     )
     epochs = re.findall(r"epoch +\d+ +loss ([\d.]+) +image_text", result.stdout)
     assert len(epochs) == 2 and float(epochs[1]) < float(epochs[0]), result.stdout
-    assert "held-out image→text recall@1" in result.stdout
+    rows = re.findall(r"^\| (\d\.\d\d) \|", result.stdout, re.MULTILINE)
+    assert rows == ["0.00", "0.25", "0.50", "0.75", "1.00"], result.stdout
+    with open(tmp_path / f"alpha_sweep_{keras.backend.backend()}.png", "rb") as plot:
+        assert plot.read(4) == b"\x89PNG"
     saved = tmp_path / f"3t_{keras.backend.backend()}.keras"
     assert keras.saving.load_model(saved).objective == "3t"

@@ -1,7 +1,12 @@
 """Image↔text retrieval recall@k, in blocks, with pessimistic ties."""
 
+import functools
+import warnings
+
 import numpy as np
 from keras import ops
+
+from keras_3t import backend
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -40,6 +45,26 @@ def _check_text_to_image(text_to_image, num_texts, num_images):
 
 def _blocks(count, block_size):
     return [(start, min(start + block_size, count)) for start in range(0, count, block_size)]
+
+
+def _count_block_eagerly(texts, images, text_threshold, image_threshold, own_columns):
+    """Per caption and per image, how many scores of this block reach the
+    threshold; and each caption's score at column `own_columns`."""
+    scores = ops.matmul(texts, ops.transpose(images))
+    with warnings.catch_warnings():
+        # Keras's torch count_nonzero calls `.T` on its 1-D result.
+        warnings.filterwarnings("ignore", message="The use of `x.T`")
+        rows_ahead = ops.count_nonzero(scores >= text_threshold[:, None], axis=1)
+        cols_ahead = ops.count_nonzero(scores >= image_threshold[None, :], axis=0)
+    right = ops.take_along_axis(scores, own_columns[:, None], axis=1)[:, 0]
+    return rows_ahead, cols_ahead, right
+
+
+@functools.cache
+def _count_block():
+    # Compiled on first use (the backend is fixed by then): the score block,
+    # its two comparisons and reductions fuse into one pass.
+    return backend.compile_function(_count_block_eagerly)
 
 
 def retrieval_metrics(
@@ -143,30 +168,24 @@ def retrieval_metrics(
         text_threshold = ops.convert_to_tensor(text_thresholds[t_start:t_stop])
         own = text_to_image[t_start:t_stop]
         for i_start, i_stop in image_blocks:
-            image_block = ops.convert_to_tensor(images[i_start:i_stop], "float32")
-            image_threshold = ops.convert_to_tensor(image_thresholds[i_start:i_stop])
-            scores = ops.matmul(text_block, ops.transpose(image_block))
-            texts_ahead[t_start:t_stop] += ops.convert_to_numpy(
-                ops.count_nonzero(scores >= text_threshold[:, None], axis=1)
+            local = own - i_start
+            inside = (local >= 0) & (local < i_stop - i_start)
+            rows_ahead, cols_ahead, right = _count_block()(
+                text_block,
+                ops.convert_to_tensor(images[i_start:i_stop], "float32"),
+                text_threshold,
+                ops.convert_to_tensor(image_thresholds[i_start:i_stop]),
+                ops.convert_to_tensor(np.where(inside, local, 0).astype(np.int32)),
             )
-            images_ahead[i_start:i_stop] += ops.convert_to_numpy(
-                ops.count_nonzero(scores >= image_threshold[None, :], axis=0)
-            )
+            texts_ahead[t_start:t_stop] += ops.convert_to_numpy(rows_ahead)
+            images_ahead[i_start:i_stop] += ops.convert_to_numpy(cols_ahead)
             # Take back the right pairs counted above: a caption and its own
             # image are never "ahead" of each other.
-            rows = np.nonzero((own >= i_start) & (own < i_stop))[0]
+            rows = np.nonzero(inside)[0]
             if rows.size:
-                cols = own[rows] - i_start
-                flat = ops.reshape(scores, (-1,))
-                right = ops.convert_to_numpy(
-                    ops.take(flat, rows * (i_stop - i_start) + cols)
-                )
+                right = ops.convert_to_numpy(right)[rows]
                 texts_ahead[t_start + rows] -= right >= text_thresholds[t_start + rows]
-                np.subtract.at(
-                    images_ahead,
-                    own[rows],
-                    right >= image_thresholds[own[rows]],
-                )
+                np.subtract.at(images_ahead, own[rows], right >= image_thresholds[own[rows]])
 
     metrics = {}
     for k in ks:
