@@ -1,6 +1,8 @@
 """keras-3t: Three Towers (3T) contrastive image-text learning for Keras 3."""
 
+from keras_3t import callbacks
 from keras_3t import datasets
+from keras_3t import evaluation
 from keras_3t import losses
 from keras_3t import towers
 from keras_3t.losses import contrastive_loss

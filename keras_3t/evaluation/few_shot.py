@@ -3,6 +3,9 @@
 import numpy as np
 from keras import ops
 
+from keras_3t.evaluation.checks import check_same_dim
+from keras_3t.evaluation.checks import positive_integers
+
 DEFAULT_SHOTS = (1, 5, 10, 25)
 
 
@@ -95,14 +98,8 @@ def few_shot_linear_probe(
     """
     train, train_labels = _check_embeddings_and_labels(train_embeddings, train_labels, "train")
     test, test_labels = _check_embeddings_and_labels(test_embeddings, test_labels, "test")
-    if train.shape[1] != test.shape[1]:
-        raise ValueError(
-            f"Train and test embeddings have different sizes: {train.shape[1]} and "
-            f"{test.shape[1]}."
-        )
-    shots = tuple(shots)
-    if not shots or any(not isinstance(k, (int, np.integer)) or k < 1 for k in shots):
-        raise ValueError(f"shots must be positive integers; got {shots!r}.")
+    check_same_dim(train, test, "Train and test")
+    shots = positive_integers(shots, "shots")
     classes = np.unique(np.concatenate([train_labels, test_labels]))
     members = {c: np.nonzero(train_labels == c)[0] for c in classes}
     for c, indices in members.items():

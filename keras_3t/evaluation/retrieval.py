@@ -7,6 +7,8 @@ import numpy as np
 from keras import ops
 
 from keras_3t import backend
+from keras_3t.evaluation.checks import check_same_dim
+from keras_3t.evaluation.checks import positive_integers
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -123,14 +125,8 @@ def retrieval_metrics(
     """
     images = _as_numpy_matrix(image_embeddings, "image_embeddings")
     texts = _as_numpy_matrix(text_embeddings, "text_embeddings")
-    if images.shape[1] != texts.shape[1]:
-        raise ValueError(
-            f"Image and text embeddings have different sizes: {images.shape[1]} "
-            f"and {texts.shape[1]}."
-        )
-    ks = tuple(ks)
-    if not ks or any(not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"ks must be positive integers; got {ks!r}.")
+    check_same_dim(images, texts, "Image and text")
+    ks = positive_integers(ks, "ks")
     if block_size < 1:
         raise ValueError(f"block_size must be positive; got {block_size}.")
     num_images, num_texts = len(images), len(texts)
