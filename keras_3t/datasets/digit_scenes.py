@@ -51,6 +51,12 @@ def source_pools(num_digits, seed=0):
     return {name: np.sort(order[a:b]) for name, a, b in zip(POOLS, bounds[:-1], bounds[1:])}
 
 
+def _paste(canvas, digit, cell, colour):
+    """Draws a 28×28 grey digit, tinted `colour`, into a cell of the grid."""
+    top, left = (cell // 2) * CELL, (cell % 2) * CELL
+    canvas[top : top + CELL, left : left + CELL] = digit[..., None] * colour
+
+
 def describe(digits, cells):
     """The exact caption of digits in cells, in one of the layout's templates."""
     placed = sorted(zip(cells, digits))
@@ -108,9 +114,7 @@ def make_scenes(num_scenes, split="train", regime="web", seed=0, source=None):
         chosen = rng.choice(pool, size=count, replace=False)
         places = rng.choice(4, size=count, replace=False)
         for k, (index, cell) in enumerate(zip(chosen, places)):
-            top, left = (cell // 2) * CELL, (cell % 2) * CELL
-            colour = COLOURS[rng.integers(len(COLOURS))]
-            scenes[n, top : top + CELL, left : left + CELL] = images[index][..., None] * colour
+            _paste(scenes[n], images[index], cell, COLOURS[rng.integers(len(COLOURS))])
             digits[n, k], cells[n, k], source_ids[n, k] = labels[index], cell, index
         kind = "exact"
         if regime == "web":
@@ -152,9 +156,7 @@ def single_digit_task(num_scenes, split="test", seed=0, source=None):
     chosen = rng.choice(pool, size=num_scenes, replace=len(pool) < num_scenes)
     scenes = np.zeros((num_scenes, CANVAS, CANVAS, 3), "float32")
     for n, index in enumerate(chosen):
-        cell = rng.integers(4)
-        top, left = (cell // 2) * CELL, (cell % 2) * CELL
-        scenes[n, top : top + CELL, left : left + CELL] = images[index][..., None]
+        _paste(scenes[n], images[index], rng.integers(4), COLOURS[0])
     return {
         "images": scenes,
         "labels": labels[chosen],
