@@ -162,8 +162,9 @@ def raise_value_errors(step_function):
 def compile_function(function):
     """Compiles a pure function of tensors written with `keras.ops`.
 
-    jax.jit on JAX and an XLA tf.function on TensorFlow fuse its operations
-    into one kernel per input shape; PyTorch runs it eagerly.
+    jax.jit on JAX and an XLA tf.function on TensorFlow compile it once per
+    input shape (one dispatch instead of one per operation); PyTorch runs it
+    eagerly.
     """
     backend = keras.backend.backend()
     if backend == "jax":
