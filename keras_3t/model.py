@@ -54,6 +54,11 @@ class ThreeTowerModel(keras.Model):
         adaptor_input: what the main towers' adaptor heads (A_f, A_g) read:
             `"pooled"` representations (u_f, u_g) or the projected
             `"embedding"`s.
+        preprocessor: optional `keras_3t.ThreeTowerPreprocessor` (or any
+            layer mapping `{"images", "captions"}` to a batch). The model
+            does not call it (map it over the data set); it is kept and
+            saved with the model so captions are tokenized the same way
+            after loading.
 
     Example:
     >>> import keras_hub
@@ -89,6 +94,7 @@ class ThreeTowerModel(keras.Model):
         logit_scale_max=math.log(100.0),
         logit_bias_init=-10.0,
         adaptor_input="pooled",
+        preprocessor=None,
         **kwargs,
     ):
         _check_arguments(
@@ -106,6 +112,7 @@ class ThreeTowerModel(keras.Model):
         self.image_tower = image_tower
         self.text_tower = text_tower
         self.third_tower = third_tower
+        self.preprocessor = preprocessor
         if objective == "3t":
             self.image_adaptor = keras.layers.Dense(
                 third_tower.embedding_dim, use_bias=False, name="image_adaptor"
@@ -477,6 +484,11 @@ class ThreeTowerModel(keras.Model):
                 "logit_scale_max": self.logit_scale_max,
                 "logit_bias_init": self.logit_bias_init,
                 "adaptor_input": self.adaptor_input,
+                "preprocessor": (
+                    None
+                    if self.preprocessor is None
+                    else keras.layers.serialize(self.preprocessor)
+                ),
             }
         )
         return config
@@ -484,7 +496,7 @@ class ThreeTowerModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("image_tower", "text_tower", "third_tower"):
+        for key in ("image_tower", "text_tower", "third_tower", "preprocessor"):
             if config.get(key) is not None:
                 config[key] = keras.layers.deserialize(config[key])
         return cls(**config)

@@ -109,3 +109,59 @@ def test_bad_arguments():
         _scenes(split="pretrain")
     with pytest.raises(ValueError, match="regime must be"):
         _scenes(regime="noisy")
+
+
+def test_web_training_scenes_draw_on_a_small_fixed_pool_of_mixed_digits():
+    pool = set(digit_scenes.source_pools(5000)["train"].tolist())
+    web = _scenes(2000, regime="web")
+    ids = set(web["source_ids"][web["source_ids"] >= 0].tolist())
+    assert ids <= pool and len(ids) <= digit_scenes.WEB_TRAIN_SOURCE_DIGITS
+    assert set(web["digits"][web["digits"] >= 0].tolist()) == set(range(10))
+    clean = _scenes(2000, regime="clean")
+    assert len(set(clean["source_ids"][clean["source_ids"] >= 0].tolist())) > 3 * len(ids)
+    # Evaluation splits are not restricted by the regime.
+    test = _scenes(2000, split="test", regime="web")
+    assert len(set(test["source_ids"][test["source_ids"] >= 0].tolist())) > len(ids)
+
+
+@pytest.mark.parametrize("task", sorted(digit_scenes.PRETRAINING_TASKS))
+def test_pretraining_scenes_come_from_the_pretrain_pool_only(task):
+    pools = digit_scenes.source_pools(5000)
+    train = digit_scenes.pretraining_scenes(task, "train", copies=1, source=SOURCE)
+    held_out = digit_scenes.pretraining_scenes(task, "held_out", copies=1, source=SOURCE)
+    train_ids, held_ids = set(train["source_ids"]), set(held_out["source_ids"])
+    assert train_ids | held_ids == set(pools["pretrain"].tolist())
+    assert not train_ids & held_ids
+    assert len(held_ids) == round(digit_scenes.PRETRAINING_HELD_OUT * len(pools["pretrain"]))
+    num_classes = len(digit_scenes.PRETRAINING_TASKS[task])
+    for part in (train, held_out):
+        assert set(part["labels"].tolist()) == set(range(num_classes))
+    # Batches mix classes: the first 64 labels are not one class.
+    assert len(set(train["labels"][:64].tolist())) > 1
+    images, labels = SOURCE
+    if task == "digit":
+        np.testing.assert_array_equal(train["labels"], labels[train["source_ids"]])
+    # Each scene shows its source digit, tinted, in one cell.
+    scene, digit = train["images"][0], images[train["source_ids"][0]]
+    cells = [scene[r : r + 28, c : c + 28].max(axis=-1) for r in (0, 28) for c in (0, 28)]
+    matches = [np.allclose(cell / max(cell.max(), 1e-6), digit / digit.max(), atol=1e-5) for cell in cells]
+    assert sum(matches) == 1
+
+
+def test_stroke_thickness_is_ink_tertiles_within_each_digit_class():
+    images, labels = SOURCE
+    thickness = digit_scenes.stroke_thickness(images, labels)
+    ink = images.reshape(len(images), -1).sum(axis=1)
+    for digit in range(10):
+        members = labels == digit
+        counts = np.bincount(thickness[members], minlength=3)
+        assert counts.min() >= 160  # ~500 / 3 each
+        by_class = [ink[members][thickness[members] == k] for k in range(3)]
+        assert by_class[0].max() <= by_class[1].min() and by_class[1].max() <= by_class[2].min()
+
+
+def test_pretraining_scenes_reject_unknown_task_and_part():
+    with pytest.raises(ValueError, match="task must be one of"):
+        digit_scenes.pretraining_scenes("colour", source=SOURCE)
+    with pytest.raises(ValueError, match="part must be"):
+        digit_scenes.pretraining_scenes("digit", part="test", source=SOURCE)

