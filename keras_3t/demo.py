@@ -1,0 +1,234 @@
+"""The main job: CLIP vs LiT vs 3T on the embedded handwritten-digit scenes.
+
+    python -m keras_3t demo [--regime web|clean] [--mismatched] [--quick]
+                            [--seed 0] [--output DIR] [--overwrite]
+
+Trains CLIP (both towers from scratch), LiT (the shipped pretrained digit
+classifier frozen as the image tower) and 3T (towers from scratch plus that
+classifier as the frozen third tower) with the same data, steps, batch size
+and seed; with `--mismatched`, LiT and 3T again with the shipped stroke
+thickness classifier. Then it evaluates each on held-out test scenes
+(exact captions): zero-shot digit classification and image↔text retrieval,
+plus 3T's α sweep, prints the table, and writes `results.json`,
+`training_curves.png` and `alpha_sweep.png` to the output folder.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_3t.datasets import digit_scenes
+from keras_3t.digit_models import build_digit_model
+from keras_3t.digit_models import load_third_tower_backbone
+from keras_3t.evaluation import alpha_sweep
+from keras_3t.evaluation import evaluate_model
+from keras_3t.evaluation import plot_alpha_sweep
+from keras_3t.preprocessing import ThreeTowerPreprocessor
+from keras_3t.preprocessing import caption_tokenizer
+from keras_3t.preprocessing import caption_vocabulary
+
+# Budgets: the default fits in 10 minutes on 2 CPU cores; --quick in ~1.
+BUDGETS = {
+    "default": dict(train_scenes=8192, steps=400, batch_size=128, test_scenes=1000, epochs=8),
+    "quick": dict(train_scenes=1024, steps=24, batch_size=64, test_scenes=200, epochs=2),
+}
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+COLUMNS = {
+    "zero_shot_top1": "zero-shot top-1",
+    "image_to_text_r1": "I→T R@1",
+    "image_to_text_r5": "I→T R@5",
+    "text_to_image_r1": "T→I R@1",
+    "text_to_image_r5": "T→I R@5",
+}
+
+
+def scenes_with_distinct_captions(scenes):
+    """Keeps the first scene of each caption, so a caption has one image."""
+    _, first = np.unique(scenes["captions"], return_index=True)
+    keep = np.sort(first)
+    return {key: value[keep] for key, value in scenes.items()}
+
+
+def prepare_data(regime, budget, seed):
+    """Train scenes, the preprocessor, and the held-out evaluation tasks."""
+    train = digit_scenes.make_scenes(budget["train_scenes"], "train", regime, seed)
+    vocabulary = caption_vocabulary(train["captions"], vocabulary_size=200)
+    tokenizer = caption_tokenizer(vocabulary)
+    longest = max(len(ids) for ids in tokenizer(list(train["captions"])))
+    preprocessor = ThreeTowerPreprocessor(tokenizer, sequence_length=longest + 4)
+    # Evaluation follows the paper: clean benchmarks, whatever the training data.
+    test = scenes_with_distinct_captions(
+        digit_scenes.make_scenes(budget["test_scenes"], "test", "clean", seed)
+    )
+    zero_shot = digit_scenes.single_digit_task(budget["test_scenes"] // 2, "test", seed)
+    tasks = {
+        "retrieval": {
+            "images": test["images"],
+            "texts": preprocessor(list(test["captions"])),
+            "text_to_image": np.arange(len(test["captions"])),
+        },
+        "zero_shot": {**zero_shot, "tokenizer": preprocessor},
+    }
+    tasks["retrieval"]["texts"] = {k: keras.ops.convert_to_numpy(v) for k, v in tasks["retrieval"]["texts"].items()}
+    return train, preprocessor, tasks
+
+
+def train_dataset(train, preprocessor, batch_size, seed):
+    import tensorflow as tf
+
+    return (
+        digit_scenes.as_dataset(train)
+        .shuffle(len(train["captions"]), seed=seed)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def train_and_evaluate(name, objective, backbone, data, preprocessor, tasks, budget, seed):
+    """Trains one model with the shared budget; returns its results."""
+    print(f"\n=== {name} ({objective}) ===", flush=True)
+    keras.utils.set_random_seed(seed)
+    model = build_digit_model(
+        objective,
+        backbone,
+        vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
+        sequence_length=preprocessor.sequence_length,
+        preprocessor=preprocessor,
+    )
+    steps_per_epoch = budget["steps"] // budget["epochs"]
+    model.compile(
+        learning_rate=1e-3,
+        warmup_steps=budget["steps"] // 10,
+        total_steps=steps_per_epoch * budget["epochs"],
+    )
+    start = time.time()
+    history = model.fit(data, epochs=budget["epochs"], steps_per_epoch=steps_per_epoch, verbose=1)
+    seconds = time.time() - start
+    result = {
+        "objective": objective,
+        "metrics": evaluate_model(model, **tasks),
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "train_seconds": round(seconds, 1),
+        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+    }
+    if objective == "3t":
+        result["alpha_sweep"] = alpha_sweep(model, alphas=ALPHAS, **tasks)
+    return result
+
+
+def results_table(results):
+    """A Markdown table: one row per model, then 3T's α sweep."""
+    header = "| model | " + " | ".join(COLUMNS.values()) + " |"
+    lines = [header, "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, result in results.items():
+        metrics = result["metrics"]
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[k]:.3f}" for k in COLUMNS) + " |")
+    for name, result in results.items():
+        for row in result.get("alpha_sweep", []):
+            if 0.0 < row["alpha"] < 1.0 or row["alpha"] == 0.0:
+                cells = " | ".join(f"{row[k]:.3f}" for k in COLUMNS)
+                lines.append(f"| {name} α={row['alpha']:.2f} | {cells} |")
+    return "\n".join(lines)
+
+
+def plot_training_curves(results, path):
+    """Training loss (image-text pair) and total loss per epoch, per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
+    for name, result in results.items():
+        history = result["history"]
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        axes[0].plot(epochs, history["loss_image_text"], marker="o", label=name)
+        axes[1].plot(epochs, history["loss"], marker="o", label=name)
+    axes[0].set_title("image-text contrastive loss")
+    axes[1].set_title("training objective (3T: mean of its three losses)")
+    for axis in axes:
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot.close(figure)
+    return path
+
+
+def default_output(args):
+    suffix = "_mismatched" if args.mismatched else ""
+    quick = "_quick" if args.quick else ""
+    return os.path.join("runs", f"demo_{args.regime}{suffix}{quick}_seed{args.seed}")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="keras-3t demo", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--regime", choices=["web", "clean"], default="web")
+    parser.add_argument("--mismatched", action="store_true",
+                        help="also train LiT and 3T with the mismatched (stroke thickness) third tower")
+    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="default: runs/demo_<regime>[_mismatched]_seed<seed>")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder's results")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output = args.output or default_output(args)
+    if os.path.exists(os.path.join(output, "results.json")) and not args.overwrite:
+        sys.exit(f"{output} holds an earlier run's results; pass --overwrite or choose --output.")
+    os.makedirs(output, exist_ok=True)
+    budget = BUDGETS["quick" if args.quick else "default"]
+    print(f"backend {keras.backend.backend()}, regime {args.regime}, seed {args.seed}, budget {budget}")
+
+    start = time.time()
+    train, preprocessor, tasks = prepare_data(args.regime, budget, args.seed)
+    data = train_dataset(train, preprocessor, budget["batch_size"], args.seed)
+    towers = {"matched": load_third_tower_backbone("matched")}
+    runs = [("CLIP", "clip", None), ("LiT", "lit", "matched"), ("3T", "3t", "matched")]
+    if args.mismatched:
+        towers["mismatched"] = load_third_tower_backbone("mismatched")
+        runs += [("LiT mismatched", "lit", "mismatched"), ("3T mismatched", "3t", "mismatched")]
+    results = {}
+    for name, objective, tower in runs:
+        results[name] = train_and_evaluate(
+            name, objective, towers.get(tower), data, preprocessor, tasks, budget, args.seed
+        )
+
+    table = results_table(results)
+    print("\nHeld-out test scenes (exact captions); 3T α rows: α·main + (1−α)·third-tower path")
+    print(table)
+    summary = {
+        "command": "python -m keras_3t demo " + " ".join(argv if argv is not None else sys.argv[2:]),
+        "backend": keras.backend.backend(),
+        "regime": args.regime,
+        "seed": args.seed,
+        "budget": budget,
+        "retrieval_test_pairs": len(tasks["retrieval"]["text_to_image"]),
+        "zero_shot_test_images": len(tasks["zero_shot"]["labels"]),
+        "seconds": round(time.time() - start, 1),
+        "models": results,
+    }
+    with open(os.path.join(output, "results.json"), "w") as file:
+        json.dump(summary, file, indent=2)
+    with open(os.path.join(output, "results.md"), "w") as file:
+        file.write(table + "\n")
+    plot_training_curves(results, os.path.join(output, "training_curves.png"))
+    for name, result in results.items():
+        if "alpha_sweep" in result:
+            filename = f"alpha_sweep{'_mismatched' if 'mismatched' in name else ''}.png"
+            plot_alpha_sweep(result["alpha_sweep"], os.path.join(output, filename),
+                             metrics=list(COLUMNS), title=f"{name}: metrics along α")
+    print(f"\n{summary['seconds']:.0f} s; wrote results.json, results.md and plots to {output}")
+    return summary

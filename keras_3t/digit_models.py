@@ -1,0 +1,135 @@
+"""The embedded default's models: keras-hub ResNets sized for 56×56 digit
+scenes, the shipped pretrained third towers, and CLIP / LiT / 3T built from
+them. Used by the demo, `recipes/pretrain_third_tower.py` and the tests."""
+
+import os
+
+import keras_hub
+import numpy as np
+
+from keras_3t.model import ThreeTowerModel
+from keras_3t.towers import ImageTower
+from keras_3t.towers import TextTower
+from keras_3t.towers import ThirdTower
+
+# keras-hub preset folders written by recipes/pretrain_third_tower.py.
+SAVED_MODELS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "saved_models")
+THIRD_TOWERS = {
+    "matched": "digit_classifier",  # names the digit
+    "mismatched": "thickness_classifier",  # stroke thickness
+}
+# The pretraining task (`digit_scenes.PRETRAINING_TASKS`) of each.
+THIRD_TOWER_TASKS = {"matched": "digit", "mismatched": "thickness"}
+EMBEDDING_DIM = 64
+
+
+def digit_backbone():
+    """A fresh keras-hub ResNet (≈0.2 M parameters) for 56×56×3 scenes.
+
+    Its stem (stride-2 conv and max-pool) brings a scene to 14×14; two
+    basic-block stages follow. The same architecture is the image tower
+    trained from scratch and, pretrained, the third tower.
+
+    Example:
+    >>> from keras_3t.digit_models import digit_backbone
+    >>> digit_backbone().output_shape
+    (None, 7, 7, 128)
+    """
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[5],
+        stackwise_num_filters=[64, 128],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(56, 56, 3),
+    )
+
+
+def digit_vit():
+    """A fresh keras-hub ViT for 56×56×3 scenes: 7×7-pixel patches, 2 layers."""
+    return keras_hub.models.ViTBackbone(
+        image_shape=(56, 56, 3),
+        patch_size=7,
+        num_layers=2,
+        num_heads=4,
+        hidden_dim=64,
+        mlp_dim=128,
+    )
+
+
+def load_third_tower_backbone(which="matched", directory=SAVED_MODELS):
+    """A shipped pretrained backbone, loaded with keras-hub `from_preset`.
+
+    Args:
+        which: `"matched"` (digit classifier) or `"mismatched"` (stroke
+            thickness classifier).
+        directory: the folder holding the preset folders.
+    """
+    if which not in THIRD_TOWERS:
+        raise ValueError(f"which must be one of {sorted(THIRD_TOWERS)}; got {which!r}.")
+    path = os.path.join(directory, THIRD_TOWERS[which])
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"No pretrained {which} third tower at {path}. The presets ship in "
+            "the repository's saved_models/ (install it with `pip install -e .` "
+            "from a clone), or remake them with "
+            "`python recipes/pretrain_third_tower.py`."
+        )
+    return keras_hub.models.Backbone.from_preset(path)
+
+
+def held_out_accuracy(classifier, task):
+    """Top-1 accuracy of a pretrained classifier on the pretrain pool's held-out digits.
+
+    Args:
+        classifier: a keras-hub `ImageClassifier` (e.g.
+            `ImageClassifier.from_preset(path)` on a shipped folder).
+        task: `"digit"` or `"thickness"`.
+    """
+    from keras_3t.datasets import digit_scenes
+
+    held_out = digit_scenes.pretraining_scenes(task, part="held_out", copies=1)
+    logits = classifier.predict(held_out["images"], batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == held_out["labels"]))
+
+
+def build_digit_model(objective, third_backbone=None, vocabulary_size=64, sequence_length=16, preprocessor=None):
+    """CLIP, LiT or 3T for digit scenes, with `EMBEDDING_DIM`-wide embeddings.
+
+    - `"clip"`: a from-scratch `digit_backbone` image tower and a text tower;
+    - `"lit"`: `third_backbone` frozen as the image tower (a linear
+      projection trains), the text tower from scratch;
+    - `"3t"`: as CLIP, plus `third_backbone` as the frozen third tower.
+
+    Args:
+        objective: `"clip"`, `"lit"` or `"3t"`.
+        third_backbone: the pretrained backbone (LiT and 3T).
+        vocabulary_size: the tokenizer's vocabulary size.
+        sequence_length: the padded caption length.
+        preprocessor: optional `ThreeTowerPreprocessor` saved with the model.
+    """
+    text_tower = TextTower(
+        vocabulary_size=vocabulary_size,
+        sequence_length=sequence_length,
+        embedding_dim=EMBEDDING_DIM,
+        hidden_dim=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_dim=128,
+    )
+    if objective in ("lit", "3t") and third_backbone is None:
+        raise ValueError(f"objective={objective!r} needs a pretrained third_backbone.")
+    if objective == "lit":
+        image_tower = ImageTower(third_backbone, EMBEDDING_DIM, frozen=True)
+    else:
+        image_tower = ImageTower(digit_vit(), EMBEDDING_DIM)
+    third_tower = ThirdTower(third_backbone, EMBEDDING_DIM) if objective == "3t" else None
+    return ThreeTowerModel(
+        image_tower=image_tower,
+        text_tower=text_tower,
+        third_tower=third_tower,
+        objective=objective,
+        preprocessor=preprocessor,
+    )

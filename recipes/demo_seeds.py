@@ -1,0 +1,96 @@
+"""The headline table: the demo over seeds and both regimes, mean ± std.
+
+Runs `keras-3t demo --mismatched` for each regime and seed into
+`runs/results/<regime>_seed<seed>/` (a run whose results.json exists is
+reused, not redone), then prints one Markdown table per regime: each
+metric's mean ± standard deviation over seeds, and how often each of the
+paper's expectations held.
+
+    KERAS_BACKEND=torch python recipes/demo_seeds.py --seeds 0 1 2
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from keras_3t import demo
+
+MODELS = ("CLIP", "LiT", "3T", "LiT mismatched", "3T mismatched")
+
+
+def run_or_load(regime, seed, root):
+    output = os.path.join(root, f"{regime}_seed{seed}")
+    path = os.path.join(output, "results.json")
+    if not os.path.exists(path):
+        demo.main(["--regime", regime, "--mismatched", "--seed", str(seed), "--output", output])
+    with open(path) as file:
+        return json.load(file)
+
+
+def rows(runs):
+    """Per model (and 3T α), every metric's values over the runs."""
+    table = {}
+    for run in runs:
+        for name in MODELS:
+            result = run["models"][name]
+            table.setdefault(name, []).append(result["metrics"])
+            for row in result.get("alpha_sweep", []):
+                if row["alpha"] < 1.0:
+                    table.setdefault(f"{name} α={row['alpha']:.2f}", []).append(row)
+    return table
+
+
+def expectations(runs):
+    """The paper's expectations (3T_METHOD.md), checked per seed on I→T R@1."""
+    key = "image_to_text_r1"
+    checks = {
+        "3T > CLIP": lambda m: m["3T"] > m["CLIP"],
+        "3T > LiT": lambda m: m["3T"] > m["LiT"],
+        "LiT mismatched < CLIP": lambda m: m["LiT mismatched"] < m["CLIP"],
+        "3T mismatched ≥ CLIP − 0.02": lambda m: m["3T mismatched"] >= m["CLIP"] - 0.02,
+        "some α in (0, 1) ≥ both ends (3T)": lambda m: m["best_inner_alpha"] >= max(m["3T"], m["3T α=0"]),
+    }
+    held = {name: 0 for name in checks}
+    for run in runs:
+        values = {name: run["models"][name]["metrics"][key] for name in MODELS}
+        sweep = run["models"]["3T"]["alpha_sweep"]
+        values["3T α=0"] = sweep[0][key]
+        values["best_inner_alpha"] = max(row[key] for row in sweep if 0.0 < row["alpha"] < 1.0)
+        for name, check in checks.items():
+            held[name] += bool(check(values))
+    return held
+
+
+def markdown(runs):
+    lines = ["| model | " + " | ".join(demo.COLUMNS.values()) + " |"]
+    lines.append("|---" * (len(demo.COLUMNS) + 1) + "|")
+    for name, metrics in rows(runs).items():
+        cells = []
+        for key in demo.COLUMNS:
+            values = np.array([m[key] for m in metrics])
+            cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Expectations on image→text R@1, seeds where each held (of {len(runs)}):")
+    lines.append("")
+    for name, count in expectations(runs).items():
+        lines.append(f"- {name}: {count}/{len(runs)}")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--regimes", nargs="+", default=["web", "clean"], choices=["web", "clean"])
+    parser.add_argument("--root", default=os.path.join("runs", "results"))
+    args = parser.parse_args()
+    for regime in args.regimes:
+        runs = [run_or_load(regime, seed, args.root) for seed in args.seeds]
+        print(f"\n### Regime: {regime} ({len(runs)} seeds: {args.seeds}; backend {runs[0]['backend']})\n")
+        print(markdown(runs))
+
+
+if __name__ == "__main__":
+    main()
