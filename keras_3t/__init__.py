@@ -2,12 +2,15 @@
 
 from keras_3t import callbacks
 from keras_3t import datasets
+from keras_3t import digit_models
 from keras_3t import evaluation
 from keras_3t import losses
+from keras_3t import preprocessing
 from keras_3t import towers
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import sigmoid_contrastive_loss
 from keras_3t.model import ThreeTowerModel
+from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
