@@ -65,16 +65,16 @@ def prepare_data(regime, budget, seed):
     test = scenes_with_distinct_captions(
         digit_scenes.make_scenes(budget["test_scenes"], "test", "clean", seed)
     )
+    texts = preprocessor(list(test["captions"]))
     zero_shot = digit_scenes.single_digit_task(budget["test_scenes"] // 2, "test", seed)
     tasks = {
         "retrieval": {
             "images": test["images"],
-            "texts": preprocessor(list(test["captions"])),
+            "texts": {k: keras.ops.convert_to_numpy(v) for k, v in texts.items()},
             "text_to_image": np.arange(len(test["captions"])),
         },
         "zero_shot": {**zero_shot, "tokenizer": preprocessor},
     }
-    tasks["retrieval"]["texts"] = {k: keras.ops.convert_to_numpy(v) for k, v in tasks["retrieval"]["texts"].items()}
     return train, preprocessor, tasks
 
 
@@ -132,7 +132,7 @@ def results_table(results):
         lines.append(f"| {name} | " + " | ".join(f"{metrics[k]:.3f}" for k in COLUMNS) + " |")
     for name, result in results.items():
         for row in result.get("alpha_sweep", []):
-            if 0.0 < row["alpha"] < 1.0 or row["alpha"] == 0.0:
+            if row["alpha"] < 1.0:  # α = 1 is the model's own row
                 cells = " | ".join(f"{row[k]:.3f}" for k in COLUMNS)
                 lines.append(f"| {name} α={row['alpha']:.2f} | {cells} |")
     return "\n".join(lines)
