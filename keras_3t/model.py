@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_3t import backend
@@ -357,11 +358,21 @@ class ThreeTowerModel(keras.Model):
 
         Args:
             inputs: dict with `"token_ids"` int `(batch, length)` and
-                `"padding_mask"` bool `(batch, length)`.
+                `"padding_mask"` bool `(batch, length)`; or, for a model
+                with a `preprocessor`, a list of caption strings.
             alpha: float in [0, 1]. At 1, g(t). Below 1 (3T models only),
                 `[√α g(t), √(1−α) g_h(t)]`.
         """
         self._check_alpha(alpha)
+        if _are_strings(inputs):
+            if self.preprocessor is None:
+                raise ValueError(
+                    "encode_text got caption strings, but this model has no "
+                    "preprocessor to tokenize them: build it with "
+                    "preprocessor=ThreeTowerPreprocessor(...) or pass "
+                    "{'token_ids': ..., 'padding_mask': ...}."
+                )
+            inputs = self.preprocessor(list(np.asarray(inputs).reshape(-1)))
         self._check_text(inputs)
         text = self.text_tower(inputs, training=False)
         g = l2_normalize(text["embedding"])
@@ -500,6 +511,16 @@ class ThreeTowerModel(keras.Model):
             if config.get(key) is not None:
                 config[key] = keras.layers.deserialize(config[key])
         return cls(**config)
+
+
+def _are_strings(value):
+    if isinstance(value, str):
+        return True
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value):
+        return np.asarray(value).dtype.kind in "USO" and isinstance(
+            np.asarray(value).reshape(-1)[0], (str, bytes)
+        )
+    return False
 
 
 def _describe(value):

@@ -114,3 +114,18 @@ def test_empty_captions_and_bad_lengths_are_named():
         next(iter(data))
     with pytest.raises(ValueError, match="sequence_length must be a positive int"):
         ThreeTowerPreprocessor(preprocessor.tokenizer, 0)
+
+
+def test_encode_text_takes_caption_strings_through_the_preprocessor():
+    preprocessor = _preprocessor()
+    model = tiny_model("3t", preprocessor=preprocessor)
+    texts = ["a red square", "green circle"]
+    for alpha in (1.0, 0.5):
+        np.testing.assert_allclose(
+            to_numpy(model.encode_text(texts, alpha=alpha)),
+            to_numpy(model.encode_text(preprocessor(texts), alpha=alpha)),
+            atol=1e-6,
+        )
+    assert to_numpy(model.encode_text("a red square")).shape == (1, 16)
+    with pytest.raises(ValueError, match="no preprocessor"):
+        tiny_model("clip").encode_text(texts)
