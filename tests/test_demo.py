@@ -50,3 +50,38 @@ def test_cli_names_its_commands():
 def test_default_output_folder_names_the_run():
     args = demo.parse_args(["--regime", "clean", "--mismatched", "--seed", "2"])
     assert demo.default_output(args) == os.path.join("runs", "demo_clean_mismatched_seed2")
+
+
+def _fake_run(itr, alphas_itr):
+    """A results.json-like dict with the given I→T R@1 per model and along α."""
+    metrics = lambda value: {key: value for key in demo.COLUMNS}
+    models = {name: {"metrics": metrics(value)} for name, value in itr.items()}
+    for name in ("3T", "3T mismatched"):
+        models[name]["alpha_sweep"] = [
+            {"alpha": alpha, **metrics(value)} for alpha, value in zip(demo.ALPHAS, alphas_itr)
+        ]
+    return {"models": models, "backend": "torch"}
+
+
+def test_seed_summary_counts_where_the_papers_expectations_hold():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "recipes" / "demo_seeds.py"
+    spec = importlib.util.spec_from_file_location("demo_seeds", path)
+    demo_seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_seeds)
+    holds = _fake_run(
+        {"CLIP": 0.3, "LiT": 0.2, "3T": 0.4, "LiT mismatched": 0.1, "3T mismatched": 0.29},
+        [0.2, 0.3, 0.45, 0.4, 0.4],
+    )
+    fails = _fake_run(
+        {"CLIP": 0.3, "LiT": 0.5, "3T": 0.2, "LiT mismatched": 0.35, "3T mismatched": 0.1},
+        [0.3, 0.25, 0.2, 0.2, 0.2],
+    )
+    assert demo_seeds.expectations([holds, fails]) == {name: 1 for name in demo_seeds.expectations([holds])}
+    assert set(demo_seeds.expectations([holds]).values()) == {1}
+    table = demo_seeds.markdown([holds, fails])
+    assert "| CLIP | 0.300 ± 0.000 |" in table
+    assert "| 3T | 0.300 ± 0.100 |" in table
+    assert "| 3T α=0.50 | 0.325 ± 0.125 |" in table
