@@ -31,12 +31,10 @@ def run_or_load(regime, seed, root):
 
 def rows(runs):
     """Per model (and 3T α), every metric's values over the runs."""
-    table = {}
-    for run in runs:
+    table = {name: [run["models"][name]["metrics"] for run in runs] for name in MODELS}
+    for run in runs:  # then the α sweeps of the 3T models (α = 1 is the model's row)
         for name in MODELS:
-            result = run["models"][name]
-            table.setdefault(name, []).append(result["metrics"])
-            for row in result.get("alpha_sweep", []):
+            for row in run["models"][name].get("alpha_sweep", []):
                 if row["alpha"] < 1.0:
                     table.setdefault(f"{name} α={row['alpha']:.2f}", []).append(row)
     return table
