@@ -60,6 +60,7 @@ def prepare_data(regime, budget, seed):
     vocabulary = caption_vocabulary(train["captions"], vocabulary_size=200)
     tokenizer = caption_tokenizer(vocabulary)
     longest = max(len(ids) for ids in tokenizer(list(train["captions"])))
+    # Headroom for evaluation prompts longer than any training caption.
     preprocessor = ThreeTowerPreprocessor(tokenizer, sequence_length=longest + 4)
     # Evaluation follows the paper: clean benchmarks, whatever the training data.
     test = scenes_with_distinct_captions(
@@ -79,6 +80,7 @@ def prepare_data(regime, budget, seed):
 
 
 def train_dataset(train, preprocessor, batch_size, seed):
+    """Shuffled, repeated, preprocessed batches of the training scenes."""
     import tensorflow as tf
 
     return (
@@ -109,7 +111,10 @@ def train_and_evaluate(name, objective, backbone, data, preprocessor, tasks, bud
         total_steps=steps_per_epoch * budget["epochs"],
     )
     start = time.time()
-    history = model.fit(data, epochs=budget["epochs"], steps_per_epoch=steps_per_epoch, verbose=1)
+    # The data set is shuffled already; shuffle=False stops a Keras warning.
+    history = model.fit(
+        data, epochs=budget["epochs"], steps_per_epoch=steps_per_epoch, shuffle=False, verbose=1
+    )
     seconds = time.time() - start
     result = {
         "objective": objective,
