@@ -1,12 +1,13 @@
-"""The embedded default's models: keras-hub ResNets sized for 56×56 digit
-scenes, the shipped pretrained third towers, and CLIP / LiT / 3T built from
-them. Used by the demo, `recipes/pretrain_third_tower.py` and the tests."""
+"""The embedded default's models: a keras-hub ResNet and ViT sized for
+56×56 digit scenes, the shipped pretrained third towers, and CLIP / LiT / 3T
+built from them. Used by the demo, `recipes/pretrain_third_tower.py` and the tests."""
 
 import os
 
 import keras_hub
 import numpy as np
 
+from keras_3t.datasets import digit_scenes
 from keras_3t.model import ThreeTowerModel
 from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
@@ -14,21 +15,24 @@ from keras_3t.towers import ThirdTower
 
 # keras-hub preset folders written by recipes/pretrain_third_tower.py.
 SAVED_MODELS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "saved_models")
-THIRD_TOWERS = {
-    "matched": "digit_classifier",  # names the digit
-    "mismatched": "thickness_classifier",  # stroke thickness
-}
-# The pretraining task (`digit_scenes.PRETRAINING_TASKS`) of each.
+# The pretraining task (`digit_scenes.PRETRAINING_TASKS`) of each shipped
+# third tower: the matched one names the digit, the mismatched one stroke
+# thickness.
 THIRD_TOWER_TASKS = {"matched": "digit", "mismatched": "thickness"}
 EMBEDDING_DIM = 64
 
 
+def preset_path(task, directory=SAVED_MODELS):
+    """The preset folder of the classifier pretrained on `task`."""
+    return os.path.join(directory, f"{task}_classifier")
+
+
 def digit_backbone():
-    """A fresh keras-hub ResNet (≈0.2 M parameters) for 56×56×3 scenes.
+    """A fresh keras-hub ResNet (0.3 M parameters) for 56×56×3 scenes.
 
     Its stem (stride-2 conv and max-pool) brings a scene to 14×14; two
-    basic-block stages follow. The same architecture is the image tower
-    trained from scratch and, pretrained, the third tower.
+    basic-block stages follow. Pretrained, it is the third tower (and LiT's
+    frozen image tower).
 
     Example:
     >>> from keras_3t.digit_models import digit_backbone
@@ -67,9 +71,9 @@ def load_third_tower_backbone(which="matched", directory=SAVED_MODELS):
             thickness classifier).
         directory: the folder holding the preset folders.
     """
-    if which not in THIRD_TOWERS:
-        raise ValueError(f"which must be one of {sorted(THIRD_TOWERS)}; got {which!r}.")
-    path = os.path.join(directory, THIRD_TOWERS[which])
+    if which not in THIRD_TOWER_TASKS:
+        raise ValueError(f"which must be one of {sorted(THIRD_TOWER_TASKS)}; got {which!r}.")
+    path = preset_path(THIRD_TOWER_TASKS[which], directory)
     if not os.path.isdir(path):
         raise FileNotFoundError(
             f"No pretrained {which} third tower at {path}. The presets ship in "
@@ -88,8 +92,6 @@ def held_out_accuracy(classifier, task):
             `ImageClassifier.from_preset(path)` on a shipped folder).
         task: `"digit"` or `"thickness"`.
     """
-    from keras_3t.datasets import digit_scenes
-
     held_out = digit_scenes.pretraining_scenes(task, part="held_out", copies=1)
     logits = classifier.predict(held_out["images"], batch_size=256, verbose=0)
     return float(np.mean(np.argmax(logits, axis=-1) == held_out["labels"]))
@@ -98,7 +100,7 @@ def held_out_accuracy(classifier, task):
 def build_digit_model(objective, third_backbone=None, vocabulary_size=64, sequence_length=16, preprocessor=None):
     """CLIP, LiT or 3T for digit scenes, with `EMBEDDING_DIM`-wide embeddings.
 
-    - `"clip"`: a from-scratch `digit_backbone` image tower and a text tower;
+    - `"clip"`: a from-scratch `digit_vit` image tower and a text tower;
     - `"lit"`: `third_backbone` frozen as the image tower (a linear
       projection trains), the text tower from scratch;
     - `"3t"`: as CLIP, plus `third_backbone` as the frozen third tower.

@@ -517,9 +517,7 @@ def _are_strings(value):
     if isinstance(value, str):
         return True
     if isinstance(value, (list, tuple, np.ndarray)) and len(value):
-        return np.asarray(value).dtype.kind in "USO" and isinstance(
-            np.asarray(value).reshape(-1)[0], (str, bytes)
-        )
+        return isinstance(np.asarray(value).reshape(-1)[0], (str, bytes))
     return False
 
 

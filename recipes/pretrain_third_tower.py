@@ -31,25 +31,21 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_3t.datasets import digit_scenes  # noqa: E402
-from keras_3t.digit_models import SAVED_MODELS  # noqa: E402
-from keras_3t.digit_models import THIRD_TOWERS  # noqa: E402
-from keras_3t.digit_models import THIRD_TOWER_TASKS  # noqa: E402
 from keras_3t.digit_models import digit_backbone  # noqa: E402
 from keras_3t.digit_models import held_out_accuracy  # noqa: E402
-
-TASK_PRESETS = {task: THIRD_TOWERS[which] for which, task in THIRD_TOWER_TASKS.items()}
+from keras_3t.digit_models import preset_path  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--task", choices=sorted(TASK_PRESETS), default="digit")
+    parser.add_argument("--task", choices=sorted(digit_scenes.PRETRAINING_TASKS), default="digit")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--copies", type=int, default=4, help="scenes per source digit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="default: saved_models/<preset>")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    output = args.output or os.path.join(SAVED_MODELS, TASK_PRESETS[args.task])
+    output = args.output or preset_path(args.task)
     if os.path.exists(output) and not args.overwrite:
         sys.exit(f"{output} exists; pass --overwrite to replace it.")
     keras.utils.set_random_seed(args.seed)

@@ -5,18 +5,17 @@ import keras_hub
 import numpy as np
 import pytest
 
-from keras_3t.digit_models import SAVED_MODELS
 from keras_3t.digit_models import THIRD_TOWER_TASKS
-from keras_3t.digit_models import THIRD_TOWERS
 from keras_3t.digit_models import build_digit_model
 from keras_3t.digit_models import held_out_accuracy
 from keras_3t.digit_models import load_third_tower_backbone
+from keras_3t.digit_models import preset_path
 from tests.conftest import to_numpy
 
 
-@pytest.mark.parametrize("which", sorted(THIRD_TOWERS))
+@pytest.mark.parametrize("which", sorted(THIRD_TOWER_TASKS))
 def test_shipped_third_tower_loads_offline_and_reproduces_its_accuracy(which):
-    path = os.path.join(SAVED_MODELS, THIRD_TOWERS[which])
+    path = preset_path(THIRD_TOWER_TASKS[which])
     with open(os.path.join(path, "metadata.json")) as file:
         metadata = json.load(file)
     backbone = load_third_tower_backbone(which)
