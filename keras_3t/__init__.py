@@ -6,6 +6,7 @@ from keras_3t import digit_models
 from keras_3t import evaluation
 from keras_3t import losses
 from keras_3t import preprocessing
+from keras_3t import presets
 from keras_3t import towers
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import sigmoid_contrastive_loss

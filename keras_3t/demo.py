@@ -2,6 +2,7 @@
 
     python -m keras_3t demo [--regime web|clean] [--mismatched] [--quick]
                             [--seed 0] [--output DIR] [--overwrite]
+                            [--save-presets DIR]
 
 Trains CLIP (both towers from scratch), LiT (the shipped pretrained digit
 classifier frozen as the image tower) and 3T (towers from scratch plus that
@@ -10,7 +11,10 @@ and seed; with `--mismatched`, LiT and 3T again with the shipped stroke
 thickness classifier. Then it evaluates each on held-out test scenes
 (exact captions): zero-shot digit classification and image↔text retrieval,
 plus 3T's α sweep, prints the table, and writes `results.json`,
-`training_curves.png` and `alpha_sweep.png` to the output folder.
+`training_curves.png` and `alpha_sweep.png` to the output folder. With
+`--save-presets DIR` it also saves the three trained models as presets
+(`DIR/clip_tiny`, `DIR/lit_tiny`, `DIR/3t_tiny`), which is how the shipped
+`saved_models/*_tiny` were made.
 """
 
 import argparse
@@ -62,13 +66,21 @@ def prepare_data(regime, budget, seed):
     longest = max(len(ids) for ids in tokenizer(list(train["captions"])))
     # Headroom for evaluation prompts longer than any training caption.
     preprocessor = ThreeTowerPreprocessor(tokenizer, sequence_length=longest + 4)
-    # Evaluation follows the paper: clean benchmarks, whatever the training data.
+    return train, preprocessor, evaluation_tasks(preprocessor, budget, seed)
+
+
+def evaluation_tasks(preprocessor, budget, seed):
+    """Held-out retrieval and zero-shot tasks, for `evaluate_model`.
+
+    Evaluation follows the paper: clean benchmarks, whatever the training
+    data.
+    """
     test = scenes_with_distinct_captions(
         digit_scenes.make_scenes(budget["test_scenes"], "test", "clean", seed)
     )
     texts = preprocessor(list(test["captions"]))
     zero_shot = digit_scenes.single_digit_task(budget["test_scenes"] // 2, "test", seed)
-    tasks = {
+    return {
         "retrieval": {
             "images": test["images"],
             "texts": {k: keras.ops.convert_to_numpy(v) for k, v in texts.items()},
@@ -76,7 +88,6 @@ def prepare_data(regime, budget, seed):
         },
         "zero_shot": {**zero_shot, "tokenizer": preprocessor},
     }
-    return train, preprocessor, tasks
 
 
 def train_dataset(train, preprocessor, batch_size, seed):
@@ -94,7 +105,7 @@ def train_dataset(train, preprocessor, batch_size, seed):
 
 
 def train_and_evaluate(name, objective, backbone, data, preprocessor, tasks, budget, seed):
-    """Trains one model with the shared budget; returns its results."""
+    """Trains one model with the shared budget; returns it and its results."""
     print(f"\n=== {name} ({objective}) ===", flush=True)
     keras.utils.set_random_seed(seed)
     model = build_digit_model(
@@ -125,7 +136,7 @@ def train_and_evaluate(name, objective, backbone, data, preprocessor, tasks, bud
     }
     if objective == "3t":
         result["alpha_sweep"] = alpha_sweep(model, alphas=ALPHAS, **tasks)
-    return result
+    return model, result
 
 
 def results_table(results):
@@ -185,6 +196,8 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="default: runs/demo_<regime>[_mismatched]_seed<seed>")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder's results")
+    parser.add_argument("--save-presets", metavar="DIR", default=None,
+                        help="also save the trained CLIP, LiT and 3T as presets DIR/{clip,lit,3t}_tiny")
     return parser.parse_args(argv)
 
 
@@ -193,6 +206,11 @@ def main(argv=None):
     output = args.output or default_output(args)
     if os.path.exists(os.path.join(output, "results.json")) and not args.overwrite:
         sys.exit(f"{output} holds an earlier run's results; pass --overwrite or choose --output.")
+    if args.save_presets and not args.overwrite:
+        for objective in ("clip", "lit", "3t"):
+            target = os.path.join(args.save_presets, f"{objective}_tiny")
+            if os.path.isdir(target) and os.listdir(target):
+                sys.exit(f"{target} exists; pass --overwrite or choose another --save-presets folder.")
     os.makedirs(output, exist_ok=True)
     budget = BUDGETS["quick" if args.quick else "default"]
     print(f"backend {keras.backend.backend()}, regime {args.regime}, seed {args.seed}, budget {budget}")
@@ -205,17 +223,30 @@ def main(argv=None):
     if args.mismatched:
         towers["mismatched"] = load_third_tower_backbone("mismatched")
         runs += [("LiT mismatched", "lit", "mismatched"), ("3T mismatched", "3t", "mismatched")]
+    command = "python -m keras_3t demo " + " ".join(argv if argv is not None else sys.argv[2:])
     results = {}
     for name, objective, tower in runs:
-        results[name] = train_and_evaluate(
+        model, results[name] = train_and_evaluate(
             name, objective, towers.get(tower), data, preprocessor, tasks, budget, args.seed
         )
+        if args.save_presets and tower != "mismatched":
+            model.save_to_preset(
+                os.path.join(args.save_presets, f"{objective}_tiny"),
+                overwrite=args.overwrite,
+                metadata={
+                    "command": f"KERAS_BACKEND={keras.backend.backend()} {command}",
+                    "regime": args.regime,
+                    "seed": args.seed,
+                    "budget": budget,
+                    "metrics": results[name]["metrics"],
+                },
+            )
 
     table = results_table(results)
     print("\nHeld-out test scenes (exact captions); 3T α rows: α·main + (1−α)·third-tower path")
     print(table)
     summary = {
-        "command": "python -m keras_3t demo " + " ".join(argv if argv is not None else sys.argv[2:]),
+        "command": command,
         "backend": keras.backend.backend(),
         "regime": args.regime,
         "seed": args.seed,

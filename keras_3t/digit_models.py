@@ -9,6 +9,7 @@ import numpy as np
 
 from keras_3t.datasets import digit_scenes
 from keras_3t.model import ThreeTowerModel
+from keras_3t.presets import registry
 from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
@@ -19,7 +20,7 @@ SAVED_MODELS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "saved_m
 # third tower: the matched one names the digit, the mismatched one stroke
 # thickness.
 THIRD_TOWER_TASKS = {"matched": "digit", "mismatched": "thickness"}
-EMBEDDING_DIM = 64
+EMBEDDING_DIM = registry.DIGIT_EMBEDDING_DIM
 
 
 def preset_path(task, directory=SAVED_MODELS):
@@ -39,28 +40,12 @@ def digit_backbone():
     >>> digit_backbone().output_shape
     (None, 7, 7, 128)
     """
-    return keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64],
-        input_conv_kernel_sizes=[5],
-        stackwise_num_filters=[64, 128],
-        stackwise_num_blocks=[1, 1],
-        stackwise_num_strides=[1, 2],
-        block_type="basic_block",
-        use_pre_activation=False,
-        image_shape=(56, 56, 3),
-    )
+    return keras_hub.models.ResNetBackbone(**registry.DIGIT_RESNET)
 
 
 def digit_vit():
     """A fresh keras-hub ViT for 56×56×3 scenes: 7×7-pixel patches, 2 layers."""
-    return keras_hub.models.ViTBackbone(
-        image_shape=(56, 56, 3),
-        patch_size=7,
-        num_layers=2,
-        num_heads=4,
-        hidden_dim=64,
-        mlp_dim=128,
-    )
+    return keras_hub.models.ViTBackbone(**registry.DIGIT_VIT)
 
 
 def load_third_tower_backbone(which="matched", directory=SAVED_MODELS):
@@ -116,10 +101,7 @@ def build_digit_model(objective, third_backbone=None, vocabulary_size=64, sequen
         vocabulary_size=vocabulary_size,
         sequence_length=sequence_length,
         embedding_dim=EMBEDDING_DIM,
-        hidden_dim=64,
-        num_layers=2,
-        num_heads=4,
-        intermediate_dim=128,
+        **registry.DIGIT_TEXT,
     )
     if objective in ("lit", "3t") and third_backbone is None:
         raise ValueError(f"objective={objective!r} needs a pretrained third_backbone.")

@@ -508,9 +508,38 @@ class ThreeTowerModel(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         for key in ("image_tower", "text_tower", "third_tower", "preprocessor"):
-            if config.get(key) is not None:
+            if isinstance(config.get(key), dict):
                 config[key] = keras.layers.deserialize(config[key])
         return cls(**config)
+
+    # --- Presets ----------------------------------------------------------
+
+    def save_to_preset(self, preset_dir, overwrite=False, metadata=None):
+        """Saves the model as a preset folder that `from_preset` reloads.
+
+        keras-hub's layout: `config.json`, `model.weights.h5`, the
+        preprocessor and tokenizer (`preprocessor.json`, `tokenizer.json`,
+        `assets/tokenizer/`) and `metadata.json`. The folder is written
+        beside the target and moved in at the end, so a failed save leaves an
+        earlier preset intact.
+
+        Args:
+            preset_dir: the folder to write.
+            overwrite: bool. Replace an existing non-empty folder; otherwise
+                that is a `FileExistsError`.
+            metadata: optional dict added to `metadata.json` (e.g. the
+                command that trained the model, its evaluation results).
+        """
+        from keras_3t.presets import save_to_preset
+
+        return save_to_preset(self, preset_dir, overwrite=overwrite, metadata=metadata)
+
+    @classmethod
+    def from_preset(cls, name_or_path, **kwargs):
+        """`keras_3t.presets.load`: a registered name or a saved folder."""
+        from keras_3t.presets import load
+
+        return load(name_or_path, **kwargs)
 
 
 def _are_strings(value):

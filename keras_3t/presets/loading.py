@@ -1,0 +1,341 @@
+"""`keras_3t.presets.load`: a ready `ThreeTowerModel` from a name or a folder."""
+
+import difflib
+import os
+
+import keras
+import keras_hub
+
+from keras_3t.model import ThreeTowerModel
+from keras_3t.presets import preset_dir
+from keras_3t.presets.registry import PRESETS
+from keras_3t.preprocessing import ThreeTowerPreprocessor
+from keras_3t.towers import ImageTower
+from keras_3t.towers import TextTower
+from keras_3t.towers import ThirdTower
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+# Registry paths starting with this are folders in the repository.
+SAVED_MODELS_PREFIX = "saved_models/"
+MODEL_OVERRIDES = (
+    "loss",
+    "pair_weights",
+    "shared_logit_scale",
+    "logit_scale_init",
+    "logit_scale_max",
+    "logit_bias_init",
+    "adaptor_input",
+)
+TOWER_OVERRIDES = ("image_tower", "text_tower")
+
+
+class WeightsUnavailableError(OSError):
+    """Pretrained weights (or a tokenizer) could not be fetched or found."""
+
+
+def names():
+    """The registered preset names, sorted.
+
+    Example:
+    >>> import keras_3t
+    >>> [name for name in keras_3t.presets.names() if name.endswith("tiny")]
+    ['3t_tiny', 'clip_tiny', 'lit_tiny']
+    """
+    return sorted(PRESETS)
+
+
+def describe(name):
+    """A few lines on a registered preset: what it is, its towers, its sizes.
+
+    Example:
+    >>> import keras_3t
+    >>> print(keras_3t.presets.describe("3t_vitb16").splitlines()[0])
+    3t_vitb16 (objective '3t')
+    """
+    preset = _registered(name)
+    lines = [f"{name} (objective {preset['objective']!r})", preset["description"]]
+    for role in ("image_tower", "third_tower"):
+        tower = preset[role]
+        if tower is None:
+            continue
+        class_name, config = tower["backbone"]
+        source = f"pretrained: {tower['preset']}" if "preset" in tower else "from scratch"
+        frozen = ", frozen" if tower.get("frozen") or role == "third_tower" else ""
+        lines.append(
+            f"  {role}: {class_name} {config['image_shape'][0]} px ({source}{frozen}), "
+            f"embedding {tower['embedding_dim']}"
+        )
+    text = preset["text_tower"]
+    lines.append(
+        f"  text_tower: {text['num_layers']} layers × {text['hidden_dim']} wide, "
+        f"vocabulary {text['vocabulary_size']}, {text['sequence_length']} tokens"
+    )
+    counts = preset["parameter_count"] or {}
+    if counts:
+        lines.append(
+            "  parameters: "
+            + ", ".join(f"{key} {value / 1e6:.2f} M" for key, value in counts.items())
+        )
+    lines.append(f"  trained weights: {preset['weights'] or 'none'}")
+    return "\n".join(lines)
+
+
+def load(
+    name_or_path,
+    weights=True,
+    third_tower=None,
+    third_tower_weights=True,
+    preprocessor=True,
+    **overrides,
+):
+    """A compiled `ThreeTowerModel` from a preset name or a preset folder.
+
+    Args:
+        name_or_path: a registered name (`keras_3t.presets.names()`) or a
+            folder written by `ThreeTowerModel.save_to_preset`.
+        weights: bool. Load the preset's trained weights (the `*_tiny`
+            presets and saved folders have them; the paper-size presets are
+            configurations to train, so their main towers always start
+            fresh). False builds the same architecture with fresh weights.
+        third_tower: replaces the pretrained tower (3T's third tower, LiT's
+            image tower): a keras-hub image backbone preset name, a local
+            keras-hub preset folder, or a Keras image model. Not with trained
+            weights, which belong to the preset's own tower.
+        third_tower_weights: bool. Fetch the pretrained tower's weights from
+            keras-hub (or the shipped folder); False builds it from its
+            config with fresh weights and needs no download.
+        preprocessor: True for the preset's tokenizer (saved with the
+            weights, or a keras-hub tokenizer preset for the paper sizes),
+            False for none, or a `ThreeTowerPreprocessor` to attach.
+        **overrides: `ThreeTowerModel` arguments (`loss`, `pair_weights`,
+            `shared_logit_scale`, `logit_scale_init`, `logit_scale_max`,
+            `logit_bias_init`, `adaptor_input`), or `image_tower={...}` /
+            `text_tower={...}` merged into a registered tower's arguments.
+
+    Example:
+    >>> import numpy as np, keras_3t
+    >>> model = keras_3t.presets.load("3t_tiny")
+    >>> images = np.zeros((2, 56, 56, 3), "float32")
+    >>> tuple(model.encode_image(images).shape)
+    (2, 64)
+    >>> tuple(model.encode_text(["a 3 above a 7", "a 1"]).shape)
+    (2, 64)
+    """
+    unknown = sorted(set(overrides) - set(MODEL_OVERRIDES) - set(TOWER_OVERRIDES))
+    if unknown:
+        raise ValueError(
+            f"Unknown override(s) {unknown}; load() accepts "
+            f"{list(MODEL_OVERRIDES + TOWER_OVERRIDES)}."
+        )
+    if isinstance(name_or_path, str) and name_or_path in PRESETS:
+        model = _load_registered(
+            name_or_path, weights, third_tower, third_tower_weights, preprocessor, overrides
+        )
+    elif isinstance(name_or_path, (str, os.PathLike)) and os.path.isdir(name_or_path):
+        model = _load_folder(os.fspath(name_or_path), weights, third_tower, preprocessor, overrides)
+    else:
+        _registered(name_or_path)  # raises, naming the closest preset
+    model.compile()
+    return model
+
+
+def _registered(name):
+    if name in PRESETS:
+        return PRESETS[name]
+    closest = difflib.get_close_matches(str(name), names(), n=1, cutoff=0.0)
+    raise ValueError(
+        f"Unknown preset {name!r} (and no preset folder at that path). "
+        f"Did you mean {closest[0]!r}? Known presets: {', '.join(names())}."
+    )
+
+
+def _saved_models_path(path):
+    if path.startswith(SAVED_MODELS_PREFIX):
+        return os.path.join(REPOSITORY, path)
+    return None
+
+
+def _load_registered(name, weights, third_tower, third_tower_weights, preprocessor, overrides):
+    preset = PRESETS[name]
+    trained = preset["weights"] if weights else None
+    if trained and third_tower is not None:
+        raise ValueError(
+            f"{name}'s trained weights belong to its own pretrained tower; "
+            "to swap in another, pass weights=False (fresh main towers)."
+        )
+    if preset["objective"] == "clip" and third_tower is not None:
+        raise ValueError(f"{name} is a CLIP model: it has no third tower to replace.")
+    trained_dir = _saved_models_path(trained) if trained else None
+    if trained_dir and not preset_dir.is_preset_dir(trained_dir):
+        raise WeightsUnavailableError(
+            f"The trained weights of {name!r} are not at {trained_dir}. They ship "
+            "in the repository's saved_models/ (install from a clone with "
+            "`pip install -e .`); or pass weights=False for fresh weights."
+        )
+    tower_configs = {
+        role: dict(preset[role] or {}, **overrides.get(role, {}))
+        for role in ("image_tower", "third_tower")
+    }
+    text_config = dict(preset["text_tower"], **overrides.get("text_tower", {}))
+    # Resolved first: a tokenizer that cannot be fetched fails before any
+    # tower is built.
+    preprocessor = _registered_preprocessor(name, preset, preprocessor, trained_dir)
+    # With trained weights every tower comes from the weights file; nothing
+    # pretrained is fetched.
+    fetch = third_tower_weights and not trained_dir
+    pretrained = None
+    role = "image_tower" if preset["objective"] == "lit" else "third_tower"
+    if preset["objective"] != "clip":
+        pretrained = _pretrained_backbone(tower_configs[role], third_tower, fetch)
+    image_config = tower_configs["image_tower"]
+    image_tower = ImageTower(
+        pretrained if role == "image_tower" else _backbone(image_config),
+        image_config["embedding_dim"],
+        frozen=image_config.get("frozen", False),
+        image_converter=_converter(image_config, third_tower),
+    )
+    third = None
+    if preset["objective"] == "3t":
+        third_config = tower_configs["third_tower"]
+        third = ThirdTower(
+            pretrained,
+            third_config["embedding_dim"],
+            image_converter=_converter(third_config, third_tower),
+        )
+    model = ThreeTowerModel(
+        image_tower=image_tower,
+        text_tower=TextTower(**text_config),
+        third_tower=third,
+        objective=preset["objective"],
+        preprocessor=preprocessor,
+        **{key: value for key, value in overrides.items() if key in MODEL_OVERRIDES},
+    )
+    if trained_dir:
+        preset_dir.load_weights(model, trained_dir, f"the registered config of {name!r}")
+    return model
+
+
+def _backbone(tower_config):
+    class_name, config = tower_config["backbone"]
+    return getattr(keras_hub.models, class_name)(**config)
+
+
+def _converter(tower_config, replacement):
+    """The tower's image converter; a swapped-in tower brings its own."""
+    if replacement is not None and "preset" in tower_config:
+        return _keras_hub_converter(replacement)
+    if tower_config.get("image_converter") is None:
+        return None
+    return keras.layers.Rescaling(**tower_config["image_converter"])
+
+
+def _keras_hub_converter(replacement):
+    """A keras-hub preset's own image converter, rescaled for [0, 1] inputs."""
+    if not isinstance(replacement, str):
+        return None  # a Keras model takes the model's images as they are
+    from keras_hub.src.utils.preset_utils import IMAGE_CONVERTER_CONFIG_FILE
+    from keras_hub.src.utils.preset_utils import check_file_exists
+
+    if not check_file_exists(replacement, IMAGE_CONVERTER_CONFIG_FILE):
+        return None
+    converter = keras_hub.layers.ImageConverter.from_preset(replacement)
+    config = converter.get_config()
+    # keras-hub converters expect pixels in [0, 255]; the model's are in [0, 1].
+    scale = config.get("scale") if config.get("scale") is not None else 1.0
+    if isinstance(scale, (list, tuple)):
+        config["scale"] = [255.0 * s for s in scale]
+    else:
+        config["scale"] = 255.0 * scale
+    return type(converter).from_config(config)
+
+
+def _pretrained_backbone(tower_config, replacement, fetch):
+    """The frozen pretrained backbone: the preset's, or the replacement."""
+    if replacement is not None and not isinstance(replacement, str):
+        if not isinstance(replacement, keras.Model):
+            raise ValueError(
+                "third_tower must be a keras-hub preset name, a preset folder "
+                f"or a Keras model; got a {type(replacement).__name__}."
+            )
+        return replacement
+    source = replacement or tower_config["preset"]
+    local = _saved_models_path(source) or source
+    if not fetch:
+        if replacement is None:
+            return _backbone(tower_config)
+        return _fetch(source, local, load_weights=False)
+    return _fetch(source, local, load_weights=True)
+
+
+def _fetch(source, local, load_weights):
+    if source.startswith(SAVED_MODELS_PREFIX) and not os.path.isdir(local):
+        raise WeightsUnavailableError(
+            f"The pretrained tower {source!r} is not at {local}: it ships in "
+            "the repository's saved_models/ (install from a clone with "
+            "`pip install -e .`). Pass third_tower_weights=False to build it "
+            "with fresh weights."
+        )
+    try:
+        return keras_hub.models.Backbone.from_preset(local, load_weights=load_weights)
+    except OSError as error:  # includes requests' ConnectionError
+        raise WeightsUnavailableError(
+            f"Could not fetch the keras-hub preset {source!r} ({error.__class__.__name__}: "
+            f"{error}). Without network access, download it once elsewhere "
+            "and pass its local folder as third_tower='/path/to/preset', or "
+            "pass third_tower_weights=False (and weights=False) to build the "
+            "architecture with fresh weights."
+        ) from None
+
+
+def _registered_preprocessor(name, preset, preprocessor, trained_dir):
+    if preprocessor is not True:
+        return preprocessor or None
+    spec = preset["preprocessor"]
+    if spec == "saved":
+        folder = trained_dir or _saved_models_path(preset["weights"])
+        if not preset_dir.is_preset_dir(folder):
+            raise WeightsUnavailableError(
+                f"The tokenizer of {name!r} ships in {folder}, which is missing; "
+                "install from a clone with `pip install -e .`, or pass "
+                "preprocessor=False."
+            )
+        return preset_dir.read_preprocessor(folder)
+    try:
+        tokenizer = keras_hub.tokenizers.Tokenizer.from_preset(spec["tokenizer_preset"])
+    except OSError as error:
+        raise WeightsUnavailableError(
+            f"Could not fetch the keras-hub tokenizer preset "
+            f"{spec['tokenizer_preset']!r} for {name!r} ({error.__class__.__name__}: "
+            f"{error}). Pass preprocessor=False, or preprocessor="
+            "ThreeTowerPreprocessor(tokenizer, sequence_length) with a local tokenizer."
+        ) from None
+    return ThreeTowerPreprocessor(tokenizer, spec["sequence_length"])
+
+
+def _load_folder(path, weights, third_tower, preprocessor, overrides):
+    if third_tower is not None:
+        raise ValueError(
+            "A saved model's third tower is part of its trained weights; "
+            "swap third towers on a registered configuration instead."
+        )
+    tower_overrides = sorted(set(overrides) & set(TOWER_OVERRIDES))
+    if tower_overrides:
+        raise ValueError(
+            f"{tower_overrides} can only override a registered preset's towers, "
+            f"not a saved folder's ({path})."
+        )
+    config = preset_dir.read_config(path)
+    model_config = dict(config["config"], **overrides)
+    if preprocessor is True:
+        preprocessor = preset_dir.read_preprocessor(path)
+    model_config["preprocessor"] = preprocessor or None
+    try:
+        model = ThreeTowerModel.from_config(model_config)
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"{os.path.join(path, preset_dir.CONFIG_FILE)} does not describe a "
+            f"model this version of keras-3t can build: {error}"
+        ) from None
+    if weights:
+        preset_dir.load_weights(model, path, os.path.join(path, preset_dir.CONFIG_FILE))
+    return model

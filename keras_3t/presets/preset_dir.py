@@ -1,0 +1,213 @@
+"""A model's preset folder: `save_to_preset` writes it, `load_preset_dir` reads it.
+
+The layout follows keras-hub's: `config.json` (the model, without its
+preprocessor), `model.weights.h5` (every weight, the frozen towers' included),
+`preprocessor.json`, `tokenizer.json` and `assets/tokenizer/` (when the model
+has a preprocessor), and `metadata.json` (versions, parameter counts, and
+whatever the caller adds, e.g. the command that trained it).
+"""
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+
+import h5py
+import keras
+import keras_hub
+import numpy as np
+from keras.src.saving import saving_lib
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+PREPROCESSOR_FILE = "preprocessor.json"
+METADATA_FILE = "metadata.json"
+
+
+def parameter_counts(model):
+    """Parameters per tower, in total, and trainable, of a `ThreeTowerModel`."""
+    counts = {
+        "image_tower": model.image_tower.count_params(),
+        "text_tower": model.text_tower.count_params(),
+    }
+    if model.third_tower is not None:
+        counts["third_tower"] = model.third_tower.count_params()
+    counts["total"] = model.count_params()
+    counts["trainable"] = int(sum(np.prod(v.shape) for v in model.trainable_weights))
+    return counts
+
+
+def _strip_build_state(config):
+    """Drops compile and build state from a serialized config, at every depth."""
+    if isinstance(config, dict):
+        for key in ("compile_config", "build_config"):
+            config.pop(key, None)
+        for value in config.values():
+            _strip_build_state(value)
+    return config
+
+
+def save_to_preset(model, preset_dir, overwrite=False, metadata=None):
+    """Writes `model` to `preset_dir`; see `ThreeTowerModel.save_to_preset`."""
+    import keras_3t
+
+    if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
+        raise FileExistsError(f"{preset_dir} exists and is not a folder.")
+    if os.path.isdir(preset_dir) and os.listdir(preset_dir) and not overwrite:
+        raise FileExistsError(
+            f"{preset_dir} is not empty; pass overwrite=True to replace it "
+            "or choose another folder."
+        )
+    parent = os.path.dirname(os.path.abspath(preset_dir))
+    os.makedirs(parent, exist_ok=True)
+    # Written next to the target, then moved in one rename: a failed save
+    # leaves any earlier preset as it was.
+    staging = tempfile.mkdtemp(prefix=".saving-", dir=parent)
+    try:
+        config = _strip_build_state(keras.saving.serialize_keras_object(model))
+        config["config"]["preprocessor"] = None
+        _write_json(os.path.join(staging, CONFIG_FILE), config)
+        # The model's weights only: a preset carries no optimizer state.
+        saving_lib.save_weights_only(
+            model,
+            os.path.join(staging, WEIGHTS_FILE),
+            objects_to_skip=[model.optimizer] if model.optimizer else None,
+        )
+        if model.preprocessor is not None:
+            model.preprocessor.save_to_preset(staging)
+        _write_json(
+            os.path.join(staging, METADATA_FILE),
+            {
+                "keras_3t_version": keras_3t.__version__,
+                "keras_version": keras.version(),
+                "keras_hub_version": keras_hub.__version__,
+                "backend": keras.backend.backend(),
+                "objective": model.objective,
+                "parameter_count": parameter_counts(model),
+                "date_saved": datetime.datetime.now().isoformat(timespec="seconds"),
+                **(metadata or {}),
+            },
+        )
+        if os.path.isdir(preset_dir):
+            replaced = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
+            os.rename(preset_dir, os.path.join(replaced, "old"))
+            os.rename(staging, preset_dir)
+            shutil.rmtree(replaced)
+        else:
+            os.rename(staging, preset_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return preset_dir
+
+
+def is_preset_dir(path):
+    return os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
+def read_config(preset_dir):
+    """The model config of a preset folder, checked to be a ThreeTowerModel."""
+    path = os.path.join(preset_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{preset_dir} is not a keras-3t preset: it has no {CONFIG_FILE} "
+            "(write one with ThreeTowerModel.save_to_preset)."
+        )
+    try:
+        with open(path, encoding="utf-8") as file:
+            config = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is corrupt: not valid JSON ({error}).") from None
+    if not isinstance(config, dict) or config.get("class_name") != "ThreeTowerModel":
+        found = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(
+            f"{path} describes a {found!r}, not a keras-3t ThreeTowerModel. "
+            "For a keras-hub backbone preset, pass it as third_tower= instead."
+        )
+    return config
+
+
+def read_preprocessor(preset_dir):
+    """The preprocessor saved in a preset folder, or None if it has none."""
+    path = os.path.join(preset_dir, PREPROCESSOR_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            preprocessor = keras.saving.deserialize_keras_object(json.load(file))
+        preprocessor.load_preset_assets(preset_dir)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(
+            f"Could not restore the tokenizer saved in {preset_dir} "
+            f"({PREPROCESSOR_FILE} and assets/tokenizer/): {error}"
+        ) from None
+    return preprocessor
+
+
+def load_weights(model, preset_dir, built_from):
+    """Loads `preset_dir`'s weights file into `model`, with errors that say why.
+
+    Args:
+        model: the `ThreeTowerModel` built from the matching config.
+        preset_dir: the folder holding `model.weights.h5`.
+        built_from: words naming where the model's config came from.
+    """
+    path = os.path.join(preset_dir, WEIGHTS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{preset_dir} has no weights file ({WEIGHTS_FILE}). Pass "
+            "weights=False to build the architecture with fresh weights."
+        )
+    try:
+        stored = _stored_shapes(path)
+    except OSError as error:
+        raise ValueError(
+            f"{path} is corrupt: not a readable HDF5 weights file ({error})."
+        ) from None
+    # Keras loads by layer path and ignores arrays no layer asks for, so a
+    # model with fewer layers than the file would load without complaint.
+    expected = sorted(tuple(v.shape) for v in model.weights)
+    if stored != expected:
+        raise ValueError(
+            f"The weights in {path} do not fit the model built from "
+            f"{built_from}: the config and the weights file disagree (the "
+            f"file holds {len(stored)} arrays, the model has {len(expected)}"
+            f"{_first_difference(stored, expected)})."
+        )
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, OSError) as error:
+        raise ValueError(
+            f"The weights in {path} do not fit the model built from "
+            f"{built_from}: the config and the weights file disagree. "
+            f"Keras said: {error}"
+        ) from None
+
+
+def _stored_shapes(path):
+    shapes = []
+    with h5py.File(path, "r") as file:
+        file.visititems(
+            lambda name, item: shapes.append(tuple(item.shape))
+            if isinstance(item, h5py.Dataset) and not name.startswith("optimizer/")
+            else None
+        )
+    return sorted(shapes)
+
+
+def _first_difference(stored, expected):
+    only_stored = sorted(set(stored) - set(expected))
+    only_expected = sorted(set(expected) - set(stored))
+    if only_stored or only_expected:
+        return (
+            f"; shapes only in the file: {only_stored[:3]}, only in the "
+            f"model: {only_expected[:3]}"
+        )
+    return ""
+
+
+def _write_json(path, value):
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(value, file, indent=2)
+        file.write("\n")
