@@ -14,7 +14,8 @@ from keras_3t.__main__ import main as cli
 )
 def test_quick_demo_writes_results_for_all_three_models(tmp_path):
     output = str(tmp_path / "run")
-    summary = demo.main(["--quick", "--output", output])
+    presets_dir = str(tmp_path / "presets")
+    summary = demo.main(["--quick", "--output", output, "--save-presets", presets_dir])
     with open(os.path.join(output, "results.json")) as file:
         written = json.load(file)
     assert set(written["models"]) == {"CLIP", "LiT", "3T"}
@@ -32,6 +33,20 @@ def test_quick_demo_writes_results_for_all_three_models(tmp_path):
     for name in ("results.md", "training_curves.png", "alpha_sweep.png"):
         assert os.path.getsize(os.path.join(output, name)) > 0
     assert summary["models"].keys() == written["models"].keys()
+
+    # --save-presets: each trained model reloads with its tokenizer and
+    # scores what the run recorded.
+    from keras_3t import presets
+    from keras_3t.evaluation import evaluate_model
+
+    _, _, tasks = demo.prepare_data("web", demo.BUDGETS["quick"], seed=0)
+    for name, objective in (("CLIP", "clip"), ("LiT", "lit"), ("3T", "3t")):
+        model = presets.load(os.path.join(presets_dir, f"{objective}_tiny"))
+        assert model.objective == objective
+        metrics = evaluate_model(model, zero_shot={**tasks["zero_shot"], "tokenizer": model.preprocessor})
+        assert metrics["zero_shot_top1"] == pytest.approx(
+            written["models"][name]["metrics"]["zero_shot_top1"], abs=1e-6
+        )
 
     # An earlier run's folder is never overwritten without --overwrite.
     before = os.path.getmtime(os.path.join(output, "results.json"))

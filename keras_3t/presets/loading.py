@@ -280,10 +280,11 @@ def _fetch(source, local, load_weights):
     except OSError as error:  # includes requests' ConnectionError
         raise WeightsUnavailableError(
             f"Could not fetch the keras-hub preset {source!r} ({error.__class__.__name__}: "
-            f"{error}). Without network access, download it once elsewhere "
-            "and pass its local folder as third_tower='/path/to/preset', or "
-            "pass third_tower_weights=False (and weights=False) to build the "
-            "architecture with fresh weights."
+            f"{error}). Without network access, save it once where there is "
+            "(keras_hub.models.Backbone.from_preset(name).save_to_preset(dir)) "
+            "and pass that folder as third_tower=dir, or pass "
+            "third_tower_weights=False to build the architecture with fresh "
+            "weights (and no download)."
         ) from None
 
 
