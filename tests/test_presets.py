@@ -320,3 +320,28 @@ if __name__ == "__main__":  # Writes REFERENCE; run on PyTorch.
     assert keras.backend.backend() == "torch"
     np.savez(REFERENCE, **_reference_embeddings(presets.load("3t_tiny")))
     print(f"wrote {REFERENCE}")
+
+
+def test_a_keras_hub_preset_brings_its_image_converter_rescaled_for_unit_inputs(tmp_path):
+    # A keras-hub classifier preset whose converter expects pixels in
+    # [0, 255] (scale 1/255, then ImageNet-style offsets).
+    converter = keras_hub.layers.ResNetImageConverter(
+        image_size=(56, 56), scale=[1 / (255 * 0.2)] * 3, offset=[-0.5 / 0.2] * 3
+    )
+    classifier = keras_hub.models.ResNetImageClassifier(
+        backbone=keras_hub.models.Backbone.from_preset(preset_path("digit")),
+        num_classes=10,
+        preprocessor=keras_hub.models.ResNetImageClassifierPreprocessor(converter),
+    )
+    folder = str(tmp_path / "classifier")
+    classifier.save_to_preset(folder)
+
+    model = presets.load("3t_tiny", weights=False, third_tower=folder)
+    assert isinstance(model.third_tower.image_converter, keras_hub.layers.ResNetImageConverter)
+    images = np.random.default_rng(3).uniform(size=(2, 56, 56, 3)).astype("float32")
+    expected = classifier.backbone(converter(images * 255.0))
+    np.testing.assert_allclose(
+        to_numpy(model.third_tower(images)["features"]),
+        to_numpy(keras.ops.mean(expected, axis=(1, 2))),
+        atol=1e-4,
+    )
