@@ -1,6 +1,7 @@
 """keras-3t: Three Towers (3T) contrastive image-text learning for Keras 3."""
 
 from keras_3t import callbacks
+from keras_3t import data
 from keras_3t import datasets
 from keras_3t import digit_models
 from keras_3t import evaluation

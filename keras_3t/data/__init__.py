@@ -1,0 +1,10 @@
+"""Image-caption data: sources (TFDS, caption files, TFRecords) and the tf.data pipeline."""
+
+from keras_3t.data.bad_data import BadDataCounter
+from keras_3t.data.bad_data import BadDataReport
+from keras_3t.data.pipeline import make_dataset
+from keras_3t.data.records import from_tfrecords
+from keras_3t.data.records import write_tfrecords
+from keras_3t.data.sources import from_caption_file
+from keras_3t.data.sources import from_tfds
+from keras_3t.data.sources import read_caption_file

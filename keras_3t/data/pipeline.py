@@ -1,0 +1,195 @@
+"""From source examples to model batches, on `tf.data` for every backend."""
+
+import numpy as np
+
+from keras_3t.data.sources import _check_mode
+
+# open_clip's default for CLIP training: crops of 90–100 % of the image area.
+RANDOM_CROP_SCALE = (0.9, 1.0)
+# Image formats `tf.io.decode_image` reads, by their first bytes.
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+
+
+def make_dataset(
+    examples,
+    preprocessor,
+    image_size,
+    batch_size,
+    training=True,
+    seed=None,
+    random_crop_scale=RANDOM_CROP_SCALE,
+    flip=False,
+    shuffle_buffer=10_000,
+    on_bad_data="raise",
+    bad_data=None,
+    num_shards=1,
+    shard_index=0,
+    repeat=None,
+):
+    """Batches `{"images", "token_ids", "padding_mask"}` for `ThreeTowerModel`.
+
+    Decodes each image to float32 in [0, 1] and RGB; in training a random
+    resized crop (area fraction in `random_crop_scale`, aspect ratio 3/4 to
+    4/3) and optionally a horizontal flip; in evaluation a resize of the
+    shorter side and a central crop. Captions are tokenized with the model's
+    `preprocessor` after batching. Training batches drop the remainder.
+
+    Bad examples: an empty caption or an image that does not decode raises
+    (`on_bad_data="raise"`, the default: nothing trains on garbage silently)
+    or is dropped and counted in `bad_data` (`"skip"`; log the counts with
+    `keras_3t.data.BadDataReport(bad_data)`).
+
+    Args:
+        examples: a source dataset (`from_tfds`, `from_caption_file`,
+            `from_tfrecords`).
+        preprocessor: the model's `ThreeTowerPreprocessor` (or any layer
+            mapping `{"images", "captions"}` to a batch).
+        image_size: int, the side of the square output images.
+        batch_size: examples per batch (the global batch).
+        training: bool. Shuffle, augment, repeat, drop the remainder.
+        seed: int or None. With a seed, shuffling and augmentation are the
+            same on every run (and ordering is deterministic).
+        random_crop_scale: `(min, max)` image-area fraction of training crops.
+        flip: bool. Random horizontal flips in training (off by default:
+            captions often say left and right).
+        shuffle_buffer: examples in the shuffle buffer.
+        on_bad_data: `"raise"` or `"skip"`.
+        bad_data: a `BadDataCounter`, needed with `"skip"`.
+        num_shards, shard_index: keep every `num_shards`-th example from
+            `shard_index` (one input pipeline per worker; for TFRecords prefer
+            sharding files with `from_tfrecords(num_shards=...)`).
+        repeat: bool; default: repeat in training only.
+
+    Example:
+    >>> import numpy as np, tensorflow as tf
+    >>> from keras_3t.data import make_dataset
+    >>> from keras_3t.preprocessing import ThreeTowerPreprocessor, caption_tokenizer
+    >>> examples = tf.data.Dataset.from_tensor_slices({
+    ...     "image": np.zeros((4, 30, 40, 3), "uint8"),
+    ...     "caption": ["a red square", "a blue square", "red", "blue"],
+    ...     "image_id": np.arange(4)})
+    >>> preprocessor = ThreeTowerPreprocessor(caption_tokenizer(
+    ...     ["[PAD]", "[UNK]", "a", "red", "blue", "square"]), sequence_length=4)
+    >>> batch = next(iter(make_dataset(examples, preprocessor, 16, 2, seed=0)))
+    >>> {key: tuple(value.shape) for key, value in batch.items()}
+    {'token_ids': (2, 4), 'padding_mask': (2, 4), 'images': (2, 16, 16, 3)}
+    """
+    import tensorflow as tf
+
+    _check_mode(on_bad_data, bad_data)
+    if num_shards > 1:
+        examples = examples.shard(num_shards, shard_index)
+    if training:
+        examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat if repeat is not None else training:
+        examples = examples.repeat()
+    examples = _drop_or_check_empty_captions(examples, on_bad_data, bad_data)
+    # One stateless seed per example: augmentation is reproducible whatever
+    # the parallelism.
+    base_seed = np.int64(seed if seed is not None else np.random.randint(2**31))
+    examples = examples.enumerate()
+
+    def load(index, example):
+        if on_bad_data == "skip":
+            # Counted as undecodable until the decode succeeds; an example
+            # whose decode fails is dropped by `ignore_errors` below, so the
+            # count that stays is the number dropped.
+            pending = bad_data.add("undecodable_image", 1)
+            with tf.control_dependencies([pending]):
+                image = _decode(example["image"], example["image_id"], on_bad_data)
+            with tf.control_dependencies([image]):
+                done = bad_data.add("undecodable_image", -1)
+            with tf.control_dependencies([done]):
+                image = tf.identity(image)
+        else:
+            image = _decode(example["image"], example["image_id"], on_bad_data)
+        crop_seed = tf.stack([base_seed, tf.cast(index, tf.int64)])
+        if training:
+            image = _random_resized_crop(image, image_size, random_crop_scale, crop_seed)
+            if flip:
+                image = tf.image.stateless_random_flip_left_right(image, crop_seed + 1)
+        else:
+            image = _resize_and_center_crop(image, image_size)
+        return {"images": image, "captions": example["caption"]}
+
+    images = examples.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if on_bad_data == "skip":
+        images = images.ignore_errors()
+    return (
+        images.batch(batch_size, drop_remainder=training)
+        .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _drop_or_check_empty_captions(examples, on_bad_data, bad_data):
+    import tensorflow as tf
+
+    def non_empty(example):
+        return tf.strings.length(tf.strings.strip(example["caption"])) > 0
+
+    if on_bad_data == "raise":
+
+        def check(example):
+            assertion = tf.debugging.Assert(
+                non_empty(example),
+                ["Empty caption for image_id", example["image_id"],
+                 "- pass on_bad_data='skip' to drop and count such examples."],
+            )
+            with tf.control_dependencies([assertion]):
+                return tf.nest.map_structure(tf.identity, example)
+
+        return examples.map(check)
+
+    def keep(example):
+        ok = non_empty(example)
+        with tf.control_dependencies([bad_data.add("empty_caption", 1 - tf.cast(ok, tf.int64))]):
+            return tf.identity(ok)
+
+    return examples.filter(keep)
+
+
+def _decode(image, image_id, on_bad_data):
+    import tensorflow as tf
+
+    if image.dtype == tf.string:
+        if on_bad_data == "raise":
+            signature_ok = tf.reduce_any(
+                [tf.strings.substr(image, 0, len(s)) == s for s in IMAGE_SIGNATURES]
+            )
+            assertion = tf.debugging.Assert(
+                signature_ok,
+                ["Undecodable image (not JPEG, PNG, GIF or BMP data) for image_id",
+                 image_id, "- pass on_bad_data='skip' to drop and count such examples."],
+            )
+            with tf.control_dependencies([assertion]):
+                image = tf.identity(image)
+        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+    elif image.shape.rank == 3 and image.shape[-1] == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    return tf.image.convert_image_dtype(image, tf.float32)
+
+
+def _random_resized_crop(image, size, scale, seed):
+    import tensorflow as tf
+
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        area_range=scale,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    crop = tf.slice(image, begin, crop_size)
+    return tf.image.resize(crop, (size, size), antialias=True)
+
+
+def _resize_and_center_crop(image, size):
+    import tensorflow as tf
+
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scaled = tf.cast(tf.math.ceil(shape * size / tf.reduce_min(shape)), tf.int32)
+    image = tf.image.resize(image, scaled, antialias=True)
+    return tf.image.resize_with_crop_or_pad(image, size, size)

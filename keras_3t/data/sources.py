@@ -1,0 +1,220 @@
+"""Where image-caption examples come from: TFDS, caption files, TFRecords.
+
+Every source is a `tf.data.Dataset` of examples `{"image", "caption",
+"image_id"}`: `image` is encoded bytes (a string) or a decoded uint8
+`(height, width, 3)` array, `caption` a string, `image_id` an int64 shared by
+every caption of one image. With `per_caption=False` an example holds every
+caption of its image as `"captions"` instead (retrieval evaluation).
+"""
+
+import csv
+import json
+import logging
+import os
+
+import numpy as np
+
+BAD_DATA_MODES = ("raise", "skip")
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _field(example, key):
+    """`example[key]`, where "a/b" may also mean example["a"]["b"]."""
+    if key in example:
+        return example[key]
+    value = example
+    for part in key.split("/"):
+        value = value[part]
+    return value
+
+
+def from_tfds(
+    name,
+    split,
+    image_key="image",
+    caption_key="captions/text",
+    id_key="image/id",
+    per_caption=True,
+    data_dir=None,
+    download=False,
+):
+    """Examples from a TFDS image-caption builder, e.g. `coco_captions`.
+
+    Args:
+        name: the TFDS builder name.
+        split: e.g. `"train"`, `"val[:1000]"`.
+        image_key: the image feature.
+        caption_key: the captions feature (a string or a sequence of them);
+            `"a/b"` reads a nested feature.
+        id_key: an int image id feature, or None to number images in order.
+        per_caption: True: one example per caption (training); False: one
+            per image with all its captions as `"captions"` (retrieval).
+        data_dir: where TFDS keeps prepared data sets.
+        download: bool. Let TFDS download and prepare the data set if it is
+            not prepared in `data_dir` (needs network access).
+
+    Example:
+    >>> import tensorflow_datasets as tfds
+    >>> from keras_3t.data import from_tfds
+    >>> with tfds.testing.mock_data(num_examples=2,
+    ...         policy=tfds.testing.MockPolicy.USE_CODE):
+    ...     examples = from_tfds("coco_captions", "train")
+    ...     sorted(next(iter(examples)))
+    ['caption', 'image', 'image_id']
+    """
+    import tensorflow_datasets as tfds
+
+    tf = _tf()
+    try:
+        dataset = tfds.load(name, split=split, data_dir=data_dir, download=download)
+    except (AssertionError, OSError, tfds.core.registered.DatasetNotFoundError) as error:
+        raise FileNotFoundError(
+            f"The TFDS data set {name!r} (split {split!r}) is not prepared in "
+            f"{data_dir or tfds.core.constants.DATA_DIR}: {error}. Prepare it once "
+            "with network access (`tfds build " + name + "`, or "
+            "from_tfds(..., download=True)) and pass its data_dir."
+        ) from None
+
+    def convert(index, example):
+        captions = tf.reshape(_field(example, caption_key), [-1])
+        image_id = (
+            tf.cast(_field(example, id_key), tf.int64) if id_key else index
+        )
+        out = {"image": _field(example, image_key), "image_id": image_id}
+        if per_caption:
+            count = tf.shape(captions)[0]
+            return tf.data.Dataset.from_tensor_slices(
+                {
+                    "image": tf.repeat(out["image"][None], count, axis=0),
+                    "caption": captions,
+                    "image_id": tf.repeat(image_id, count),
+                }
+            )
+        return {**out, "captions": captions}
+
+    dataset = dataset.enumerate()
+    if per_caption:
+        return dataset.flat_map(convert)
+    return dataset.map(convert)
+
+
+def read_caption_file(path, image_root, image_column="image", caption_column="caption"):
+    """Rows of a CSV or JSON-lines caption file: `[(line, image path, caption)]`.
+
+    CSV needs a header with `image_column` and `caption_column`; JSON lines
+    need an object per line with those keys. Image paths are relative to
+    `image_root` (or absolute).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No caption file at {path}.")
+    rows = []
+    if path.endswith((".jsonl", ".json")):
+        with open(path, encoding="utf-8") as file:
+            for line, text in enumerate(file, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}, line {line}: not valid JSON ({error}).") from None
+                rows.append((line, record, path))
+    elif path.endswith((".csv", ".tsv")):
+        with open(path, encoding="utf-8", newline="") as file:
+            delimiter = "\t" if path.endswith(".tsv") else ","
+            for line, record in enumerate(csv.DictReader(file, delimiter=delimiter), start=2):
+                rows.append((line, record, path))
+    else:
+        raise ValueError(f"{path}: caption files must be .csv, .tsv or .jsonl.")
+    parsed = []
+    for line, record, _ in rows:
+        missing = [c for c in (image_column, caption_column) if not isinstance(record, dict) or c not in record]
+        if missing:
+            raise ValueError(
+                f"{path}, line {line}: no {missing} field; each row needs "
+                f"{image_column!r} and {caption_column!r}."
+            )
+        image = os.path.join(image_root, str(record[image_column]))
+        parsed.append((line, image, str(record[caption_column] or "")))
+    return parsed
+
+
+def from_caption_file(
+    path,
+    image_root,
+    image_column="image",
+    caption_column="caption",
+    per_caption=True,
+    on_bad_data="raise",
+    bad_data=None,
+):
+    """Examples from a CSV / JSON-lines file of (image path, caption) rows.
+
+    Rows naming the same image share an `image_id`. Image files are checked
+    here: a missing one raises `FileNotFoundError` naming the row, or with
+    `on_bad_data="skip"` is dropped and counted in `bad_data`. Undecodable
+    images and empty captions are caught by `make_dataset`.
+
+    Args:
+        path: a `.csv` / `.tsv` (with a header) or `.jsonl` file.
+        image_root: the folder image paths are relative to.
+        image_column, caption_column: the field names.
+        per_caption: as in `from_tfds`.
+        on_bad_data: `"raise"` or `"skip"`.
+        bad_data: a `keras_3t.data.BadDataCounter`; needed with `"skip"`.
+    """
+    _check_mode(on_bad_data, bad_data)
+    tf = _tf()
+    images, captions, ids, missing = [], [], [], []
+    id_of = {}
+    for line, image, caption in read_caption_file(path, image_root, image_column, caption_column):
+        if not os.path.isfile(image):
+            missing.append((line, image))
+            continue
+        images.append(image)
+        captions.append(caption)
+        ids.append(id_of.setdefault(image, len(id_of)))
+    if missing:
+        line, image = missing[0]
+        if on_bad_data == "raise":
+            raise FileNotFoundError(
+                f"{path}, line {line}: image file {image} does not exist "
+                f"({len(missing)} row(s) name missing files). Fix the rows, or "
+                "pass on_bad_data='skip' to drop and count them."
+            )
+        bad_data.add("missing_file", len(missing))
+        logging.warning("%s: skipped %d row(s) naming missing image files, e.g. line %d: %s",
+                        path, len(missing), line, image)
+    if not images:
+        raise ValueError(f"{path} has no usable rows.")
+    if per_caption:
+        dataset = tf.data.Dataset.from_tensor_slices(
+            {"image": images, "caption": captions, "image_id": np.asarray(ids, "int64")}
+        )
+        return dataset.map(
+            lambda x: {**x, "image": tf.io.read_file(x["image"])},
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    grouped = {}
+    for image, caption in zip(images, captions):
+        grouped.setdefault(image, []).append(caption)
+    paths = list(grouped)
+    ragged = tf.ragged.constant([grouped[p] for p in paths])
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {"image": paths, "captions": ragged, "image_id": np.arange(len(paths), dtype="int64")}
+    )
+    return dataset.map(lambda x: {**x, "image": tf.io.read_file(x["image"])})
+
+
+def _check_mode(on_bad_data, bad_data):
+    if on_bad_data not in BAD_DATA_MODES:
+        raise ValueError(f"on_bad_data must be one of {BAD_DATA_MODES}; got {on_bad_data!r}.")
+    if on_bad_data == "skip" and bad_data is None:
+        raise ValueError(
+            "on_bad_data='skip' needs bad_data=keras_3t.data.BadDataCounter() "
+            "to count what it skips (and BadDataReport(counter) to log it)."
+        )

@@ -1,0 +1,255 @@
+"""keras_3t.data: sources, TFRecords, the tf.data pipeline and bad data."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from keras_3t import data
+from keras_3t.preprocessing import RESERVED_TOKENS
+from keras_3t.preprocessing import ThreeTowerPreprocessor
+from keras_3t.preprocessing import caption_tokenizer
+from tests.conftest import IMAGE_SIZE
+from tests.conftest import SEQUENCE_LENGTH
+from tests.conftest import tiny_model
+
+WORDS = ["a", "red", "blue", "green", "square", "circle"]
+
+
+def _preprocessor():
+    return ThreeTowerPreprocessor(caption_tokenizer([*RESERVED_TOKENS, *WORDS]), SEQUENCE_LENGTH)
+
+
+def _write_images(folder, count, seed=0):
+    """PNG files of random sizes; returns their names and pixel arrays."""
+    rng = np.random.default_rng(seed)
+    names, pixels = [], []
+    for i in range(count):
+        image = rng.integers(0, 256, size=(20 + 3 * i, 24 + 2 * i, 3), dtype=np.uint8)
+        name = f"image_{i}.png"
+        with open(os.path.join(folder, name), "wb") as file:
+            file.write(tf.io.encode_png(image).numpy())
+        names.append(name)
+        pixels.append(image)
+    return names, pixels
+
+
+def _caption_rows(names):
+    # Two captions for the first image: rows naming one image share its id.
+    rows = [(name, f"a {WORDS[1 + i % 5]} square") for i, name in enumerate(names)]
+    return rows + [(names[0], "a green circle")]
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["image", "caption"])
+        writer.writerows(rows)
+
+
+def _write_jsonl(path, rows):
+    with open(path, "w") as file:
+        for image, caption in rows:
+            file.write(json.dumps({"image": image, "caption": caption}) + "\n")
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    names, pixels = _write_images(str(tmp_path), 6)
+    return str(tmp_path), names, pixels
+
+
+@pytest.mark.parametrize("writer, suffix", [(_write_csv, "csv"), (_write_jsonl, "jsonl")])
+def test_caption_files_yield_every_row_with_shared_image_ids(image_folder, writer, suffix):
+    folder, names, pixels = image_folder
+    path = os.path.join(folder, f"captions.{suffix}")
+    writer(path, _caption_rows(names))
+    examples = list(data.from_caption_file(path, folder).as_numpy_iterator())
+    assert [e["caption"].decode() for e in examples] == [c for _, c in _caption_rows(names)]
+    ids = [int(e["image_id"]) for e in examples]
+    assert ids == [0, 1, 2, 3, 4, 5, 0]
+    decoded = tf.io.decode_png(examples[2]["image"]).numpy()
+    np.testing.assert_array_equal(decoded, pixels[2])
+
+    per_image = list(data.from_caption_file(path, folder, per_caption=False).as_numpy_iterator())
+    assert len(per_image) == 6
+    assert [c.decode() for c in per_image[0]["captions"]] == ["a red square", "a green circle"]
+
+
+def test_a_caption_file_without_the_columns_names_the_line(tmp_path):
+    path = str(tmp_path / "captions.csv")
+    with open(path, "w") as file:
+        file.write("path,text\nx.png,a red square\n")
+    with pytest.raises(ValueError, match="line 2.*'image'"):
+        data.from_caption_file(path, str(tmp_path))
+
+
+def test_tfrecords_round_trip_identical_examples(image_folder, tmp_path):
+    folder, names, _ = image_folder
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, _caption_rows(names))
+    source = data.from_caption_file(path, folder)
+    records = str(tmp_path / "records")
+    manifest = data.write_tfrecords(source, records, num_shards=3)
+    assert manifest["examples"] == 7 and len(manifest["shards"]) == 3
+
+    def key(example):
+        return (int(example["image_id"]), example["caption"])
+
+    original = sorted(source.as_numpy_iterator(), key=key)
+    restored = sorted(data.from_tfrecords(records).as_numpy_iterator(), key=key)
+    assert len(restored) == len(original)
+    for a, b in zip(original, restored):
+        assert a["image"] == b["image"] and a["caption"] == b["caption"]
+        assert a["image_id"] == b["image_id"]
+    # Sharding by file across two workers splits the examples exactly.
+    halves = [list(data.from_tfrecords(records, 2, i).as_numpy_iterator()) for i in range(2)]
+    assert sorted(map(key, halves[0] + halves[1])) == sorted(map(key, original))
+    with pytest.raises(FileExistsError):
+        data.write_tfrecords(source, records)
+    with pytest.raises(ValueError, match="workers"):
+        data.from_tfrecords(records, num_shards=4)
+
+
+def test_tfds_source_on_mocked_coco_captions():
+    with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
+        per_image = list(data.from_tfds("coco_captions", "train", per_caption=False).as_numpy_iterator())
+        per_caption = list(data.from_tfds("coco_captions", "train").as_numpy_iterator())
+    assert len(per_image) == 3
+    assert len(per_caption) == sum(len(e["captions"]) for e in per_image)
+    first = per_image[0]
+    mine = [e for e in per_caption if e["image_id"] == first["image_id"]]
+    assert [e["caption"] for e in mine] == list(first["captions"])
+    np.testing.assert_array_equal(mine[0]["image"], first["image"])
+
+
+def test_tfds_without_prepared_data_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not prepared.*tfds build"):
+        data.from_tfds("mnist", "train", data_dir=str(tmp_path))
+
+
+# --- The pipeline ----------------------------------------------------------------
+
+
+def test_pipeline_batches_are_model_ready_and_deterministic_with_a_seed(image_folder):
+    folder, names, _ = image_folder
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, _caption_rows(names))
+
+    def first_batches(seed):
+        dataset = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(),
+                                    IMAGE_SIZE, batch_size=4, seed=seed, flip=True)
+        return [batch for batch in dataset.take(3).as_numpy_iterator()]
+
+    one, two, other = first_batches(1), first_batches(1), first_batches(2)
+    for a, b in zip(one, two):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert any(not np.array_equal(a["images"], c["images"]) for a, c in zip(one, other))
+    batch = one[0]
+    assert batch["images"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert batch["images"].dtype == np.float32 and 0.0 <= batch["images"].min() <= batch["images"].max() <= 1.0
+    assert batch["token_ids"].shape == (4, SEQUENCE_LENGTH) and batch["padding_mask"].any(axis=1).all()
+
+
+def test_evaluation_pipeline_keeps_every_example_in_order(image_folder):
+    folder, names, pixels = image_folder
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, _caption_rows(names))
+    batches = list(data.make_dataset(data.from_caption_file(path, folder), _preprocessor(),
+                                     IMAGE_SIZE, batch_size=4, training=False).as_numpy_iterator())
+    assert [len(b["images"]) for b in batches] == [4, 3]
+    # Each image is its file's, resized (shorter side) and centrally cropped.
+    for index in range(6):
+        image = pixels[index] / 255.0
+        height, width = image.shape[:2]
+        scaled = tf.image.resize(image, (int(np.ceil(height * IMAGE_SIZE / min(height, width))),
+                                         int(np.ceil(width * IMAGE_SIZE / min(height, width)))),
+                                 antialias=True)
+        expected = tf.image.resize_with_crop_or_pad(scaled, IMAGE_SIZE, IMAGE_SIZE).numpy()
+        got = batches[index // 4]["images"][index % 4]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def _bad_examples(folder, names):
+    with open(os.path.join(folder, "broken.png"), "wb") as file:
+        file.write(b"these bytes are not an image")
+    return _caption_rows(names) + [("broken.png", "a red circle"), (names[1], "   ")]
+
+
+def test_bad_data_is_skipped_and_counted(image_folder, tmp_path):
+    folder, names, _ = image_folder
+    rows = _bad_examples(folder, names) + [("missing.png", "a blue square")]
+    counter = data.BadDataCounter()
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, rows)
+    source = data.from_caption_file(path, folder, on_bad_data="skip", bad_data=counter)
+    assert counter.counts()["missing_file"] == 1
+    dataset = data.make_dataset(source, _preprocessor(), IMAGE_SIZE, batch_size=4, training=False,
+                                on_bad_data="skip", bad_data=counter)
+    kept = sum(len(b["images"]) for b in dataset.as_numpy_iterator())
+    assert kept == len(_caption_rows(names))
+    assert counter.counts() == {"missing_file": 1, "undecodable_image": 1, "empty_caption": 1}
+
+    # TFRecords: the writer leaves bad examples out and says so in the manifest.
+    records = str(tmp_path / "records")
+    rows = _bad_examples(folder, names)
+    encoded = tf.data.Dataset.from_tensor_slices({
+        "image": [open(os.path.join(folder, image), "rb").read() for image, _ in rows],
+        "caption": [c for _, c in rows], "image_id": np.arange(len(rows))})
+    manifest = data.write_tfrecords(encoded, records, num_shards=2, on_bad_data="skip")
+    assert manifest["skipped"] == {"undecodable_image": 1, "empty_caption": 1}
+    assert manifest["examples"] == len(_caption_rows(names))
+
+    # The callback puts the counts in the epoch logs.
+    logs = {}
+    data.BadDataReport(counter).on_epoch_end(0, logs)
+    assert logs["skipped_undecodable_image"] == 1
+
+
+@pytest.mark.parametrize("bad_row, message", [
+    (("broken.png", "a red circle"), "Undecodable image"),
+    (("image_1.png", "   "), "Empty caption"),
+])
+def test_bad_data_raises_by_default(image_folder, tmp_path, bad_row, message):
+    folder, names, _ = image_folder
+    with open(os.path.join(folder, "broken.png"), "wb") as file:
+        file.write(b"these bytes are not an image")
+    rows = _caption_rows(names) + [bad_row]
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, rows)
+    dataset = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(),
+                                IMAGE_SIZE, batch_size=4, training=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        list(dataset.as_numpy_iterator())
+    with pytest.raises(ValueError, match=message.split()[0].lower() if "Empty" in message else "undecodable"):
+        data.write_tfrecords(data.from_caption_file(path, folder), str(tmp_path / "records"))
+    assert not os.path.exists(tmp_path / "records") or not os.listdir(tmp_path / "records")
+    rows.append(("missing.png", "a red square"))
+    _write_csv(path, rows)
+    with pytest.raises(FileNotFoundError, match="line 10.*missing.png"):
+        data.from_caption_file(path, folder)
+
+
+def test_skip_mode_needs_a_counter():
+    examples = tf.data.Dataset.from_tensor_slices({"image": ["x"], "caption": ["a"], "image_id": [0]})
+    with pytest.raises(ValueError, match="BadDataCounter"):
+        data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 2, on_bad_data="skip")
+
+
+def test_the_pipeline_feeds_fit(image_folder, tmp_path):
+    folder, names, _ = image_folder
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, _caption_rows(names))
+    records = str(tmp_path / "records")
+    data.write_tfrecords(data.from_caption_file(path, folder), records, num_shards=2)
+    dataset = data.make_dataset(data.from_tfrecords(records), _preprocessor(), IMAGE_SIZE,
+                                batch_size=4, seed=0)
+    model = tiny_model("3t")
+    model.compile()
+    history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
