@@ -253,3 +253,99 @@ def test_the_pipeline_feeds_fit(image_folder, tmp_path):
     model.compile()
     history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_train_recipe_trains_a_preset_on_a_caption_file_and_saves_it(tmp_path):
+    import importlib.util
+
+    import keras
+
+    from keras_3t import presets
+    from keras_3t.datasets import digit_scenes
+
+    # Real digit scenes written as PNG files with their captions.
+    scenes = digit_scenes.make_scenes(24, "train", "clean", seed=0)
+    rows = []
+    for i, (image, caption) in enumerate(zip(scenes["images"], scenes["captions"])):
+        name = f"scene_{i}.png"
+        with open(tmp_path / name, "wb") as file:
+            file.write(tf.io.encode_png((image * 255).astype("uint8")).numpy())
+        rows.append((name, caption))
+    _write_csv(str(tmp_path / "captions.csv"), rows)
+
+    spec = importlib.util.spec_from_file_location(
+        "train_recipe", os.path.join(os.path.dirname(__file__), "..", "recipes", "train.py"))
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    output = str(tmp_path / "run")
+    records = str(tmp_path / "records")
+    history = recipe.main([
+        "--preset", "3t_tiny", "--data", str(tmp_path / "captions.csv"),
+        "--image-root", str(tmp_path), "--write-tfrecords", records,
+        "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2", "--output", output,
+    ])
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+    assert sorted(os.listdir(os.path.join(output, "checkpoints"))) == ["epoch_001.keras", "epoch_002.keras"]
+    model = presets.load(os.path.join(output, "preset"))
+    assert tuple(keras.ops.shape(model.encode_text(["a 3"]))) == (1, 64)
+    with pytest.raises(SystemExit, match="not empty"):
+        recipe.main(["--data", str(tmp_path / "captions.csv"), "--output", output])
+
+
+def _records_with_bad_examples(folder, names):
+    """TFRecords written by hand (not by write_tfrecords), holding bad examples."""
+    path = os.path.join(folder, "foreign.tfrecord")
+    rows = _bad_examples(folder, names)
+    with tf.io.TFRecordWriter(path) as writer:
+        for index, (image, caption) in enumerate(rows):
+            feature = {
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[open(os.path.join(folder, image), "rb").read()])),
+                "caption": tf.train.Feature(bytes_list=tf.train.BytesList(value=[caption.encode()])),
+                "image_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[index])),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return data.from_tfrecords(path), {"undecodable_image": 1, "empty_caption": 1}
+
+
+def _decoded_with_an_empty_caption(folder, names):
+    """Decoded uint8 images, as TFDS sources give them, and one empty caption."""
+    images = np.zeros((5, 20, 20, 3), "uint8")
+    captions = ["a red square", "", "a blue circle", "green", "a red circle"]
+    examples = tf.data.Dataset.from_tensor_slices(
+        {"image": images, "caption": captions, "image_id": np.arange(5)})
+    return examples, {"empty_caption": 1}
+
+
+@pytest.mark.parametrize("make", [_records_with_bad_examples, _decoded_with_an_empty_caption],
+                         ids=["tfrecords", "decoded (tfds)"])
+def test_every_source_kind_skips_and_counts_or_raises(image_folder, make):
+    folder, names, _ = image_folder
+    examples, expected = make(folder, names)
+    total = len(list(examples))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Undecodable|Empty caption"):
+        list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 2, training=False).as_numpy_iterator())
+    counter = data.BadDataCounter()
+    kept = sum(len(b["images"]) for b in data.make_dataset(
+        examples, _preprocessor(), IMAGE_SIZE, 2, training=False,
+        on_bad_data="skip", bad_data=counter).as_numpy_iterator())
+    counts = {kind: count for kind, count in counter.counts().items() if count}
+    assert counts == expected and kept == total - sum(expected.values())
+
+
+def test_an_input_context_shards_and_splits_the_global_batch(image_folder):
+    folder, names, _ = image_folder
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, _caption_rows(names))
+    examples = data.from_caption_file(path, folder)
+    seen = []
+    for pipeline in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                             num_replicas_in_sync=2)
+        batches = list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, batch_size=4,
+                                         training=False, input_context=context).as_numpy_iterator())
+        assert max(len(b["images"]) for b in batches) == 2  # the per-replica share of 4
+        seen += [row for b in batches for row in b["token_ids"].tolist()]
+    everything = list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 7,
+                                        training=False).as_numpy_iterator())[0]["token_ids"].tolist()
+    assert sorted(seen) == sorted(everything)

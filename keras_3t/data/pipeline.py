@@ -25,6 +25,7 @@ def make_dataset(
     num_shards=1,
     shard_index=0,
     repeat=None,
+    input_context=None,
 ):
     """Batches `{"images", "token_ids", "padding_mask"}` for `ThreeTowerModel`.
 
@@ -59,6 +60,10 @@ def make_dataset(
             `shard_index` (one input pipeline per worker; for TFRecords prefer
             sharding files with `from_tfrecords(num_shards=...)`).
         repeat: bool; default: repeat in training only.
+        input_context: a `tf.distribute.InputContext` (from
+            `strategy.distribute_datasets_from_function`): shards by its
+            input pipeline and makes `batch_size` the global batch, each
+            pipeline batching its per-replica share.
 
     Example:
     >>> import numpy as np, tensorflow as tf
@@ -77,6 +82,10 @@ def make_dataset(
     import tensorflow as tf
 
     _check_mode(on_bad_data, bad_data)
+    if input_context is not None:
+        num_shards = input_context.num_input_pipelines
+        shard_index = input_context.input_pipeline_id
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
     if num_shards > 1:
         examples = examples.shard(num_shards, shard_index)
     if training:
