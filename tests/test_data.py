@@ -349,3 +349,24 @@ def test_an_input_context_shards_and_splits_the_global_batch(image_folder):
     everything = list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 7,
                                         training=False).as_numpy_iterator())[0]["token_ids"].tolist()
     assert sorted(seen) == sorted(everything)
+
+
+def test_a_per_image_source_becomes_a_retrieval_task(image_folder):
+    from keras_3t.evaluation import evaluate_model
+
+    folder, names, _ = image_folder
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, _caption_rows(names))
+    per_image = data.from_caption_file(path, folder, per_caption=False)
+    task = data.retrieval_task(per_image, _preprocessor(), IMAGE_SIZE)
+    assert task["images"].shape == (6, IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert task["texts"]["token_ids"].shape == (7, SEQUENCE_LENGTH)
+    assert task["text_to_image"].tolist() == [0, 0, 1, 2, 3, 4, 5]
+    metrics = evaluate_model(tiny_model("3t"), retrieval=task)
+    assert 0.0 <= metrics["image_to_text_r1"] <= 1.0
+    with pytest.raises(ValueError, match="per_caption=False"):
+        data.retrieval_task(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE)
+    with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+        coco = data.retrieval_task(data.from_tfds("coco_captions", "val", per_caption=False),
+                                   _preprocessor(), IMAGE_SIZE)
+    assert len(coco["images"]) == 2 and len(coco["text_to_image"]) >= 2

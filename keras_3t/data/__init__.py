@@ -3,6 +3,7 @@
 from keras_3t.data.bad_data import BadDataCounter
 from keras_3t.data.bad_data import BadDataReport
 from keras_3t.data.pipeline import make_dataset
+from keras_3t.data.pipeline import retrieval_task
 from keras_3t.data.records import from_tfrecords
 from keras_3t.data.records import write_tfrecords
 from keras_3t.data.sources import from_caption_file

@@ -19,7 +19,7 @@ def make_dataset(
     seed=None,
     random_crop_scale=RANDOM_CROP_SCALE,
     flip=False,
-    shuffle_buffer=10_000,
+    shuffle_buffer=None,
     on_bad_data="raise",
     bad_data=None,
     num_shards=1,
@@ -53,7 +53,9 @@ def make_dataset(
         random_crop_scale: `(min, max)` image-area fraction of training crops.
         flip: bool. Random horizontal flips in training (off by default:
             captions often say left and right).
-        shuffle_buffer: examples in the shuffle buffer.
+        shuffle_buffer: examples in the shuffle buffer; default 10,000 for
+            encoded images, 1,000 for decoded ones (TFDS sources), which
+            take ~1 MB each at COCO's size.
         on_bad_data: `"raise"` or `"skip"`.
         bad_data: a `BadDataCounter`, needed with `"skip"`.
         num_shards, shard_index: keep every `num_shards`-th example from
@@ -88,6 +90,9 @@ def make_dataset(
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     if num_shards > 1:
         examples = examples.shard(num_shards, shard_index)
+    if shuffle_buffer is None:
+        encoded = examples.element_spec["image"].dtype == tf.string
+        shuffle_buffer = 10_000 if encoded else 1_000
     if training:
         examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat if repeat is not None else training:
@@ -202,3 +207,54 @@ def _resize_and_center_crop(image, size):
     scaled = tf.cast(tf.math.ceil(shape * size / tf.reduce_min(shape)), tf.int32)
     image = tf.image.resize(image, scaled, antialias=True)
     return tf.image.resize_with_crop_or_pad(image, size, size)
+
+
+def retrieval_task(examples, preprocessor, image_size, max_images=None, batch_size=64):
+    """A retrieval task for `keras_3t.evaluation.evaluate_model` from a source.
+
+    Args:
+        examples: a source read with `per_caption=False` (one example per
+            image, all its captions as `"captions"`).
+        preprocessor: the model's `ThreeTowerPreprocessor`.
+        image_size: the side of the model's square images.
+        max_images: keep the first this many images (the images are held in
+            memory: 224×224 float32 is 0.6 MB each).
+        batch_size: images decoded per batch.
+
+    Returns:
+        `{"images", "texts", "text_to_image"}`: every image (resized and
+        centrally cropped), every caption tokenized, and for each caption
+        the index of its image.
+    """
+    import tensorflow as tf
+
+    if "captions" not in examples.element_spec:
+        raise ValueError(
+            "retrieval_task needs one example per image with all its captions: "
+            "read the source with per_caption=False."
+        )
+    if max_images is not None:
+        examples = examples.take(max_images)
+
+    def load(example):
+        image = _decode(example["image"], example["image_id"], "raise")
+        return _resize_and_center_crop(image, image_size), example["captions"]
+
+    images, captions, owners = [], [], []
+    for index, (image, image_captions) in enumerate(
+        examples.map(load, num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator()
+    ):
+        images.append(image)
+        captions += [caption.decode() for caption in image_captions]
+        owners += [index] * len(image_captions)
+    if not images:
+        raise ValueError("retrieval_task got no examples.")
+    texts = {}
+    for start in range(0, len(captions), batch_size):
+        for key, value in preprocessor(captions[start:start + batch_size]).items():
+            texts.setdefault(key, []).append(np.asarray(value))
+    return {
+        "images": np.stack(images),
+        "texts": {key: np.concatenate(parts) for key, parts in texts.items()},
+        "text_to_image": np.asarray(owners),
+    }
