@@ -13,14 +13,9 @@ import logging
 import os
 
 import numpy as np
+import tensorflow as tf
 
 BAD_DATA_MODES = ("raise", "skip")
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
 
 
 def _field(example, key):
@@ -69,7 +64,6 @@ def from_tfds(
     """
     import tensorflow_datasets as tfds
 
-    tf = _tf()
     try:
         dataset = tfds.load(name, split=split, data_dir=data_dir, download=download)
     except (AssertionError, OSError, tfds.core.registered.DatasetNotFoundError) as error:
@@ -122,16 +116,15 @@ def read_caption_file(path, image_root, image_column="image", caption_column="ca
                     record = json.loads(text)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}, line {line}: not valid JSON ({error}).") from None
-                rows.append((line, record, path))
+                rows.append((line, record))
     elif path.endswith((".csv", ".tsv")):
         with open(path, encoding="utf-8", newline="") as file:
             delimiter = "\t" if path.endswith(".tsv") else ","
-            for line, record in enumerate(csv.DictReader(file, delimiter=delimiter), start=2):
-                rows.append((line, record, path))
+            rows = list(enumerate(csv.DictReader(file, delimiter=delimiter), start=2))
     else:
         raise ValueError(f"{path}: caption files must be .csv, .tsv or .jsonl.")
     parsed = []
-    for line, record, _ in rows:
+    for line, record in rows:
         missing = [c for c in (image_column, caption_column) if not isinstance(record, dict) or c not in record]
         if missing:
             raise ValueError(
@@ -168,7 +161,6 @@ def from_caption_file(
         bad_data: a `keras_3t.data.BadDataCounter`; needed with `"skip"`.
     """
     _check_mode(on_bad_data, bad_data)
-    tf = _tf()
     images, captions, ids, missing = [], [], [], []
     id_of = {}
     for line, image, caption in read_caption_file(path, image_root, image_column, caption_column):
