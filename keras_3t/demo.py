@@ -35,6 +35,7 @@ from keras_3t.evaluation import plot_alpha_sweep
 from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.preprocessing import caption_tokenizer
 from keras_3t.preprocessing import caption_vocabulary
+from keras_3t.presets import parameter_counts
 
 # Budgets: the default fits in 10 minutes on 2 CPU cores; --quick in ~1.
 BUDGETS = {
@@ -132,7 +133,7 @@ def train_and_evaluate(name, objective, backbone, data, preprocessor, tasks, bud
         "metrics": evaluate_model(model, **tasks),
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
         "train_seconds": round(seconds, 1),
-        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "trainable_parameters": parameter_counts(model)["trainable"],
     }
     if objective == "3t":
         result["alpha_sweep"] = alpha_sweep(model, alphas=ALPHAS, **tasks)

@@ -39,11 +39,11 @@ def test_quick_demo_writes_results_for_all_three_models(tmp_path):
     from keras_3t import presets
     from keras_3t.evaluation import evaluate_model
 
-    _, _, tasks = demo.prepare_data("web", demo.BUDGETS["quick"], seed=0)
     for name, objective in (("CLIP", "clip"), ("LiT", "lit"), ("3T", "3t")):
         model = presets.load(os.path.join(presets_dir, f"{objective}_tiny"))
         assert model.objective == objective
-        metrics = evaluate_model(model, zero_shot={**tasks["zero_shot"], "tokenizer": model.preprocessor})
+        tasks = demo.evaluation_tasks(model.preprocessor, demo.BUDGETS["quick"], seed=0)
+        metrics = evaluate_model(model, zero_shot=tasks["zero_shot"])
         assert metrics["zero_shot_top1"] == pytest.approx(
             written["models"][name]["metrics"]["zero_shot_top1"], abs=1e-6
         )

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from keras_3t.data.sources import BAD_DATA_MODES
+
 MANIFEST = "manifest.json"
 
 
@@ -50,8 +52,8 @@ def write_tfrecords(examples, output_dir, num_shards=8, on_bad_data="raise", jpe
     """
     import tensorflow as tf
 
-    if on_bad_data not in ("raise", "skip"):
-        raise ValueError(f"on_bad_data must be 'raise' or 'skip'; got {on_bad_data!r}.")
+    if on_bad_data not in BAD_DATA_MODES:
+        raise ValueError(f"on_bad_data must be one of {BAD_DATA_MODES}; got {on_bad_data!r}.")
     if os.path.isdir(output_dir) and any(
         name.endswith(".tfrecord") or name == MANIFEST for name in os.listdir(output_dir)
     ):

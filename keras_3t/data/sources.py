@@ -184,22 +184,21 @@ def from_caption_file(
     if not images:
         raise ValueError(f"{path} has no usable rows.")
     if per_caption:
-        dataset = tf.data.Dataset.from_tensor_slices(
-            {"image": images, "caption": captions, "image_id": np.asarray(ids, "int64")}
-        )
-        return dataset.map(
-            lambda x: {**x, "image": tf.io.read_file(x["image"])},
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    grouped = {}
-    for image, caption in zip(images, captions):
-        grouped.setdefault(image, []).append(caption)
-    paths = list(grouped)
-    ragged = tf.ragged.constant([grouped[p] for p in paths])
-    dataset = tf.data.Dataset.from_tensor_slices(
-        {"image": paths, "captions": ragged, "image_id": np.arange(len(paths), dtype="int64")}
+        columns = {"image": images, "caption": captions, "image_id": np.asarray(ids, "int64")}
+    else:
+        grouped = {}
+        for image, caption in zip(images, captions):
+            grouped.setdefault(image, []).append(caption)
+        paths = list(grouped)
+        columns = {
+            "image": paths,
+            "captions": tf.ragged.constant([grouped[p] for p in paths]),
+            "image_id": np.arange(len(paths), dtype="int64"),
+        }
+    return tf.data.Dataset.from_tensor_slices(columns).map(
+        lambda x: {**x, "image": tf.io.read_file(x["image"])},
+        num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return dataset.map(lambda x: {**x, "image": tf.io.read_file(x["image"])})
 
 
 def _check_mode(on_bad_data, bad_data):
