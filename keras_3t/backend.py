@@ -1,9 +1,12 @@
-"""The only backend-specific code: gradient plumbing of the train/test steps.
+"""The only backend-specific code: train/test step plumbing and collectives.
 
 `ThreeTowerModel.compute_objective(batch, training)` holds all the math and
 returns a dict of scalars whose `"loss"` entry is minimised; the functions
-here differentiate it and apply the optimizer the way each backend requires.
+here differentiate it and apply the optimizer the way each backend requires,
+and give the losses the data-parallel group they run in (`replicas()`).
 """
+
+import functools
 
 import keras
 
@@ -11,6 +14,14 @@ import keras
 def _unpack_batch(data):
     batch, _, _ = keras.utils.unpack_x_y_sample_weight(data)
     return batch
+
+
+def _replica_share(loss):
+    # Each replica's loss values estimate the global loss (they average to
+    # it) and the replicas' gradients are summed, so each minimises 1/count
+    # of its value: the summed gradient is the global loss's gradient.
+    count = replicas().count
+    return loss if count == 1 else loss / count
 
 
 # --- TensorFlow: GradientTape ---------------------------------------------
@@ -22,8 +33,9 @@ def _tensorflow_train_step(model, data):
     batch = _unpack_batch(data)
     with tf.GradientTape() as tape:
         values = model.compute_objective(batch, training=True)
-        scaled_loss = model.optimizer.scale_loss(values["loss"])
+        scaled_loss = model.optimizer.scale_loss(_replica_share(values["loss"]))
     weights = model.trainable_weights
+    # Under tf.distribute the optimizer sums the replicas' gradients.
     model.optimizer.apply(tape.gradient(scaled_loss, weights), weights)
     return model.update_objective_metrics(values)
 
@@ -42,16 +54,43 @@ def _torch_train_step(model, data):
     batch = _unpack_batch(data)
     model.zero_grad()
     values = model.compute_objective(batch, training=True)
-    model.optimizer.scale_loss(values["loss"]).backward()
+    model.optimizer.scale_loss(_replica_share(values["loss"])).backward()
     weights = model.trainable_weights
+    gradients = [w.value.grad for w in weights]
+    values = {name: value.detach() for name, value in values.items()}
+    if replicas().count > 1:
+        gradients = _torch_sum_over_processes(
+            [torch.zeros_like(w.value) if g is None else g for g, w in zip(gradients, weights)]
+        )
+        values = _torch_mean_over_processes(values)
     with torch.no_grad():
-        model.optimizer.apply([w.value.grad for w in weights], weights)
-    return model.update_objective_metrics(
-        {name: value.detach() for name, value in values.items()}
-    )
+        model.optimizer.apply(gradients, weights)
+    return model.update_objective_metrics(values)
 
 
-_torch_test_step = _tensorflow_test_step
+def _torch_sum_over_processes(tensors):
+    # One all-reduce of every gradient flattened together, as DDP buckets.
+    import torch
+    import torch.distributed as dist
+
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
+def _torch_mean_over_processes(values):
+    names = sorted(values)
+    summed = _torch_sum_over_processes([values[name] for name in names])
+    count = replicas().count
+    return {name: value / count for name, value in zip(names, summed)}
+
+
+def _torch_test_step(model, data):
+    values = model.compute_objective(_unpack_batch(data), training=False)
+    if replicas().count > 1:
+        values = _torch_mean_over_processes(values)
+    return model.update_objective_metrics(values)
+
 
 
 # --- JAX: pure functions of the variable values -----------------------------
@@ -120,6 +159,145 @@ def _jax_test_step(model, state, data):
     return logs, (trainable, non_trainable, metrics_variables)
 
 
+# --- Data-parallel replicas --------------------------------------------------
+# The negatives of a contrastive loss are the whole global batch, so the
+# losses need every replica's embeddings. Under tf.distribute (Mirrored,
+# MultiWorkerMirrored, TPU strategies) each replica runs the step on its own
+# slice, and under torch.distributed each process does: they gather. Under
+# JAX's keras.distribution the step sees one global array that XLA
+# partitions, so there is nothing to gather.
+
+
+class Replicas:
+    """The data-parallel group one training step runs in.
+
+    Args:
+        count: int, replicas that each run the step on a slice of the global
+            batch (1 on one device and under JAX's keras.distribution).
+        index: this replica's position in the group (int or int scalar
+            tensor); its rows are rows `index * n … index * n + n - 1` of the
+            gathered batch.
+        gather: function concatenating every replica's tensor along axis 0,
+            with gradients flowing back to each replica's own rows.
+        shard_rows: function asking the compiler to keep a tensor's rows
+            split over the devices (JAX); identity elsewhere.
+    """
+
+    def __init__(self, count=1, index=0, gather=None, shard_rows=None):
+        self.count = count
+        self.index = index
+        self.gather = gather or _identity
+        self.shard_rows = shard_rows or _identity
+
+
+def _identity(x):
+    return x
+
+
+def replicas():
+    """The `Replicas` the current step runs in (one device outside any)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return Replicas()
+        return Replicas(
+            count=context.num_replicas_in_sync,
+            index=context.replica_id_in_sync_group,
+            gather=lambda x: context.all_gather(x, axis=0),
+        )
+    if backend == "torch":
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return Replicas()
+        if dist.get_world_size() == 1:
+            return Replicas()
+        return Replicas(
+            count=dist.get_world_size(),
+            index=dist.get_rank(),
+            gather=lambda x: _torch_gather_function().apply(keras.ops.convert_to_tensor(x)),
+        )
+    return Replicas(shard_rows=_jax_shard_rows)
+
+
+def _jax_shard_rows(x):
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return x
+    layout = distribution.get_data_layout(x.shape)
+    return keras.distribution.distribute_tensor(x, layout)
+
+
+@functools.cache
+def _torch_gather_function():
+    import torch
+    import torch.distributed as dist
+
+    class AllGatherWithGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(context, x):
+            parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, x.contiguous())
+            return torch.cat(parts)
+
+        @staticmethod
+        def backward(context, gradient):
+            # Every process's loss reads these rows: sum all their gradients.
+            gradient = gradient.contiguous()
+            dist.all_reduce(gradient)
+            rows = gradient.shape[0] // dist.get_world_size()
+            start = dist.get_rank() * rows
+            return gradient[start : start + rows]
+
+    return AllGatherWithGradient
+
+
+UNEVEN_REPLICA_BATCHES = (
+    "The replicas got batches of different sizes: the global batch must "
+    "divide by the number of replicas (each gets global batch / replicas "
+    "examples, and the contrastive labels of replica r start at r times that)."
+)
+
+
+def check_replica_batches(replicas, images):
+    """Raises if the replicas' slices of the global batch differ in size."""
+    if replicas.count == 1:
+        return
+    size = keras.ops.convert_to_tensor(keras.ops.shape(images)[:1], "int32")
+    sizes = replicas.gather(size)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.debugging.assert_equal(
+            tf.reduce_min(sizes), tf.reduce_max(sizes),
+            message=UNEVEN_REPLICA_BATCHES,
+        )
+    elif len(set(sizes.tolist())) > 1:
+        raise ValueError(f"{UNEVEN_REPLICA_BATCHES} Got sizes {sizes.tolist()}.")
+
+
+def build_optimizer_in_strategy_scope(model):
+    """Creates the optimizer's variables under the model's tf.distribute strategy."""
+    strategy = model._distribute_strategy
+    if strategy is None or model.optimizer is None or model.optimizer.built:
+        return
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+
+
+def synchronize_weights(model):
+    """Torch processes start from process 0's weights (as DDP does)."""
+    if keras.backend.backend() != "torch" or replicas().count == 1:
+        return
+    import torch.distributed as dist
+
+    for weight in model.weights:
+        dist.broadcast(weight.value.data, src=0)
+
+
 # --- Batch size known only at run time (TensorFlow graphs) ------------------
 # JAX and PyTorch always see concrete shapes, so the model's own check raises;
 # a TensorFlow graph may see batch size None (a dataset without
@@ -143,7 +321,7 @@ def assert_batch_size_at_least_two(images):
 
 
 def raise_value_errors(step_function):
-    """Re-raises the run-time batch-size check of TensorFlow as a ValueError."""
+    """Re-raises TensorFlow's run-time batch-size checks as ValueErrors."""
     if keras.backend.backend() != "tensorflow":
         return step_function
     import tensorflow as tf
@@ -152,8 +330,9 @@ def raise_value_errors(step_function):
         try:
             return step_function(*args)
         except tf.errors.InvalidArgumentError as error:
-            if BATCH_TOO_SMALL in error.message:
-                raise ValueError(BATCH_TOO_SMALL) from None
+            for message in (BATCH_TOO_SMALL, UNEVEN_REPLICA_BATCHES):
+                if message in error.message:
+                    raise ValueError(message) from None
             raise
 
     return checked_step_function

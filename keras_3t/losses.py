@@ -3,9 +3,24 @@
 Both losses take two batches of L2-normalised embeddings `a` and `b` of shape
 `(batch, dim)` where row `i` of `a` and row `i` of `b` come from the same
 example (a positive pair) and every other row is a negative.
+
+Under data parallelism (`replicas`, see `keras_3t.backend.Replicas`) each
+replica holds a slice of the global batch, and the negatives are still the
+whole global batch: each replica gathers every replica's embeddings (with
+gradient) before forming the logits. The value each replica returns
+estimates the global loss, and the replicas' values average to it exactly:
+
+- global (default): every replica computes the full global loss;
+- `local=True` (open_clip's `local_loss`): each replica computes only its own
+  rows' terms, its rows against the gathered columns, with its labels offset
+  by `index * rows`; memory per replica is `rows × global batch` logits
+  instead of `global batch²`, and the value and gradient of the average are
+  those of the global loss.
 """
 
 from keras import ops
+
+from keras_3t.backend import Replicas
 
 # big_vision normalises with z / (||z|| + 1e-8): finite for an all-zero row.
 _NORM_EPSILON = 1e-8
@@ -17,7 +32,7 @@ def l2_normalize(x, axis=-1):
     return x / (norm + _NORM_EPSILON)
 
 
-def _check_pair(a, b):
+def _check_pair(a, b, replicas):
     if len(a.shape) != 2 or len(b.shape) != 2:
         raise ValueError(
             "Contrastive losses take two batches of embeddings of shape "
@@ -30,14 +45,21 @@ def _check_pair(a, b):
                 f"(row i of each is a positive pair); got {a.shape[0]} and "
                 f"{b.shape[0]}."
             )
-        if a.shape[0] < 2:
+        if a.shape[0] * replicas.count < 2:
             raise ValueError(
                 "A contrastive loss needs a batch of at least 2 examples (the "
                 f"other rows are the negatives); got a batch of {a.shape[0]}."
             )
 
 
-def contrastive_loss(a, b, logit_scale):
+def _positive_logits(logits, replicas):
+    """The logit of each local row's positive: column `index * rows + row`."""
+    rows = ops.shape(logits)[0]
+    columns = ops.arange(rows) + replicas.index * rows
+    return ops.take_along_axis(logits, ops.expand_dims(columns, 1), axis=1)[:, 0]
+
+
+def contrastive_loss(a, b, logit_scale, replicas=None, local=False):
     """Symmetric softmax (CLIP / InfoNCE) loss of two embedding batches.
 
     `logits = logit_scale * a @ b.T`; the loss is the mean of the
@@ -49,6 +71,10 @@ def contrastive_loss(a, b, logit_scale):
         b: float tensor `(batch, dim)`, L2-normalised rows.
         logit_scale: scalar multiplier of the cosine similarities (the inverse
             temperature, `exp(s)` for a log-parameter `s`).
+        replicas: the `keras_3t.backend.Replicas` of a data-parallel step, in
+            which `a` and `b` are this replica's slices; `None` for one device.
+        local: bool. Compute only this replica's rows (see the module
+            docstring); same average value and gradient, less memory.
 
     Returns:
         A scalar tensor.
@@ -60,15 +86,25 @@ def contrastive_loss(a, b, logit_scale):
     >>> float(contrastive_loss(a, a, 100.0)) < 0.01
     True
     """
-    _check_pair(a, b)
-    logits = logit_scale * ops.matmul(a, ops.transpose(b))
-    positives = ops.diagonal(logits)
-    loss_a_to_b = ops.logsumexp(logits, axis=1) - positives
-    loss_b_to_a = ops.logsumexp(logits, axis=0) - positives
+    replicas = replicas or Replicas()
+    _check_pair(a, b, replicas)
+    all_a, all_b = replicas.gather(a), replicas.gather(b)
+    if not local:
+        logits = logit_scale * ops.matmul(all_a, ops.transpose(all_b))
+        positives = ops.diagonal(logits)
+        loss_a_to_b = ops.logsumexp(logits, axis=1) - positives
+        loss_b_to_a = ops.logsumexp(logits, axis=0) - positives
+        return 0.5 * (ops.mean(loss_a_to_b) + ops.mean(loss_b_to_a))
+    # Rows of a against all of b, and rows of b against all of a (the
+    # columns of the global logits that belong to this replica).
+    logits_a = replicas.shard_rows(logit_scale * ops.matmul(a, ops.transpose(all_b)))
+    logits_b = replicas.shard_rows(logit_scale * ops.matmul(b, ops.transpose(all_a)))
+    loss_a_to_b = ops.logsumexp(logits_a, axis=1) - _positive_logits(logits_a, replicas)
+    loss_b_to_a = ops.logsumexp(logits_b, axis=1) - _positive_logits(logits_b, replicas)
     return 0.5 * (ops.mean(loss_a_to_b) + ops.mean(loss_b_to_a))
 
 
-def sigmoid_contrastive_loss(a, b, logit_scale, logit_bias):
+def sigmoid_contrastive_loss(a, b, logit_scale, logit_bias, replicas=None, local=False):
     """SigLIP pairwise sigmoid loss of two embedding batches.
 
     Every pair (i, j) is an independent binary problem, positive when i == j:
@@ -82,6 +118,10 @@ def sigmoid_contrastive_loss(a, b, logit_scale, logit_bias):
         logit_scale: scalar multiplier of the cosine similarities.
         logit_bias: scalar added to every logit (SigLIP initialises it at -10
             so that the many negatives start with a small loss).
+        replicas: the `keras_3t.backend.Replicas` of a data-parallel step, in
+            which `a` and `b` are this replica's slices; `None` for one device.
+        local: bool. Compute only this replica's rows against all columns;
+            same average value and gradient, less memory.
 
     Returns:
         A scalar tensor.
@@ -93,10 +133,17 @@ def sigmoid_contrastive_loss(a, b, logit_scale, logit_bias):
     >>> float(sigmoid_contrastive_loss(a, a, 10.0, -10.0)) > 0
     True
     """
-    _check_pair(a, b)
-    logits = logit_scale * ops.matmul(a, ops.transpose(b)) + logit_bias
-    batch_size = ops.shape(logits)[0]
-    labels = 2.0 * ops.eye(batch_size, dtype=logits.dtype) - 1.0
+    replicas = replicas or Replicas()
+    _check_pair(a, b, replicas)
+    all_b = replicas.gather(b)
+    rows_a = a if local else replicas.gather(a)
+    logits = logit_scale * ops.matmul(rows_a, ops.transpose(all_b)) + logit_bias
+    rows, columns = ops.shape(logits)[0], ops.shape(logits)[1]
+    if local:
+        logits = replicas.shard_rows(logits)
+        positive = ops.arange(rows) + replicas.index * rows
+    else:
+        positive = ops.arange(rows)
+    labels = 2.0 * ops.one_hot(positive, columns, dtype=logits.dtype) - 1.0
     total = -ops.sum(ops.log_sigmoid(labels * logits))
-    return total / ops.cast(batch_size, logits.dtype)
-
+    return total / ops.cast(rows, logits.dtype)

@@ -55,6 +55,11 @@ class ThreeTowerModel(keras.Model):
         adaptor_input: what the main towers' adaptor heads (A_f, A_g) read:
             `"pooled"` representations (u_f, u_g) or the projected
             `"embedding"`s.
+        local_loss: bool. Under data parallelism, each replica computes only
+            its own rows of each pair's logits against the gathered global
+            batch (open_clip's `local_loss`) instead of the whole global
+            matrix: less memory, the same loss and gradients. See
+            docs/distributed.md.
         preprocessor: optional `keras_3t.ThreeTowerPreprocessor` (or any
             layer mapping `{"images", "captions"}` to a batch). The model
             does not call it (map it over the data set); it is kept and
@@ -95,6 +100,7 @@ class ThreeTowerModel(keras.Model):
         logit_scale_max=math.log(100.0),
         logit_bias_init=-10.0,
         adaptor_input="pooled",
+        local_loss=False,
         preprocessor=None,
         **kwargs,
     ):
@@ -131,6 +137,7 @@ class ThreeTowerModel(keras.Model):
         self.logit_scale_max = float(logit_scale_max)
         self.logit_bias_init = float(logit_bias_init)
         self.adaptor_input = adaptor_input
+        self.local_loss = bool(local_loss)
         self.pairs = PAIRS if objective == "3t" else PAIRS[:1]
 
         # === Logit scales (and biases), one per pair or one shared ===
@@ -246,9 +253,17 @@ class ThreeTowerModel(keras.Model):
 
     def make_train_function(self, force=False):
         if self.train_function is None or force:
+            backend.synchronize_weights(self)
             super().make_train_function(force=True)
             self.train_function = backend.raise_value_errors(self.train_function)
         return self.train_function
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # TensorFlow's trainer builds a model under tf.distribute by
+        # averaging a first batch over the replicas, which fails on boolean
+        # padding masks. This model is built in __init__; only the
+        # optimizer is left to build, in the strategy's scope.
+        backend.build_optimizer_in_strategy_scope(self)
 
     def make_test_function(self, force=False):
         if self.test_function is None or force:
@@ -274,12 +289,14 @@ class ThreeTowerModel(keras.Model):
         log_scale = self.logit_scales[suffix]
         return ops.exp(ops.minimum(log_scale, self.logit_scale_max))
 
-    def _pair_loss(self, pair, a, b):
+    def _pair_loss(self, pair, a, b, replicas):
         scale = self.logit_scale(pair)
         if self.loss_type == "sigmoid":
             bias = self.logit_biases[self._scale_names[pair]]
-            return sigmoid_contrastive_loss(a, b, scale, bias)
-        return contrastive_loss(a, b, scale)
+            return sigmoid_contrastive_loss(
+                a, b, scale, bias, replicas=replicas, local=self.local_loss
+            )
+        return contrastive_loss(a, b, scale, replicas=replicas, local=self.local_loss)
 
     def compute_objective(self, batch, training=False):
         """The training objective on one batch, written once for every backend.
@@ -288,24 +305,31 @@ class ThreeTowerModel(keras.Model):
             batch: dict with `"images"`, `"token_ids"` and `"padding_mask"`.
             training: bool, whether the trainable towers run in training mode.
 
+        Under data parallelism (`tf.distribute`, `torch.distributed`) the
+        batch is this replica's slice; the pair losses gather every
+        replica's embeddings, and the values returned average over the
+        replicas to the global batch's values.
+
         Returns:
             A dict of scalars: `"loss"` (the objective), `"loss_<pair>"` for
             each pair, and each `"logit_scale…"` (and `"logit_bias…"`).
         """
-        self._check_batch(batch)
+        replicas = backend.replicas()
+        self._check_batch(batch, replicas)
+        backend.check_replica_batches(replicas, batch["images"])
         image = self.image_tower(batch["images"], training=training)
         text = self.text_tower(batch, training=training)
         f = l2_normalize(image["embedding"])
         g = l2_normalize(text["embedding"])
-        values = {"loss_image_text": self._pair_loss("image_text", f, g)}
+        values = {"loss_image_text": self._pair_loss("image_text", f, g, replicas)}
         if self.objective == "3t":
             third = self.third_tower(batch["images"])
             f_h = l2_normalize(self.image_adaptor(image[self.adaptor_input]))
             g_h = l2_normalize(self.text_adaptor(text[self.adaptor_input]))
             h_f = l2_normalize(third["image_head"])
             h_g = l2_normalize(third["text_head"])
-            values["loss_image_third"] = self._pair_loss("image_third", f_h, h_f)
-            values["loss_text_third"] = self._pair_loss("text_third", g_h, h_g)
+            values["loss_image_third"] = self._pair_loss("image_third", f_h, h_f, replicas)
+            values["loss_text_third"] = self._pair_loss("text_third", g_h, h_g, replicas)
             values["loss"] = sum(
                 weight * values[f"loss_{pair}"]
                 for weight, pair in zip(self.pair_weights, PAIRS)
@@ -447,7 +471,7 @@ class ThreeTowerModel(keras.Model):
                 f"tower's sequence_length {max_length}."
             )
 
-    def _check_batch(self, batch):
+    def _check_batch(self, batch, replicas):
         if not isinstance(batch, dict):
             raise ValueError(
                 f"Training batches must be dicts with keys {BATCH_KEYS}; got "
@@ -469,6 +493,8 @@ class ThreeTowerModel(keras.Model):
                 "images, token_ids and padding_mask have different batch "
                 f"sizes: {sorted(batch_sizes)}."
             )
+        if replicas.count > 1:
+            return  # a replica may hold one row of a larger global batch
         if not batch_sizes:
             backend.assert_batch_size_at_least_two(batch["images"])
         elif batch_sizes.pop() < 2:
@@ -495,6 +521,7 @@ class ThreeTowerModel(keras.Model):
                 "logit_scale_max": self.logit_scale_max,
                 "logit_bias_init": self.logit_bias_init,
                 "adaptor_input": self.adaptor_input,
+                "local_loss": self.local_loss,
                 "preprocessor": (
                     None
                     if self.preprocessor is None
