@@ -37,12 +37,27 @@ def _tensorflow_train_step(model, data):
     weights = model.trainable_weights
     # Under tf.distribute the optimizer sums the replicas' gradients.
     model.optimizer.apply(tape.gradient(scaled_loss, weights), weights)
-    return model.update_objective_metrics(values)
+    return _tensorflow_logs(model.update_objective_metrics(values))
 
 
 def _tensorflow_test_step(model, data):
     values = model.compute_objective(_unpack_batch(data), training=False)
-    return model.update_objective_metrics(values)
+    return _tensorflow_logs(model.update_objective_metrics(values))
+
+
+def _tensorflow_logs(logs):
+    # Keras reduces multi-worker logs with strategy.reduce(MEAN, axis=0),
+    # which rejects scalars: give it one-element vectors (it returns
+    # scalars). Every other strategy gets the scalars as they are.
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    multi_worker = isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
+    if not multi_worker:
+        return logs
+    return {name: tf.reshape(value, (1,)) for name, value in logs.items()}
 
 
 # --- PyTorch: autograd ------------------------------------------------------
@@ -179,15 +194,12 @@ class Replicas:
             gathered batch.
         gather: function concatenating every replica's tensor along axis 0,
             with gradients flowing back to each replica's own rows.
-        shard_rows: function asking the compiler to keep a tensor's rows
-            split over the devices (JAX); identity elsewhere.
     """
 
-    def __init__(self, count=1, index=0, gather=None, shard_rows=None):
+    def __init__(self, count=1, index=0, gather=None):
         self.count = count
         self.index = index
         self.gather = gather or _identity
-        self.shard_rows = shard_rows or _identity
 
 
 def _identity(x):
@@ -220,15 +232,7 @@ def replicas():
             index=dist.get_rank(),
             gather=lambda x: _torch_gather_function().apply(keras.ops.convert_to_tensor(x)),
         )
-    return Replicas(shard_rows=_jax_shard_rows)
-
-
-def _jax_shard_rows(x):
-    distribution = keras.distribution.distribution()
-    if distribution is None:
-        return x
-    layout = distribution.get_data_layout(x.shape)
-    return keras.distribution.distribute_tensor(x, layout)
+    return Replicas()
 
 
 @functools.cache
@@ -277,6 +281,23 @@ def check_replica_batches(replicas, images):
         )
     elif len(set(sizes.tolist())) > 1:
         raise ValueError(f"{UNEVEN_REPLICA_BATCHES} Got sizes {sizes.tolist()}.")
+
+
+def check_jit_compile(model, jit_compile):
+    """Refuses XLA where it is known to fail: tf.distribute over CPU devices."""
+    if keras.backend.backend() != "tensorflow" or jit_compile is not True:
+        return
+    strategy = model._distribute_strategy
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return
+    if all("CPU" in device.upper() for device in strategy.extended.worker_devices):
+        raise ValueError(
+            "jit_compile=True fails under tf.distribute when the replicas "
+            "are CPU devices (XLA cannot read a variable placed on another "
+            "CPU device: 'resource ... located in device CPU:1'). Compile "
+            "with jit_compile=False, or leave the default 'auto', which "
+            "chooses it."
+        )
 
 
 def build_optimizer_in_strategy_scope(model):

@@ -97,8 +97,8 @@ def contrastive_loss(a, b, logit_scale, replicas=None, local=False):
         return 0.5 * (ops.mean(loss_a_to_b) + ops.mean(loss_b_to_a))
     # Rows of a against all of b, and rows of b against all of a (the
     # columns of the global logits that belong to this replica).
-    logits_a = replicas.shard_rows(logit_scale * ops.matmul(a, ops.transpose(all_b)))
-    logits_b = replicas.shard_rows(logit_scale * ops.matmul(b, ops.transpose(all_a)))
+    logits_a = logit_scale * ops.matmul(a, ops.transpose(all_b))
+    logits_b = logit_scale * ops.matmul(b, ops.transpose(all_a))
     loss_a_to_b = ops.logsumexp(logits_a, axis=1) - _positive_logits(logits_a, replicas)
     loss_b_to_a = ops.logsumexp(logits_b, axis=1) - _positive_logits(logits_b, replicas)
     return 0.5 * (ops.mean(loss_a_to_b) + ops.mean(loss_b_to_a))
@@ -139,11 +139,9 @@ def sigmoid_contrastive_loss(a, b, logit_scale, logit_bias, replicas=None, local
     rows_a = a if local else replicas.gather(a)
     logits = logit_scale * ops.matmul(rows_a, ops.transpose(all_b)) + logit_bias
     rows, columns = ops.shape(logits)[0], ops.shape(logits)[1]
+    positive = ops.arange(rows)
     if local:
-        logits = replicas.shard_rows(logits)
-        positive = ops.arange(rows) + replicas.index * rows
-    else:
-        positive = ops.arange(rows)
+        positive = positive + replicas.index * rows
     labels = 2.0 * ops.one_hot(positive, columns, dtype=logits.dtype) - 1.0
     total = -ops.sum(ops.log_sigmoid(labels * logits))
     return total / ops.cast(rows, logits.dtype)

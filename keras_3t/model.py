@@ -224,6 +224,7 @@ class ThreeTowerModel(keras.Model):
                 f"instead of compile(loss=...). Got loss={kwargs['loss']!r}."
             )
         kwargs.pop("loss", None)
+        backend.check_jit_compile(self, kwargs.get("jit_compile"))
         if optimizer == "auto":
             optimizer = default_optimizer(
                 learning_rate=learning_rate,

@@ -17,9 +17,17 @@ trained weights). Each epoch's model is checkpointed to
 `save_to_preset` to `OUTPUT/preset` (load it with
 `keras_3t.presets.load("OUTPUT/preset")`), the history to
 `OUTPUT/history.json`. The backend comes from `KERAS_BACKEND`.
+
+`--data-parallel` trains on every device with the negatives drawn from the
+global batch `--batch-size` (docs/distributed.md): TensorFlow uses
+MirroredStrategy (MultiWorkerMirroredStrategy when `TF_CONFIG` is set,
+TPUStrategy with `--tpu`), JAX `keras.distribution.DataParallel` (several
+hosts: `--coordinator`, `--num-processes`, `--process-id`), PyTorch one
+process per device started by `torchrun`.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -51,7 +59,73 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
     parser.add_argument("--overwrite", action="store_true")
+    parallel = parser.add_argument_group("data parallelism (docs/distributed.md)")
+    parallel.add_argument("--data-parallel", action="store_true",
+                          help="train on every device; --batch-size is the global batch")
+    parallel.add_argument("--local-loss", action="store_true",
+                          help="each replica computes only its rows of the logits (less memory)")
+    parallel.add_argument("--cpu-devices", type=int, default=None,
+                          help="TensorFlow: split the CPU into this many devices (to try it without GPUs)")
+    parallel.add_argument("--tpu", default=None, help="TensorFlow: TPU name or address for TPUStrategy")
+    parallel.add_argument("--coordinator", default=None, help="JAX multi-host: ADDRESS:PORT of process 0")
+    parallel.add_argument("--num-processes", type=int, default=None, help="JAX multi-host: number of hosts")
+    parallel.add_argument("--process-id", type=int, default=None, help="JAX multi-host: this host's index")
     return parser.parse_args(argv)
+
+
+def data_parallel(args):
+    """Sets up data parallelism for the backend.
+
+    Returns `(scope, num_shards, shard_index, input_batch_size, is_chief)`:
+    a function giving the scope to build and compile the model in, this process's share of the data, the
+    batch size its input pipeline makes, and whether it is the process that
+    writes the outputs (the others write nothing).
+    """
+    if not args.data_parallel:
+        return contextlib.nullcontext, 1, 0, args.batch_size, True
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if args.tpu is not None:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=args.tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            strategy = tf.distribute.TPUStrategy(resolver)
+        elif "TF_CONFIG" in os.environ:
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        else:
+            if args.cpu_devices:
+                cpu = tf.config.list_physical_devices("CPU")[0]
+                tf.config.set_logical_device_configuration(
+                    cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices)
+            devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        # Keras splits each global batch over the replicas (and workers).
+        chief = strategy.cluster_resolver is None or strategy.cluster_resolver.task_id == 0
+        return strategy.scope, 1, 0, args.batch_size, chief
+    if backend == "jax":
+        import jax
+
+        if args.coordinator is not None:
+            keras.distribution.initialize(args.coordinator, args.num_processes, args.process_id)
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+        # Each host feeds its own slice of the global batch.
+        hosts, host = jax.process_count(), jax.process_index()
+        return contextlib.nullcontext, hosts, host, args.batch_size // hosts, host == 0
+    import torch
+    import torch.distributed as dist
+
+    if "WORLD_SIZE" not in os.environ:
+        sys.exit("--data-parallel on PyTorch: start one process per device with "
+                 "torchrun --nproc-per-node=N recipes/train.py ... (docs/distributed.md).")
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if args.batch_size % world:
+        sys.exit(f"--batch-size {args.batch_size} must divide by the {world} processes.")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return contextlib.nullcontext, world, rank, args.batch_size // world, rank == 0
 
 
 def source(args, bad_data):
@@ -67,35 +141,46 @@ def source(args, bad_data):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Every process checks before the setup below, which waits for all of
+    # them; only then does the chief write.
     if os.path.isdir(args.output) and os.listdir(args.output) and not args.overwrite:
         sys.exit(f"{args.output} is not empty; pass --overwrite or choose another --output.")
+    scope, num_shards, shard_index, input_batch_size, chief = data_parallel(args)
     keras.utils.set_random_seed(args.seed)
-    model = keras_3t.presets.load(args.preset, weights=args.from_trained)
+    with scope():
+        model = keras_3t.presets.load(args.preset, weights=args.from_trained,
+                                      local_loss=args.local_loss)
     if model.preprocessor is None:
         sys.exit(f"{args.preset} has no tokenizer; save one with the model (see docs/presets.md).")
     image_size = model.image_tower.backbone.input_shape[1]
     bad_data = data.BadDataCounter()
     examples = source(args, bad_data)
     if args.write_tfrecords:
+        if num_shards > 1:
+            sys.exit("--write-tfrecords converts once on one process; convert first, then train in parallel.")
         manifest = data.write_tfrecords(examples, args.write_tfrecords, on_bad_data=args.on_bad_data)
         print(f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})")
         examples = data.from_tfrecords(args.write_tfrecords)
     dataset = data.make_dataset(
-        examples, model.preprocessor, image_size, args.batch_size, seed=args.seed,
+        examples, model.preprocessor, image_size, input_batch_size, seed=args.seed,
         on_bad_data=args.on_bad_data, bad_data=bad_data,
+        num_shards=num_shards, shard_index=shard_index,
     )
     total = args.epochs * args.steps_per_epoch
-    model.compile(learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, total_steps=total)
-    checkpoints = os.path.join(args.output, "checkpoints")
-    os.makedirs(checkpoints, exist_ok=True)
+    with scope():
+        model.compile(learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, total_steps=total)
+    callbacks = [data.BadDataReport(bad_data)]
+    if chief:
+        checkpoints = os.path.join(args.output, "checkpoints")
+        os.makedirs(checkpoints, exist_ok=True)
+        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "epoch_{epoch:03d}.keras")))
     history = model.fit(
-        dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, shuffle=False, verbose=2,
-        callbacks=[
-            keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "epoch_{epoch:03d}.keras")),
-            data.BadDataReport(bad_data),
-        ],
+        dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, shuffle=False,
+        verbose=2 if chief else 0, callbacks=callbacks,
     )
     history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    if not chief:
+        return history
     with open(os.path.join(args.output, "history.json"), "w") as file:
         json.dump(history, file, indent=2)
     command = f"KERAS_BACKEND={keras.backend.backend()} python recipes/train.py " + " ".join(

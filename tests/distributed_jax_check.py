@@ -1,8 +1,9 @@
 """Run by tests/test_distributed.py in a subprocess with 4 simulated CPU devices.
 
 Prints one JSON line comparing `keras.distribution.DataParallel` with a
-single device: the 3T loss on one global batch, the loss averaged over the
-four per-device slices, and the weights after three `fit` steps.
+single device: the 3T loss on one global batch (with the global and the
+local loss), the loss averaged over the four per-device slices, the weights
+after three `fit` steps, and the error for a global batch of 10.
 """
 
 import json
@@ -24,11 +25,11 @@ from tests.conftest import tiny_model  # noqa: E402
 BATCH = toy.toy_batch(16, image_size=16, seed=0)
 
 
-def train(distribution):
+def train(distribution, local_loss=False):
     keras.utils.set_random_seed(0)
     keras.distribution.set_distribution(distribution)
     try:
-        model = tiny_model("3t")
+        model = tiny_model("3t", local_loss=local_loss)
         model.compile(learning_rate=1e-2)
         loss = float(model.compute_objective(BATCH)["loss"])
         slices = [{k: v[4 * i:4 * i + 4] for k, v in BATCH.items()} for i in range(4)]
@@ -39,16 +40,37 @@ def train(distribution):
         keras.distribution.set_distribution(None)
 
 
+def uneven_batch_error(distribution):
+    keras.distribution.set_distribution(distribution)
+    try:
+        model = tiny_model("3t")
+        model.compile()
+        model.fit(toy.toy_batch(10, image_size=16, seed=0), batch_size=10, verbose=0)
+    except Exception as error:  # JAX's own error names the sizes
+        return f"{type(error).__name__}: {error}"
+    finally:
+        keras.distribution.set_distribution(None)
+
+
 def main():
     single_loss, per_device, single_weights = train(None)
-    parallel_loss, _, parallel_weights = train(keras.distribution.DataParallel(devices=jax.devices()))
-    print(json.dumps({
+    result = {
         "devices": len(jax.devices()),
         "single_loss": single_loss,
-        "parallel_loss": parallel_loss,
         "mean_of_per_device_losses": per_device,
-        "max_weight_difference": max(float(np.max(np.abs(a - b))) for a, b in zip(single_weights, parallel_weights)),
-    }))
+    }
+    device_mesh = keras.distribution.DeviceMesh((4,), ["batch"], devices=jax.devices())
+    distribution = keras.distribution.DataParallel(device_mesh=device_mesh)
+    for local_loss in (False, True):
+        loss, _, weights = train(distribution, local_loss)
+        result["local" if local_loss else "global"] = {
+            "loss": loss,
+            "max_weight_difference": max(
+                float(np.max(np.abs(a - b))) for a, b in zip(single_weights, weights)
+            ),
+        }
+    result["uneven_batch_error"] = uneven_batch_error(distribution)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

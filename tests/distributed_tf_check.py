@@ -171,6 +171,13 @@ def model_checks(strategy):
             "max_weight_difference": max_difference(model.get_weights(), single.get_weights()),
         }
 
+    try:
+        model.compile(jit_compile=True)
+        results["jit_compile_error"] = None
+    except ValueError as error:
+        results["jit_compile_error"] = str(error)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile="auto")
+
     # A global batch of 10 over 4 replicas splits unevenly.
     uneven = tf.data.Dataset.from_tensor_slices(toy.toy_batch(10, image_size=16, seed=0)).batch(10)
     try:

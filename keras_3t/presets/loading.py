@@ -25,6 +25,7 @@ MODEL_OVERRIDES = (
     "logit_scale_max",
     "logit_bias_init",
     "adaptor_input",
+    "local_loss",
 )
 TOWER_OVERRIDES = ("image_tower", "text_tower")
 
