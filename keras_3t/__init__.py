@@ -9,6 +9,7 @@ from keras_3t import losses
 from keras_3t import preprocessing
 from keras_3t import presets
 from keras_3t import towers
+from keras_3t import tuning
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import sigmoid_contrastive_loss
 from keras_3t.model import ThreeTowerModel
@@ -16,5 +17,6 @@ from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
+from keras_3t.tuning import ThreeTowerHyperModel
 
 __version__ = "0.1.0"

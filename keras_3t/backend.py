@@ -107,7 +107,6 @@ def _torch_test_step(model, data):
     return model.update_objective_metrics(values)
 
 
-
 # --- JAX: pure functions of the variable values -----------------------------
 # Inside a JAX step the model's variables hold no values; every read goes
 # through a StatelessScope that maps each variable to the value passed in.

@@ -28,6 +28,8 @@ MODEL_OVERRIDES = (
     "local_loss",
 )
 TOWER_OVERRIDES = ("image_tower", "text_tower")
+# ThirdTower arguments (3T presets only).
+THIRD_TOWER_OVERRIDES = ("shared_head",)
 
 
 class WeightsUnavailableError(OSError):
@@ -110,8 +112,10 @@ def load(
             False for none, or a `ThreeTowerPreprocessor` to attach.
         **overrides: `ThreeTowerModel` arguments (`loss`, `pair_weights`,
             `shared_logit_scale`, `logit_scale_init`, `logit_scale_max`,
-            `logit_bias_init`, `adaptor_input`), or `image_tower={...}` /
-            `text_tower={...}` merged into a registered tower's arguments.
+            `logit_bias_init`, `adaptor_input`, `local_loss`),
+            `shared_head` (3T: one third-tower head for both pairs), or
+            `image_tower={...}` / `text_tower={...}` merged into a registered
+            tower's arguments.
 
     Example:
     >>> import numpy as np, keras_3t
@@ -122,12 +126,10 @@ def load(
     >>> tuple(model.encode_text(["a 3 above a 7", "a 1"]).shape)
     (2, 64)
     """
-    unknown = sorted(set(overrides) - set(MODEL_OVERRIDES) - set(TOWER_OVERRIDES))
+    accepted = MODEL_OVERRIDES + TOWER_OVERRIDES + THIRD_TOWER_OVERRIDES
+    unknown = sorted(set(overrides) - set(accepted))
     if unknown:
-        raise ValueError(
-            f"Unknown override(s) {unknown}; load() accepts "
-            f"{list(MODEL_OVERRIDES + TOWER_OVERRIDES)}."
-        )
+        raise ValueError(f"Unknown override(s) {unknown}; load() accepts {list(accepted)}.")
     if isinstance(name_or_path, str) and name_or_path in PRESETS:
         model = _load_registered(
             name_or_path, weights, third_tower, third_tower_weights, preprocessor, overrides
@@ -166,6 +168,8 @@ def _load_registered(name, weights, third_tower, third_tower_weights, preprocess
         )
     if preset["objective"] == "clip" and third_tower is not None:
         raise ValueError(f"{name} is a CLIP model: it has no third tower to replace.")
+    if preset["objective"] != "3t" and "shared_head" in overrides:
+        raise ValueError(f"shared_head configures 3T's third tower; {name} is a {preset['objective']} model.")
     trained_dir = _saved_models_path(trained) if trained else None
     if trained_dir and not preset_dir.is_preset_dir(trained_dir):
         raise WeightsUnavailableError(
@@ -201,6 +205,7 @@ def _load_registered(name, weights, third_tower, third_tower_weights, preprocess
         third = ThirdTower(
             pretrained,
             third_config["embedding_dim"],
+            shared_head=overrides.get("shared_head", False),
             image_converter=_converter(third_config, third_tower),
         )
     model = ThreeTowerModel(
@@ -320,7 +325,7 @@ def _load_folder(path, weights, third_tower, preprocessor, overrides):
             "A saved model's third tower is part of its trained weights; "
             "swap third towers on a registered configuration instead."
         )
-    tower_overrides = sorted(set(overrides) & set(TOWER_OVERRIDES))
+    tower_overrides = sorted(set(overrides) & set(TOWER_OVERRIDES + THIRD_TOWER_OVERRIDES))
     if tower_overrides:
         raise ValueError(
             f"{tower_overrides} can only override a registered preset's towers, "
