@@ -33,8 +33,6 @@ import keras  # noqa: E402
 import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import keras_3t  # noqa: E402
 from keras_3t import demo  # noqa: E402
 from keras_3t.datasets import digit_scenes  # noqa: E402
