@@ -83,8 +83,7 @@ class ThreeTowerHyperModel(keras_tuner.HyperModel):
 
     Example:
     >>> from keras_3t.tuning import ThreeTowerHyperModel
-    >>> import keras
-import keras_tuner
+    >>> import keras_tuner
     >>> hypermodel = ThreeTowerHyperModel("3t_tiny", evaluation=None,
     ...     search=["learning_rate"], fixed={"shared_head": True})
     >>> hp = keras_tuner.HyperParameters()
