@@ -19,6 +19,7 @@ as `recipes/sweep_3t.py` does).
 """
 
 import math
+import os
 
 import keras
 import keras_tuner
@@ -62,7 +63,8 @@ class ThreeTowerHyperModel(keras_tuner.HyperModel):
     `"val_image_to_text_r1"` are in the logs KerasTuner reads.
 
     Args:
-        preset: a registered preset name (`keras_3t.presets.names()`).
+        preset: a registered preset name (`keras_3t.presets.names()`); not
+            a saved folder, whose pretrained tower is in its trained weights.
         evaluation: dict of task dicts for the evaluation callback
             (`retrieval=`, `zero_shot=`, `few_shot=`; see
             `keras_3t.evaluation.evaluate_model`), or None to evaluate
@@ -104,6 +106,14 @@ class ThreeTowerHyperModel(keras_tuner.HyperModel):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if os.path.isdir(str(preset)):
+            raise ValueError(
+                f"{preset} is a saved preset folder; ThreeTowerHyperModel builds each "
+                "trial with fresh main towers from a registered preset's configuration "
+                "(a saved folder's pretrained tower lives in its trained weights). Pass a "
+                "name from keras_3t.presets.names(), with tower configurations in "
+                "load_arguments."
+            )
         objective = loading._registered(preset)["objective"]  # raises if unknown
         if evaluation is not None:
             check_tasks(**evaluation)

@@ -73,6 +73,9 @@ def test_bad_knobs_are_refused():
         ThreeTowerHyperModel("clip_tiny", evaluation=None, search=["weight_image_third"])
     with pytest.raises(ValueError, match="Did you mean '3t_tiny'"):
         ThreeTowerHyperModel("3t_tinny", evaluation=None)
+    with pytest.raises(ValueError, match="saved preset folder"):
+        ThreeTowerHyperModel(os.path.join(os.path.dirname(presets.loading.__file__), "..", "..",
+                                          "saved_models", "3t_tiny"), evaluation=None)
     with pytest.raises(ValueError, match="lacks"):
         ThreeTowerHyperModel("3t_tiny", evaluation={"retrieval": {"images": None}})
 
