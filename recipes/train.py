@@ -77,9 +77,10 @@ def data_parallel(args):
     """Sets up data parallelism for the backend.
 
     Returns `(scope, num_shards, shard_index, input_batch_size, is_chief)`:
-    a function giving the scope to build and compile the model in, this process's share of the data, the
-    batch size its input pipeline makes, and whether it is the process that
-    writes the outputs (the others write nothing).
+    a function giving the scope to build and compile the model in, this
+    process's share of the data, the batch size its input pipeline makes,
+    and whether it is the process that writes the outputs (the others write
+    nothing).
     """
     if not args.data_parallel:
         return contextlib.nullcontext, 1, 0, args.batch_size, True
@@ -112,6 +113,8 @@ def data_parallel(args):
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
         # Each host feeds its own slice of the global batch.
         hosts, host = jax.process_count(), jax.process_index()
+        if args.batch_size % hosts:
+            sys.exit(f"--batch-size {args.batch_size} must divide by the {hosts} hosts.")
         return contextlib.nullcontext, hosts, host, args.batch_size // hosts, host == 0
     import torch
     import torch.distributed as dist
