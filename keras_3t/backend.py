@@ -16,11 +16,10 @@ def _unpack_batch(data):
     return batch
 
 
-def _replica_share(loss):
+def _replica_share(loss, count):
     # Each replica's loss values estimate the global loss (they average to
     # it) and the replicas' gradients are summed, so each minimises 1/count
     # of its value: the summed gradient is the global loss's gradient.
-    count = replicas().count
     return loss if count == 1 else loss / count
 
 
@@ -33,7 +32,8 @@ def _tensorflow_train_step(model, data):
     batch = _unpack_batch(data)
     with tf.GradientTape() as tape:
         values = model.compute_objective(batch, training=True)
-        scaled_loss = model.optimizer.scale_loss(_replica_share(values["loss"]))
+        share = _replica_share(values["loss"], replicas().count)
+        scaled_loss = model.optimizer.scale_loss(share)
     weights = model.trainable_weights
     # Under tf.distribute the optimizer sums the replicas' gradients.
     model.optimizer.apply(tape.gradient(scaled_loss, weights), weights)
@@ -67,17 +67,18 @@ def _torch_train_step(model, data):
     import torch
 
     batch = _unpack_batch(data)
+    count = replicas().count
     model.zero_grad()
     values = model.compute_objective(batch, training=True)
-    model.optimizer.scale_loss(_replica_share(values["loss"])).backward()
+    model.optimizer.scale_loss(_replica_share(values["loss"], count)).backward()
     weights = model.trainable_weights
     gradients = [w.value.grad for w in weights]
     values = {name: value.detach() for name, value in values.items()}
-    if replicas().count > 1:
+    if count > 1:
         gradients = _torch_sum_over_processes(
             [torch.zeros_like(w.value) if g is None else g for g, w in zip(gradients, weights)]
         )
-        values = _torch_mean_over_processes(values)
+        values = _torch_mean_over_processes(values, count)
     with torch.no_grad():
         model.optimizer.apply(gradients, weights)
     return model.update_objective_metrics(values)
@@ -93,17 +94,17 @@ def _torch_sum_over_processes(tensors):
     return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
-def _torch_mean_over_processes(values):
+def _torch_mean_over_processes(values, count):
     names = sorted(values)
     summed = _torch_sum_over_processes([values[name] for name in names])
-    count = replicas().count
     return {name: value / count for name, value in zip(names, summed)}
 
 
 def _torch_test_step(model, data):
+    count = replicas().count
     values = model.compute_objective(_unpack_batch(data), training=False)
-    if replicas().count > 1:
-        values = _torch_mean_over_processes(values)
+    if count > 1:
+        values = _torch_mean_over_processes(values, count)
     return model.update_objective_metrics(values)
 
 

@@ -52,10 +52,14 @@ def _check_pair(a, b, replicas):
             )
 
 
+def _positive_columns(rows, replicas):
+    """The gathered column of each local row's positive: `index * rows + row`."""
+    return ops.arange(rows) + replicas.index * rows
+
+
 def _positive_logits(logits, replicas):
-    """The logit of each local row's positive: column `index * rows + row`."""
-    rows = ops.shape(logits)[0]
-    columns = ops.arange(rows) + replicas.index * rows
+    """The logit of each local row's positive."""
+    columns = _positive_columns(ops.shape(logits)[0], replicas)
     return ops.take_along_axis(logits, ops.expand_dims(columns, 1), axis=1)[:, 0]
 
 
@@ -139,9 +143,7 @@ def sigmoid_contrastive_loss(a, b, logit_scale, logit_bias, replicas=None, local
     rows_a = a if local else replicas.gather(a)
     logits = logit_scale * ops.matmul(rows_a, ops.transpose(all_b)) + logit_bias
     rows, columns = ops.shape(logits)[0], ops.shape(logits)[1]
-    positive = ops.arange(rows)
-    if local:
-        positive = positive + replicas.index * rows
+    positive = _positive_columns(rows, replicas) if local else ops.arange(rows)
     labels = 2.0 * ops.one_hot(positive, columns, dtype=logits.dtype) - 1.0
     total = -ops.sum(ops.log_sigmoid(labels * logits))
     return total / ops.cast(rows, logits.dtype)

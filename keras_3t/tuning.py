@@ -18,6 +18,7 @@ retraining, so sweep it on the trained model (`keras_3t.evaluation.alpha_sweep`,
 as `recipes/sweep_3t.py` does).
 """
 
+import inspect
 import math
 import os
 
@@ -26,7 +27,9 @@ import keras_tuner
 
 from keras_3t.callbacks import EvaluationCallback
 from keras_3t.evaluation.evaluate import check_tasks
+from keras_3t.model import ThreeTowerModel
 from keras_3t.presets import loading
+from keras_3t.towers import ThirdTower
 
 SEARCH_SPACE = {
     "learning_rate": ("float", {"min_value": 1e-4, "max_value": 1e-2, "sampling": "log"}),
@@ -38,16 +41,19 @@ SEARCH_SPACE = {
     "adaptor_input": ("choice", {"values": ["pooled", "embedding"]}),
     "shared_head": ("boolean", {}),
 }
-# The model's own defaults, used for every knob neither searched nor fixed.
+# The model's own defaults, used for every knob neither searched nor fixed:
+# read from the signatures, so they cannot drift from them.
+_MODEL = inspect.signature(ThreeTowerModel).parameters
+_PAIR_WEIGHTS = _MODEL["pair_weights"].default
 DEFAULTS = {
-    "learning_rate": 1e-3,
-    "weight_image_text": 1 / 3,
-    "weight_image_third": 1 / 3,
-    "weight_text_third": 1 / 3,
-    "temperature": 0.1,
-    "shared_logit_scale": False,
-    "adaptor_input": "pooled",
-    "shared_head": False,
+    "learning_rate": inspect.signature(ThreeTowerModel.compile).parameters["learning_rate"].default,
+    "weight_image_text": _PAIR_WEIGHTS[0],
+    "weight_image_third": _PAIR_WEIGHTS[1],
+    "weight_text_third": _PAIR_WEIGHTS[2],
+    "temperature": math.exp(-_MODEL["logit_scale_init"].default),
+    "shared_logit_scale": _MODEL["shared_logit_scale"].default,
+    "adaptor_input": _MODEL["adaptor_input"].default,
+    "shared_head": inspect.signature(ThirdTower).parameters["shared_head"].default,
 }
 THREE_TOWER_ONLY = ("weight_image_third", "weight_text_third", "adaptor_input", "shared_head")
 DEFAULT_SEARCH = ("learning_rate", "weight_image_third", "weight_text_third", "temperature")

@@ -1,5 +1,7 @@
 """Tiny towers and models shared by the tests; the suite runs once per backend."""
 
+import os
+
 import keras
 import keras_hub
 import numpy as np
@@ -90,6 +92,30 @@ def tiny_model(objective="3t", third_backbone=None, shared_head=False, **kwargs)
         objective=objective,
         **kwargs,
     )
+
+
+def write_digit_scene_captions(folder, count):
+    """Real digit scenes as PNG files in `folder`, and `captions.csv` naming them.
+
+    Returns the caption file's path.
+    """
+    import csv
+
+    import tensorflow as tf
+
+    from keras_3t.datasets import digit_scenes
+
+    scenes = digit_scenes.make_scenes(count, "train", "clean", seed=0)
+    path = os.path.join(folder, "captions.csv")
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["image", "caption"])
+        for i, (image, caption) in enumerate(zip(scenes["images"], scenes["captions"])):
+            name = f"scene_{i}.png"
+            with open(os.path.join(folder, name), "wb") as png:
+                png.write(tf.io.encode_png((image * 255).astype("uint8")).numpy())
+            writer.writerow([name, caption])
+    return path
 
 
 def snapshot(variables):

@@ -16,6 +16,7 @@ from keras_3t.preprocessing import caption_tokenizer
 from tests.conftest import IMAGE_SIZE
 from tests.conftest import SEQUENCE_LENGTH
 from tests.conftest import tiny_model
+from tests.conftest import write_digit_scene_captions
 
 WORDS = ["a", "red", "blue", "green", "square", "circle"]
 
@@ -261,17 +262,9 @@ def test_train_recipe_trains_a_preset_on_a_caption_file_and_saves_it(tmp_path):
     import keras
 
     from keras_3t import presets
-    from keras_3t.datasets import digit_scenes
 
     # Real digit scenes written as PNG files with their captions.
-    scenes = digit_scenes.make_scenes(24, "train", "clean", seed=0)
-    rows = []
-    for i, (image, caption) in enumerate(zip(scenes["images"], scenes["captions"])):
-        name = f"scene_{i}.png"
-        with open(tmp_path / name, "wb") as file:
-            file.write(tf.io.encode_png((image * 255).astype("uint8")).numpy())
-        rows.append((name, caption))
-    _write_csv(str(tmp_path / "captions.csv"), rows)
+    write_digit_scene_captions(str(tmp_path), 24)
 
     spec = importlib.util.spec_from_file_location(
         "train_recipe", os.path.join(os.path.dirname(__file__), "..", "recipes", "train.py"))

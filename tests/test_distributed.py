@@ -21,6 +21,7 @@ from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
 from tests.conftest import tiny_model
 from tests.conftest import to_numpy
+from tests.conftest import write_digit_scene_captions
 
 HERE = os.path.dirname(__file__)
 backend_is = {name: pytest.mark.skipif(keras.backend.backend() != name, reason=f"{name} only") for name in
@@ -208,20 +209,12 @@ def test_torch_distributed_two_processes_match_one_device():
 @pytest.fixture(scope="module")
 def digit_records(tmp_path_factory):
     """Real digit scenes as PNG files, a caption file, and TFRecords of them."""
-    import tensorflow as tf
-
     from keras_3t import data
-    from keras_3t.datasets import digit_scenes
 
-    folder = tmp_path_factory.mktemp("digits")
-    scenes = digit_scenes.make_scenes(32, "train", "clean", seed=0)
-    lines = ["image,caption"]
-    for i, (image, caption) in enumerate(zip(scenes["images"], scenes["captions"])):
-        (folder / f"scene_{i}.png").write_bytes(tf.io.encode_png((image * 255).astype("uint8")).numpy())
-        lines.append(f"scene_{i}.png,{caption}")
-    (folder / "captions.csv").write_text("\n".join(lines) + "\n")
-    records = str(folder / "records")
-    data.write_tfrecords(data.from_caption_file(str(folder / "captions.csv"), str(folder)), records, num_shards=2)
+    folder = str(tmp_path_factory.mktemp("digits"))
+    captions = write_digit_scene_captions(folder, 32)
+    records = os.path.join(folder, "records")
+    data.write_tfrecords(data.from_caption_file(captions, folder), records, num_shards=2)
     return records
 
 
