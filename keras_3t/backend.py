@@ -23,20 +23,128 @@ def _replica_share(loss, count):
     return loss if count == 1 else loss / count
 
 
+# --- Gradients of the objective, with or without accumulation --------------
+# Each backend supplies `value_and_gradients(objective, variables)`: calls
+# `objective()` (a dict of values whose "loss" is minimised) and returns the
+# values and the gradients of this replica's share of the loss. The rest is
+# written once.
+
+
+def _values_and_gradients(model, batch, value_and_gradients):
+    """The objective's values and gradients on `model.trainable_variables`."""
+    if model.accumulation_steps == 1:
+        return value_and_gradients(
+            lambda: model.compute_objective(batch, training=True),
+            model.trainable_variables,
+        )
+    return _accumulated_values_and_gradients(model, batch, value_and_gradients)
+
+
+def _accumulated_values_and_gradients(model, batch, value_and_gradients):
+    # open_clip's feature-cache accumulation. Pass 1 embeds every
+    # micro-batch without gradient and differentiates the whole batch's loss
+    # with respect to the logit scales (and biases) only; pass 2 re-embeds one
+    # micro-batch at a time with gradient, puts its rows into the cached
+    # embeddings and differentiates the whole loss with respect to the
+    # towers' weights. Every negative is the big batch's, the summed
+    # gradients are the big batch's, and activations are kept for one
+    # micro-batch at a time.
+    group = replicas()
+    model.check_batch(batch, group)
+    steps = model.accumulation_steps
+    check_micro_batches(batch["images"], steps)
+    size = keras.ops.shape(batch["images"])[0] // steps
+    micro_batches = [
+        {key: value[i * size : (i + 1) * size] for key, value in batch.items()}
+        for i in range(steps)
+    ]
+    cached = [
+        keras.tree.map_structure(
+            keras.ops.stop_gradient, model.embed_batch(micro, training=True)
+        )
+        for micro in micro_batches
+    ]
+
+    def objective(parts):
+        embeddings = keras.tree.map_structure(
+            lambda *rows: keras.ops.concatenate(rows, axis=0), *parts
+        )
+        return model.objective_from_embeddings(embeddings, group)
+
+    scales = model.logit_variables
+    scale_ids = {id(variable) for variable in scales}
+    towers = [v for v in model.trainable_variables if id(v) not in scale_ids]
+    values, scale_gradients = value_and_gradients(lambda: objective(cached), scales)
+    tower_gradients = None
+    for i, micro in enumerate(micro_batches):
+
+        def live_objective(i=i, micro=micro):
+            parts = list(cached)
+            parts[i] = model.embed_batch(micro, training=True)
+            return objective(parts)
+
+        _, gradients = value_and_gradients(live_objective, towers)
+        if tower_gradients is None:
+            tower_gradients = list(gradients)
+        else:
+            tower_gradients = [a + b for a, b in zip(tower_gradients, gradients)]
+    by_variable = {
+        id(v): g for v, g in zip(scales + towers, list(scale_gradients) + tower_gradients)
+    }
+    return values, [by_variable[id(v)] for v in model.trainable_variables]
+
+
+ACCUMULATION_INDIVISIBLE = (
+    "The batch does not divide into accumulation_steps micro-batches of "
+    "equal size: use a batch size (per replica) that is a multiple of "
+    "accumulation_steps."
+)
+
+
+def check_micro_batches(images, steps):
+    """Raises if a batch does not split into `steps` equal micro-batches."""
+    size = images.shape[0]
+    if size is not None:
+        if size % steps:
+            raise ValueError(
+                f"{ACCUMULATION_INDIVISIBLE} Got a batch of {size} and "
+                f"accumulation_steps={steps}."
+            )
+    elif keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.debugging.assert_equal(
+            tf.shape(images)[0] % steps, 0, message=ACCUMULATION_INDIVISIBLE
+        )
+
+
 # --- TensorFlow: GradientTape ---------------------------------------------
 
 
 def _tensorflow_train_step(model, data):
     import tensorflow as tf
 
-    batch = _unpack_batch(data)
-    with tf.GradientTape() as tape:
-        values = model.compute_objective(batch, training=True)
-        share = _replica_share(values["loss"], replicas().count)
-        scaled_loss = model.optimizer.scale_loss(share)
-    weights = model.trainable_weights
+    count = replicas().count
+
+    def value_and_gradients(objective, variables):
+        with tf.GradientTape() as tape:
+            values = objective()
+            scaled_loss = model.optimizer.scale_loss(
+                _replica_share(values["loss"], count)
+            )
+        gradients = tape.gradient(scaled_loss, variables)
+        if model.accumulation_steps > 1:
+            # Sums of embedding gradients (IndexedSlices) need dense tensors.
+            gradients = [None if g is None else tf.convert_to_tensor(g) for g in gradients]
+        return values, [
+            tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)
+        ]
+
+    values, gradients = _values_and_gradients(
+        model, _unpack_batch(data), value_and_gradients
+    )
     # Under tf.distribute the optimizer sums the replicas' gradients.
-    model.optimizer.apply(tape.gradient(scaled_loss, weights), weights)
+    model.optimizer.apply(gradients, model.trainable_variables)
     return _tensorflow_logs(model.update_objective_metrics(values))
 
 
@@ -66,21 +174,26 @@ def _tensorflow_logs(logs):
 def _torch_train_step(model, data):
     import torch
 
-    batch = _unpack_batch(data)
     count = replicas().count
-    model.zero_grad()
-    values = model.compute_objective(batch, training=True)
-    model.optimizer.scale_loss(_replica_share(values["loss"], count)).backward()
-    weights = model.trainable_weights
-    gradients = [w.value.grad for w in weights]
-    values = {name: value.detach() for name, value in values.items()}
+
+    def value_and_gradients(objective, variables):
+        values = objective()
+        scaled_loss = model.optimizer.scale_loss(_replica_share(values["loss"], count))
+        tensors = [v.value for v in variables]
+        gradients = torch.autograd.grad(scaled_loss, tensors, allow_unused=True)
+        values = {name: value.detach() for name, value in values.items()}
+        return values, [
+            torch.zeros_like(t) if g is None else g for g, t in zip(gradients, tensors)
+        ]
+
+    values, gradients = _values_and_gradients(
+        model, _unpack_batch(data), value_and_gradients
+    )
     if count > 1:
-        gradients = _torch_sum_over_processes(
-            [torch.zeros_like(w.value) if g is None else g for g, w in zip(gradients, weights)]
-        )
+        gradients = _torch_sum_over_processes(gradients)
         values = _torch_mean_over_processes(values, count)
     with torch.no_grad():
-        model.optimizer.apply(gradients, weights)
+        model.optimizer.apply(gradients, model.trainable_weights)
     return model.update_objective_metrics(values)
 
 
@@ -118,12 +231,16 @@ def _jax_objective(model, trainable, non_trainable, batch, training):
     mapping += list(zip(model.non_trainable_variables, non_trainable))
     with keras.StatelessScope(state_mapping=mapping) as scope:
         values = model.compute_objective(batch, training=training)
+    return values, _jax_non_trainable_after(model, scope, non_trainable)
+
+
+def _jax_non_trainable_after(model, scope, non_trainable):
     # Dropout seed generators advance: carry their new state out.
     updated = []
     for variable, value in zip(model.non_trainable_variables, non_trainable):
         new_value = scope.get_current_value(variable)
         updated.append(value if new_value is None else new_value)
-    return values, updated
+    return updated
 
 
 def _jax_update_metrics(model, metrics_variables, values):
@@ -140,27 +257,47 @@ def _jax_train_step(model, state, data):
     import jax
 
     trainable, non_trainable, optimizer_variables, metrics_variables = state
-    batch = _unpack_batch(data)
+    model_variables = model.trainable_variables + model.non_trainable_variables
+    model_values = list(trainable) + list(non_trainable)
+    optimizer_mapping = list(zip(model.optimizer.variables, optimizer_variables))
+    updated_non_trainable = [non_trainable]
 
-    def scaled_loss(trainable, non_trainable):
-        values, non_trainable = _jax_objective(
-            model, trainable, non_trainable, batch, training=True
+    def value_and_gradients(objective, variables):
+        positions = {id(v): i for i, v in enumerate(model_variables)}
+
+        def scaled_loss(values_of_variables):
+            values = list(model_values)
+            for variable, value in zip(variables, values_of_variables):
+                values[positions[id(variable)]] = value
+            with keras.StatelessScope(
+                state_mapping=list(zip(model_variables, values))
+            ) as scope:
+                objective_values = objective()
+            with keras.StatelessScope(state_mapping=optimizer_mapping):
+                loss = model.optimizer.scale_loss(objective_values["loss"])
+            after = _jax_non_trainable_after(model, scope, non_trainable)
+            return loss, (objective_values, after)
+
+        (_, (values, after)), gradients = jax.value_and_grad(
+            scaled_loss, has_aux=True
+        )([model_values[positions[id(v)]] for v in variables])
+        updated_non_trainable[0] = after
+        return values, gradients
+
+    # Reads outside `value_and_gradients` (accumulation's cached pass) see
+    # the step's values too.
+    with keras.StatelessScope(state_mapping=list(zip(model_variables, model_values))):
+        values, gradients = _values_and_gradients(
+            model, _unpack_batch(data), value_and_gradients
         )
-        optimizer_mapping = zip(model.optimizer.variables, optimizer_variables)
-        with keras.StatelessScope(state_mapping=list(optimizer_mapping)):
-            loss = model.optimizer.scale_loss(values["loss"])
-        return loss, (values, non_trainable)
-
-    (_, (values, non_trainable)), grads = jax.value_and_grad(
-        scaled_loss, has_aux=True
-    )(trainable, non_trainable)
     trainable, optimizer_variables = model.optimizer.stateless_apply(
-        optimizer_variables, grads, trainable
+        optimizer_variables, gradients, trainable
     )
     logs, metrics_variables = _jax_update_metrics(
         model, metrics_variables, values
     )
-    return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
+    state = (trainable, updated_non_trainable[0], optimizer_variables, metrics_variables)
+    return logs, state
 
 
 def _jax_test_step(model, state, data):
@@ -351,7 +488,11 @@ def raise_value_errors(step_function):
         try:
             return step_function(*args)
         except tf.errors.InvalidArgumentError as error:
-            for message in (BATCH_TOO_SMALL, UNEVEN_REPLICA_BATCHES):
+            for message in (
+                BATCH_TOO_SMALL,
+                UNEVEN_REPLICA_BATCHES,
+                ACCUMULATION_INDIVISIBLE,
+            ):
                 if message in error.message:
                     raise ValueError(message) from None
             raise

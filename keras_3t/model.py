@@ -138,6 +138,7 @@ class ThreeTowerModel(keras.Model):
         self.logit_bias_init = float(logit_bias_init)
         self.adaptor_input = adaptor_input
         self.local_loss = bool(local_loss)
+        self.accumulation_steps = 1
         self.pairs = PAIRS if objective == "3t" else PAIRS[:1]
 
         # === Logit scales (and biases), one per pair or one shared ===
@@ -198,6 +199,7 @@ class ThreeTowerModel(keras.Model):
         warmup_steps=0,
         total_steps=None,
         exclude_from_weight_decay=True,
+        accumulation_steps=1,
         **kwargs,
     ):
         """Configures training; `compile()` alone gives sensible defaults.
@@ -213,6 +215,13 @@ class ThreeTowerModel(keras.Model):
             exclude_from_weight_decay: bool. Exempt biases, norms, logit
                 scales and biases (every variable of rank < 2) from weight
                 decay, as open_clip does.
+            accumulation_steps: int. Split each batch into this many
+                micro-batches and accumulate their gradients, with the
+                negatives of the whole batch (open_clip's feature-cache
+                accumulation: every micro-batch is embedded twice, once
+                without gradient); the loss and gradients are the whole
+                batch's, activation memory one micro-batch's. Needs towers
+                without dropout.
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`,
                 `steps_per_execution`). The loss is set by the model's
                 `objective` and `loss` arguments, not here.
@@ -225,6 +234,8 @@ class ThreeTowerModel(keras.Model):
             )
         kwargs.pop("loss", None)
         backend.check_jit_compile(self, kwargs.get("jit_compile"))
+        self._check_accumulation_steps(accumulation_steps)
+        self.accumulation_steps = int(accumulation_steps)
         if optimizer == "auto":
             optimizer = default_optimizer(
                 learning_rate=learning_rate,
@@ -239,6 +250,37 @@ class ThreeTowerModel(keras.Model):
                 var_list=[v for v in self.trainable_variables if len(v.shape) < 2]
             )
         super().compile(optimizer=optimizer, **kwargs)
+
+    def _check_accumulation_steps(self, steps):
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(
+                f"accumulation_steps must be a positive integer; got {steps!r}."
+            )
+        if steps == 1:
+            return
+        dropout = sorted(
+            layer.path
+            for layer in self._flatten_layers()
+            if isinstance(layer, keras.layers.Dropout) and layer.rate > 0
+        )
+        if dropout:
+            raise ValueError(
+                "accumulation_steps > 1 embeds each micro-batch twice, and "
+                "dropout would draw different masks in the two passes (the "
+                "gradients would not be the whole batch's). Build the towers "
+                f"without dropout; these layers have it: {dropout[:5]}."
+            )
+
+    @property
+    def logit_variables(self):
+        """The learnable logit scales (and biases) of the pair losses."""
+        return list(self.logit_scales.values()) + list(self.logit_biases.values())
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            config["accumulation_steps"] = self.accumulation_steps
+        return config
 
     def compile_from_config(self, config):
         # Keras skips this for models that override compile(); ours accepts
@@ -303,7 +345,10 @@ class ThreeTowerModel(keras.Model):
         """The training objective on one batch, written once for every backend.
 
         Args:
-            batch: dict with `"images"`, `"token_ids"` and `"padding_mask"`.
+            batch: dict with `"images"`, `"token_ids"` and `"padding_mask"`,
+                and optionally `"third_features"` (the third tower's cached
+                pre-logit features of the images, see
+                `keras_3t.data.write_third_tower_cache`).
             training: bool, whether the trainable towers run in training mode.
 
         Under data parallelism (`tf.distribute`, `torch.distributed`) the
@@ -316,21 +361,57 @@ class ThreeTowerModel(keras.Model):
             each pair, and each `"logit_scale…"` (and `"logit_bias…"`).
         """
         replicas = backend.replicas()
-        self._check_batch(batch, replicas)
-        backend.check_replica_batches(replicas, batch["images"])
+        self.check_batch(batch, replicas)
+        return self.objective_from_embeddings(
+            self.embed_batch(batch, training=training), replicas
+        )
+
+    def embed_batch(self, batch, training=False):
+        """Each contrastive pair's two L2-normalised embeddings of a batch.
+
+        The third tower's backbone runs once (or not at all, when the batch
+        carries cached `"third_features"`); both of its heads read the same
+        features. Embeddings are float32 whatever the dtype policy, so the
+        losses are computed in float32 under `mixed_bfloat16`.
+
+        Returns:
+            A dict mapping each pair of `self.pairs` to its `(a, b)`.
+        """
         image = self.image_tower(batch["images"], training=training)
         text = self.text_tower(batch, training=training)
-        f = l2_normalize(image["embedding"])
-        g = l2_normalize(text["embedding"])
-        values = {"loss_image_text": self._pair_loss("image_text", f, g, replicas)}
+        embeddings = {
+            "image_text": (
+                _normalized(image["embedding"]),
+                _normalized(text["embedding"]),
+            )
+        }
         if self.objective == "3t":
-            third = self.third_tower(batch["images"])
-            f_h = l2_normalize(self.image_adaptor(image[self.adaptor_input]))
-            g_h = l2_normalize(self.text_adaptor(text[self.adaptor_input]))
-            h_f = l2_normalize(third["image_head"])
-            h_g = l2_normalize(third["text_head"])
-            values["loss_image_third"] = self._pair_loss("image_third", f_h, h_f, replicas)
-            values["loss_text_third"] = self._pair_loss("text_third", g_h, h_g, replicas)
+            if "third_features" in batch:
+                third = self.third_tower.heads(batch["third_features"])
+            else:
+                third = self.third_tower(batch["images"])
+            embeddings["image_third"] = (
+                _normalized(self.image_adaptor(image[self.adaptor_input])),
+                _normalized(third["image_head"]),
+            )
+            embeddings["text_third"] = (
+                _normalized(self.text_adaptor(text[self.adaptor_input])),
+                _normalized(third["text_head"]),
+            )
+        return embeddings
+
+    def objective_from_embeddings(self, embeddings, replicas):
+        """The objective's values from `embed_batch`'s embeddings.
+
+        Args:
+            embeddings: dict mapping each pair to its `(a, b)`.
+            replicas: the `keras_3t.backend.Replicas` the step runs in.
+        """
+        values = {
+            f"loss_{pair}": self._pair_loss(pair, a, b, replicas)
+            for pair, (a, b) in embeddings.items()
+        }
+        if self.objective == "3t":
             values["loss"] = sum(
                 weight * values[f"loss_{pair}"]
                 for weight, pair in zip(self.pair_weights, PAIRS)
@@ -370,10 +451,10 @@ class ThreeTowerModel(keras.Model):
         """
         self._check_alpha(alpha)
         self._check_images(images)
-        f = l2_normalize(self.image_tower(images, training=False)["embedding"])
+        f = _normalized(self.image_tower(images, training=False)["embedding"])
         if alpha == 1.0:
             return f
-        h_g = l2_normalize(self.third_tower(images)["text_head"])
+        h_g = _normalized(self.third_tower(images)["text_head"])
         return ops.concatenate(
             [math.sqrt(alpha) * f, math.sqrt(1.0 - alpha) * h_g], axis=-1
         )
@@ -400,10 +481,10 @@ class ThreeTowerModel(keras.Model):
             inputs = self.preprocessor(list(np.asarray(inputs).reshape(-1)))
         self._check_text(inputs)
         text = self.text_tower(inputs, training=False)
-        g = l2_normalize(text["embedding"])
+        g = _normalized(text["embedding"])
         if alpha == 1.0:
             return g
-        g_h = l2_normalize(self.text_adaptor(text[self.adaptor_input]))
+        g_h = _normalized(self.text_adaptor(text[self.adaptor_input]))
         return ops.concatenate(
             [math.sqrt(alpha) * g, math.sqrt(1.0 - alpha) * g_h], axis=-1
         )
@@ -472,7 +553,12 @@ class ThreeTowerModel(keras.Model):
                 f"tower's sequence_length {max_length}."
             )
 
-    def _check_batch(self, batch, replicas):
+    def check_batch(self, batch, replicas):
+        """Raises a ValueError naming what is wrong with a training batch."""
+        self._check_batch_structure(batch, replicas)
+        backend.check_replica_batches(replicas, batch["images"])
+
+    def _check_batch_structure(self, batch, replicas):
         if not isinstance(batch, dict):
             raise ValueError(
                 f"Training batches must be dicts with keys {BATCH_KEYS}; got "
@@ -484,15 +570,17 @@ class ThreeTowerModel(keras.Model):
             )
         self._check_images(batch["images"])
         self._check_text(batch)
+        keys = BATCH_KEYS
+        if "third_features" in batch:
+            self._check_third_features(batch["third_features"])
+            keys += ("third_features",)
         batch_sizes = {
-            batch[key].shape[0]
-            for key in BATCH_KEYS
-            if batch[key].shape[0] is not None
+            batch[key].shape[0] for key in keys if batch[key].shape[0] is not None
         }
         if len(batch_sizes) > 1:
             raise ValueError(
-                "images, token_ids and padding_mask have different batch "
-                f"sizes: {sorted(batch_sizes)}."
+                f"The batch's {', '.join(keys)} have different batch sizes: "
+                f"{sorted(batch_sizes)}."
             )
         if replicas.count > 1:
             return  # a replica may hold one row of a larger global batch
@@ -500,6 +588,21 @@ class ThreeTowerModel(keras.Model):
             backend.assert_batch_size_at_least_two(batch["images"])
         elif batch_sizes.pop() < 2:
             raise ValueError(backend.BATCH_TOO_SMALL)
+
+    def _check_third_features(self, features):
+        if self.objective != "3t":
+            raise ValueError(
+                f"The batch has 'third_features', but objective={self.objective!r} "
+                "uses no third tower: drop the third-tower cache from the data."
+            )
+        shape = tuple(features.shape)
+        expected = self.third_tower.feature_dim
+        if len(shape) != 2 or shape[1] != expected:
+            raise ValueError(
+                f"third_features must have shape (batch, {expected}) (the third "
+                f"tower's pooled features); got {shape}. Was the cache written "
+                "with another third tower?"
+            )
 
     # --- Config -----------------------------------------------------------
 
@@ -568,6 +671,10 @@ class ThreeTowerModel(keras.Model):
         from keras_3t.presets import load
 
         return load(name_or_path, **kwargs)
+
+
+def _normalized(embedding):
+    return l2_normalize(ops.cast(embedding, "float32"))
 
 
 def _are_strings(value):

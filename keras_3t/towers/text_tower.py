@@ -2,6 +2,7 @@
 
 import keras
 import keras_hub
+from keras import ops
 
 from keras_3t.towers.pooling import TEXT_POOLINGS
 from keras_3t.towers.pooling import pool_text_features
@@ -13,8 +14,8 @@ class TextTower(keras.layers.Layer):
 
     Token and learned position embeddings (keras-hub
     `TokenAndPositionEmbedding`), `num_layers` keras-hub `TransformerEncoder`
-    blocks (bidirectional, padding masked), a final layer norm, pooling over
-    the padding mask, and a linear projection.
+    blocks (bidirectional, or causal as CLIP's, padding masked), a final
+    layer norm, pooling over the padding mask, and a linear projection.
 
     Called on `{"token_ids": int (batch, length), "padding_mask": bool
     (batch, length)}` (right-padded, as keras-hub preprocessors produce), it
@@ -32,6 +33,9 @@ class TextTower(keras.layers.Layer):
         pooling: `"mean"` (over real tokens), `"first"` or `"last"` (the last
             real token).
         layer_norm_epsilon: float.
+        causal: bool. Each token attends only to itself and earlier tokens
+            (CLIP's and open_clip's text transformer; pair with
+            `pooling="last"`, CLIP's end-of-text token).
 
     Example:
     >>> import numpy as np
@@ -57,6 +61,7 @@ class TextTower(keras.layers.Layer):
         dropout=0.0,
         pooling="mean",
         layer_norm_epsilon=1e-5,
+        causal=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,6 +79,7 @@ class TextTower(keras.layers.Layer):
         self.dropout = dropout
         self.pooling = pooling
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.causal = causal
 
         # === Layers ===
         self.token_embedding = keras_hub.layers.TokenAndPositionEmbedding(
@@ -120,8 +126,17 @@ class TextTower(keras.layers.Layer):
         token_ids = inputs["token_ids"]
         padding_mask = inputs["padding_mask"]
         x = self.token_embedding(token_ids)
+        attention_mask = None
+        if self.causal:
+            length = ops.shape(token_ids)[1]
+            attention_mask = ops.tril(ops.ones((length, length), "bool"))[None]
         for block in self.encoder_blocks:
-            x = block(x, padding_mask=padding_mask, training=training)
+            x = block(
+                x,
+                padding_mask=padding_mask,
+                attention_mask=attention_mask,
+                training=training,
+            )
         x = self.final_norm(x)
         pooled = pool_text_features(x, padding_mask, self.pooling)
         return {"pooled": pooled, "embedding": self.projection(pooled)}
@@ -140,6 +155,7 @@ class TextTower(keras.layers.Layer):
                 "dropout": self.dropout,
                 "pooling": self.pooling,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "causal": self.causal,
             }
         )
         return config

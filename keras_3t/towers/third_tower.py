@@ -77,7 +77,19 @@ class ThirdTower(BackboneTower):
         self.built = True
 
     def call(self, images, training=None):
-        features = self.features(images)
+        return self.heads(self.features(images))
+
+    def heads(self, features):
+        """The heads applied to pre-logit features `e(x)` (live or cached).
+
+        Args:
+            features: float `(batch, feature_dim)`, the frozen backbone's
+                pooled features (e.g. read back from a
+                `keras_3t.data.write_third_tower_cache` cache).
+
+        Returns:
+            The same dict as calling the tower.
+        """
         return {
             "features": features,
             "image_head": self.image_head(features),

@@ -1,0 +1,427 @@
+"""Training throughput of CLIP, LiT and 3T on each backend, beside open_clip.
+
+    python benchmarks/train_step.py --sizes tiny small vitb16_64px \\
+        --open-clip .venv-openclip/bin/python --output runs/train_step.json
+
+For each size (a config in benchmarks/configs/, open_clip's format) the script
+times, in separate processes run one after another and repeated
+(`--repeats`, interleaved so that slow and fast spells of the machine hit
+every side alike):
+
+- keras-3t on each backend: `clip`, `lit` (the image tower's backbone frozen),
+  `3t` (a frozen third tower of the image tower's architecture, live) and
+  `3t_cached` (the third tower's features read from the batch, as from a
+  `keras_3t.data.write_third_tower_cache` cache), and `third_forward`: one
+  inference forward pass of the third tower on the batch;
+- open_clip 3.3.0's CLIP on the same architecture (`--open-clip`: the python
+  of a virtual environment made by ../shared/bench/setup_openclip_venv.sh;
+  its step timer, openclip_step.py, is found beside that script or given with
+  `--open-clip-step`).
+
+Both sides: pre-LN ViT with class-token pooling and a bias-free patch
+embedding, causal text transformer pooled at the last token, bias-free
+projections, AdamW (lr 5e-4, betas 0.9/0.98, eps 1e-6, weight decay 0.2
+without decay on rank < 2 variables), `--threads` intra-op threads, the same
+batch. keras-3t runs `model.fit` on one fixed batch and times each step with
+a callback (after `--warmup` untimed steps), so its time includes Keras's
+per-step input handling; open_clip's timer times its training step body.
+Samples/s is batch / median step time; peak memory is the process's peak RSS.
+The optimizer implementation of each side is recorded: Keras's AdamW (on
+PyTorch it updates with `torch._foreach_*` ops), open_clip's torch AdamW
+(`--open-clip-adamw`: default for-loop, foreach or fused).
+
+Prints a table and writes every run (with the raw step times) as JSON.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+BACKENDS = ("tensorflow", "jax", "torch")
+OBJECTIVES = ("clip", "lit", "3t", "3t_cached", "third_forward")
+# open_clip's training defaults for ViT models.
+LEARNING_RATE = 5e-4
+WEIGHT_DECAY = 0.2
+BETA_2 = 0.98
+EPSILON = 1e-6
+
+
+def load_config(size):
+    path = size if size.endswith(".json") else os.path.join(CONFIGS, f"{size}.json")
+    if not os.path.exists(path):
+        known = sorted(name[:-5] for name in os.listdir(CONFIGS))
+        raise SystemExit(f"Unknown size {size!r}: no {path}. Known sizes: {known}.")
+    with open(path) as file:
+        return json.load(file)
+
+
+# --- keras-3t side (runs in a worker process) --------------------------------
+
+
+def build_model(config, objective):
+    """A ThreeTowerModel of open_clip's architecture for this config."""
+    import math
+
+    import keras_hub
+
+    from keras_3t import ThreeTowerModel
+    from keras_3t.towers import ImageTower
+    from keras_3t.towers import TextTower
+    from keras_3t.towers import ThirdTower
+
+    vision, text = config["vision"], config["text"]
+
+    def vit():
+        return keras_hub.models.ViTBackbone(
+            image_shape=(vision["image_size"], vision["image_size"], 3),
+            patch_size=vision["patch_size"],
+            num_layers=vision["layers"],
+            num_heads=vision["heads"],
+            hidden_dim=vision["width"],
+            mlp_dim=int(vision["width"] * vision.get("mlp_ratio", 4.0)),
+            layer_norm_epsilon=1e-5,
+            use_patch_bias=False,
+        )
+
+    text_tower = TextTower(
+        vocabulary_size=text["vocab_size"],
+        sequence_length=text["context_length"],
+        embedding_dim=config["embed_dim"],
+        hidden_dim=text["width"],
+        num_layers=text["layers"],
+        num_heads=text["heads"],
+        intermediate_dim=int(text["width"] * text.get("mlp_ratio", 4.0)),
+        pooling="last",
+        causal=True,
+    )
+    three_towers = objective in ("3t", "3t_cached", "third_forward")
+    return ThreeTowerModel(
+        image_tower=ImageTower(
+            vit(), embedding_dim=config["embed_dim"], frozen=objective == "lit"
+        ),
+        text_tower=text_tower,
+        third_tower=ThirdTower(vit(), embedding_dim=config["embed_dim"]) if three_towers else None,
+        objective="3t" if three_towers else objective,
+        logit_scale_init=math.log(1 / 0.07),
+    )
+
+
+def make_batch(config, batch_size, model, cached, seed=1):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    size = config["vision"]["image_size"]
+    length = config["text"]["context_length"]
+    batch = {
+        "images": rng.random((batch_size, size, size, 3), dtype="float32"),
+        "token_ids": rng.integers(1, config["text"]["vocab_size"], (batch_size, length)).astype("int32"),
+        "padding_mask": np.ones((batch_size, length), bool),
+    }
+    if cached:
+        features = rng.normal(size=(batch_size, model.third_tower.feature_dim))
+        batch["third_features"] = features.astype("float32")
+    return batch
+
+
+def run_keras(args):
+    """Times one (backend, size, objective); prints one JSON line."""
+    import keras
+    import numpy as np
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    keras.utils.set_random_seed(0)
+    config = load_config(args.size)
+    started = time.perf_counter()
+    model = build_model(config, args.objective)
+    build_s = time.perf_counter() - started
+    batch = make_batch(config, args.batch, model, cached=args.objective == "3t_cached")
+
+    if args.objective == "third_forward":
+        times = time_third_forward(model, batch, args)
+        jit = None
+    else:
+        model.compile(
+            learning_rate=LEARNING_RATE,
+            weight_decay=WEIGHT_DECAY,
+            jit_compile=args.jit,
+            accumulation_steps=args.accumulation_steps,
+        )
+        times = time_fit(model, batch, args)
+        jit = bool(model.jit_compile)
+    median = statistics.median(times)
+    counts = {
+        "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "total": int(sum(np.prod(w.shape) for w in model.weights)),
+    }
+    print(json.dumps({
+        "side": "keras_3t",
+        "backend": keras.backend.backend(),
+        "size": args.size,
+        "objective": args.objective,
+        "batch": args.batch,
+        "threads": args.threads,
+        "jit_compile": jit,
+        "accumulation_steps": args.accumulation_steps,
+        "median_step_s": median,
+        "samples_per_s": args.batch / median,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_build_mib": rss_before,
+        "build_s": build_s,
+        "params": counts,
+        "optimizer": "keras.optimizers.AdamW"
+        + (" (torch._foreach_* updates)" if keras.backend.backend() == "torch" else ""),
+        "versions": {"keras": keras.__version__, "backend": backend_version()},
+        "step_times_s": times,
+    }))
+
+
+def time_fit(model, batch, args):
+    import keras
+    import tensorflow as tf
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            # The logs are materialised for this (not async-safe) callback,
+            # so the step has finished.
+            self.times.append(time.perf_counter() - self.started)
+
+    timer = StepTimer()
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+    model.fit(data, steps_per_epoch=args.warmup + args.steps, epochs=1, verbose=0, callbacks=[timer])
+    return timer.times[args.warmup:]
+
+
+def time_third_forward(model, batch, args):
+    import keras
+
+    from keras_3t.backend import compile_function
+
+    tower = model.third_tower
+    images = keras.ops.convert_to_tensor(batch["images"])
+    if keras.backend.backend() == "jax":
+        # A pure function of the weights: jax.jit cannot read variables.
+        import jax
+
+        def features(values, images):
+            with keras.StatelessScope(state_mapping=list(zip(tower.weights, values))):
+                return tower.features(images)
+
+        compiled = jax.jit(features)
+        values = [w.value for w in tower.weights]
+
+        def forward():
+            return compiled(values, images)
+    elif keras.backend.backend() == "tensorflow":
+        forward_function = compile_function(tower.features)
+
+        def forward():
+            return forward_function(images)
+    else:
+        import torch
+
+        def forward():
+            with torch.no_grad():
+                return tower.features(images)
+
+    times = []
+    for _ in range(args.warmup + args.steps):
+        started = time.perf_counter()
+        keras.ops.convert_to_numpy(forward())
+        times.append(time.perf_counter() - started)
+    return times[args.warmup:]
+
+
+def backend_version():
+    import keras
+
+    name = keras.backend.backend()
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[name]
+    return __import__(module).__version__
+
+
+# --- Orchestration -------------------------------------------------------------
+
+
+def run_worker(command, environment):
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"{' '.join(command)} failed (exit {result.returncode}):\n{result.stderr[-3000:]}"
+        )
+    return json.loads(lines[-1])
+
+
+def keras_command(args, size, objective):
+    return [
+        sys.executable, os.path.abspath(__file__), "--worker",
+        "--size", size, "--objective", objective, "--batch", str(args.batch),
+        "--threads", str(args.threads), "--warmup", str(args.warmup),
+        "--steps", str(args.steps), "--jit", args.jit,
+        "--accumulation-steps", str(args.accumulation_steps),
+    ]
+
+
+def open_clip_command(args, size):
+    config = load_config(size)
+    return [
+        args.open_clip, args.open_clip_step, "--config", json.dumps(config),
+        "--name", size, "--batch", str(args.batch), "--threads", str(args.threads),
+        "--warmup", str(args.warmup), "--steps", str(args.steps),
+        "--lr", str(LEARNING_RATE), "--beta2", str(BETA_2), "--eps", str(EPSILON),
+        "--wd", str(WEIGHT_DECAY), "--adamw-impl", args.open_clip_adamw,
+    ]
+
+
+def worker_environment(backend, threads):
+    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    # The same intra-op thread count on every side.
+    environment.update(
+        OMP_NUM_THREADS=str(threads),
+        TF_NUM_INTRAOP_THREADS=str(threads),
+        XLA_FLAGS=f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}",
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH")]))
+    return environment
+
+
+def summarize(runs):
+    """Median over repeats of each (size, side, backend, objective)."""
+    groups = {}
+    for run in runs:
+        key = (run["size"], run["side"], run.get("backend", "torch"), run.get("objective", "clip"))
+        groups.setdefault(key, []).append(run)
+    rows = []
+    for (size, side, backend, objective), group in groups.items():
+        step = statistics.median(run["median_step_s"] for run in group)
+        rows.append({
+            "size": size, "side": side, "backend": backend, "objective": objective,
+            "median_step_s": step, "samples_per_s": group[0]["batch"] / step,
+            "peak_rss_mib": max(run["peak_rss_mib"] for run in group), "repeats": len(group),
+        })
+    return rows
+
+
+def ratios(rows):
+    """The issue's targets: best backend vs open_clip, 3T vs CLIP."""
+    out = []
+    for size in dict.fromkeys(row["size"] for row in rows):
+        by = {(r["side"], r["backend"], r["objective"]): r for r in rows if r["size"] == size}
+        reference = by.get(("open_clip", "torch", "clip"))
+        for backend in BACKENDS:
+            clip = by.get(("keras_3t", backend, "clip"))
+            if clip is None:
+                continue
+            entry = {"size": size, "backend": backend}
+            if reference:
+                entry["clip_vs_open_clip_samples_per_s"] = (
+                    reference["median_step_s"] / clip["median_step_s"]
+                )
+            for objective in ("lit", "3t", "3t_cached"):
+                if ("keras_3t", backend, objective) in by:
+                    entry[f"{objective}_over_clip_step_time"] = (
+                        by[("keras_3t", backend, objective)]["median_step_s"] / clip["median_step_s"]
+                    )
+            forward = by.get(("keras_3t", backend, "third_forward"))
+            if forward:
+                entry["third_forward_s"] = forward["median_step_s"]
+                entry["clip_plus_third_forward_s"] = clip["median_step_s"] + forward["median_step_s"]
+                if ("keras_3t", backend, "3t") in by:
+                    entry["3t_step_s"] = by[("keras_3t", backend, "3t")]["median_step_s"]
+            out.append(entry)
+    return out
+
+
+def print_table(rows, targets):
+    print(f"{'size':<12} {'side':<9} {'backend':<10} {'objective':<13} {'step ms':>9} {'samples/s':>10} {'peak MiB':>9}")
+    for row in sorted(rows, key=lambda r: (r["size"], r["side"], r["backend"], r["objective"])):
+        print(
+            f"{row['size']:<12} {row['side']:<9} {row['backend']:<10} {row['objective']:<13} "
+            f"{1000 * row['median_step_s']:>9.1f} {row['samples_per_s']:>10.1f} {row['peak_rss_mib']:>9.0f}"
+        )
+    print()
+    for entry in targets:
+        parts = [f"{key}={value:.3f}" for key, value in entry.items() if isinstance(value, float)]
+        print(f"{entry['size']:<12} {entry['backend']:<10} " + " ".join(parts))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--jit", default="auto", choices=("auto", "true", "false"),
+                        help="compile(jit_compile=...): 'auto' is Keras's choice per backend")
+    parser.add_argument("--accumulation-steps", type=int, default=1)
+    parser.add_argument("--open-clip", help="python of an open_clip virtual environment (omit: keras-3t only)")
+    parser.add_argument("--open-clip-step", default=os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "bench", "openclip_step.py"))
+    parser.add_argument("--open-clip-adamw", default="foreach", choices=("default", "foreach", "fused"))
+    parser.add_argument("--output", help="JSON file to write (refuses to overwrite one)")
+    # A worker times one configuration in its own process (own backend, own peak RSS).
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--objective", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.jit = {"auto": "auto", "true": True, "false": False}.get(args.jit, args.jit)
+
+    if args.worker:
+        run_keras(args)
+        return
+    for size in args.sizes:
+        load_config(size)
+    if args.output and os.path.exists(args.output):
+        raise SystemExit(f"{args.output} exists; choose another --output (nothing was overwritten).")
+    if args.open_clip and not os.path.exists(args.open_clip_step):
+        raise SystemExit(f"open_clip's step timer {args.open_clip_step} is missing; pass --open-clip-step.")
+    args.jit = {True: "true", False: "false"}.get(args.jit, args.jit)
+
+    runs = []
+    for repeat in range(args.repeats):
+        for size in args.sizes:
+            if args.open_clip:
+                result = run_worker(open_clip_command(args, size), worker_environment("torch", args.threads))
+                result.update(side="open_clip", backend="torch", objective="clip", size=size, repeat=repeat)
+                runs.append(result)
+                print(f"[{repeat}] {size} open_clip: {result['median_step_s'] * 1000:.1f} ms", file=sys.stderr)
+            for backend in args.backends:
+                for objective in args.objectives:
+                    result = run_worker(keras_command(args, size, objective), worker_environment(backend, args.threads))
+                    result["repeat"] = repeat
+                    runs.append(result)
+                    print(f"[{repeat}] {size} {backend} {objective}: {result['median_step_s'] * 1000:.1f} ms",
+                          file=sys.stderr)
+    rows = summarize(runs)
+    targets = ratios(rows)
+    print_table(rows, targets)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as file:
+            json.dump({"arguments": vars(args), "summary": rows, "targets": targets, "runs": runs}, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()
