@@ -140,6 +140,7 @@ def run_keras(args):
 
         torch.set_num_threads(args.threads)
     keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy(args.dtype_policy)
     config = load_config(args.size)
     started = time.perf_counter()
     model = build_model(config, args.objective)
@@ -172,6 +173,7 @@ def run_keras(args):
         "threads": args.threads,
         "jit_compile": jit,
         "accumulation_steps": args.accumulation_steps,
+        "dtype_policy": args.dtype_policy,
         "median_step_s": median,
         "samples_per_s": args.batch / median,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -276,6 +278,7 @@ def keras_command(args, size, objective):
         "--threads", str(args.threads), "--warmup", str(args.warmup),
         "--steps", str(args.steps), "--jit", args.jit,
         "--accumulation-steps", str(args.accumulation_steps),
+        "--dtype-policy", args.dtype_policy,
     ]
 
 
@@ -376,6 +379,7 @@ def main():
     parser.add_argument("--jit", default="auto", choices=("auto", "true", "false"),
                         help="compile(jit_compile=...): 'auto' is Keras's choice per backend")
     parser.add_argument("--accumulation-steps", type=int, default=1)
+    parser.add_argument("--dtype-policy", default="float32", choices=("float32", "mixed_bfloat16"))
     parser.add_argument("--open-clip", help="python of an open_clip virtual environment (omit: keras-3t only)")
     parser.add_argument("--open-clip-step", default=os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "bench", "openclip_step.py"))

@@ -259,7 +259,7 @@ class ThreeTowerModel(keras.Model):
         if steps == 1:
             return
         dropout = sorted(
-            layer.path
+            layer.name
             for layer in self._flatten_layers()
             if isinstance(layer, keras.layers.Dropout) and layer.rate > 0
         )

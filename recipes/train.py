@@ -24,6 +24,13 @@ MirroredStrategy (MultiWorkerMirroredStrategy when `TF_CONFIG` is set,
 TPUStrategy with `--tpu`), JAX `keras.distribution.DataParallel` (several
 hosts: `--coordinator`, `--num-processes`, `--process-id`), PyTorch one
 process per device started by `torchrun`.
+
+Speed (docs/benchmarks.md): `--third-tower-cache DIR` computes the frozen
+third tower's features once per image (next to the data, say
+`captions.csv.third_tower_cache`) and trains from them, with central crops
+instead of random ones; `--accumulation-steps N` splits each batch into N
+micro-batches with the whole batch's negatives; `--mixed-precision` computes
+in bfloat16; `--jit-compile` forces XLA on or off.
 """
 
 import argparse
@@ -59,6 +66,14 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
     parser.add_argument("--overwrite", action="store_true")
+    speed = parser.add_argument_group("speed (docs/benchmarks.md)")
+    speed.add_argument("--third-tower-cache", metavar="DIR", default=None,
+                       help="3T: read the third tower's features from DIR, writing it first if absent; "
+                            "turns random crops off (the cache holds central crops)")
+    speed.add_argument("--accumulation-steps", type=int, default=1,
+                       help="split each batch into micro-batches; negatives stay the whole batch's")
+    speed.add_argument("--mixed-precision", action="store_true", help="compute in bfloat16 (mixed_bfloat16)")
+    speed.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto")
     parallel = parser.add_argument_group("data parallelism (docs/distributed.md)")
     parallel.add_argument("--data-parallel", action="store_true",
                           help="train on every device; --batch-size is the global batch")
@@ -142,6 +157,20 @@ def source(args, bad_data):
     return data.from_tfrecords(args.data)
 
 
+def third_tower_cache(args, model, examples, image_size, chief):
+    """The cache of --third-tower-cache, written on first use (by the chief only)."""
+    if args.third_tower_cache is None:
+        return None
+    if model.objective != "3t":
+        sys.exit(f"--third-tower-cache is for 3T presets; {args.preset} is {model.objective!r}.")
+    if not os.path.exists(args.third_tower_cache):
+        if not chief:
+            sys.exit(f"{args.third_tower_cache} does not exist: write it on one process first.")
+        manifest = data.write_third_tower_cache(model, examples, args.third_tower_cache, image_size)
+        print(f"cached the third tower's features of {manifest['images']} images in {args.third_tower_cache}")
+    return data.load_third_tower_cache(args.third_tower_cache, model)
+
+
 def main(argv=None):
     args = parse_args(argv)
     # Every process checks before the setup below, which waits for all of
@@ -150,6 +179,8 @@ def main(argv=None):
         sys.exit(f"{args.output} is not empty; pass --overwrite or choose another --output.")
     scope, num_shards, shard_index, input_batch_size, chief = data_parallel(args)
     keras.utils.set_random_seed(args.seed)
+    if args.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     with scope():
         model = keras_3t.presets.load(args.preset, weights=args.from_trained,
                                       local_loss=args.local_loss)
@@ -164,14 +195,19 @@ def main(argv=None):
         manifest = data.write_tfrecords(examples, args.write_tfrecords, on_bad_data=args.on_bad_data)
         print(f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})")
         examples = data.from_tfrecords(args.write_tfrecords)
+    cache = third_tower_cache(args, model, examples, image_size, chief)
     dataset = data.make_dataset(
         examples, model.preprocessor, image_size, input_batch_size, seed=args.seed,
         on_bad_data=args.on_bad_data, bad_data=bad_data,
         num_shards=num_shards, shard_index=shard_index,
+        third_tower_cache=cache,
+        **({"random_crop_scale": None} if cache is not None else {}),
     )
     total = args.epochs * args.steps_per_epoch
     with scope():
-        model.compile(learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, total_steps=total)
+        model.compile(learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, total_steps=total,
+                      accumulation_steps=args.accumulation_steps,
+                      jit_compile={"true": True, "false": False}.get(args.jit_compile, "auto"))
     callbacks = [data.BadDataReport(bad_data)]
     if chief:
         checkpoints = os.path.join(args.output, "checkpoints")

@@ -9,3 +9,6 @@ from keras_3t.data.records import write_tfrecords
 from keras_3t.data.sources import from_caption_file
 from keras_3t.data.sources import from_tfds
 from keras_3t.data.sources import read_caption_file
+from keras_3t.data.third_tower_cache import ThirdTowerCache
+from keras_3t.data.third_tower_cache import load_third_tower_cache
+from keras_3t.data.third_tower_cache import write_third_tower_cache

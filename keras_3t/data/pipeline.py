@@ -26,13 +26,15 @@ def make_dataset(
     shard_index=0,
     repeat=None,
     input_context=None,
+    third_tower_cache=None,
 ):
     """Batches `{"images", "token_ids", "padding_mask"}` for `ThreeTowerModel`.
 
     Decodes each image to float32 in [0, 1] and RGB; in training a random
     resized crop (area fraction in `random_crop_scale`, aspect ratio 3/4 to
-    4/3) and optionally a horizontal flip; in evaluation a resize of the
-    shorter side and a central crop. Captions are tokenized with the model's
+    4/3) and optionally a horizontal flip; in evaluation (and in training
+    with `random_crop_scale=None`) a resize of the shorter side and a
+    central crop. Captions are tokenized with the model's
     `preprocessor` after batching. Training batches drop the remainder.
 
     Bad examples: an empty caption or an image that does not decode raises
@@ -50,7 +52,8 @@ def make_dataset(
         training: bool. Shuffle, augment, repeat, drop the remainder.
         seed: int or None. With a seed, shuffling and augmentation are the
             same on every run (and ordering is deterministic).
-        random_crop_scale: `(min, max)` image-area fraction of training crops.
+        random_crop_scale: `(min, max)` image-area fraction of training
+            crops, or None for no random crop.
         flip: bool. Random horizontal flips in training (off by default:
             captions often say left and right).
         shuffle_buffer: examples in the shuffle buffer; default 10,000 for
@@ -66,6 +69,12 @@ def make_dataset(
             `strategy.distribute_datasets_from_function`): shards by its
             input pipeline and makes `batch_size` the global batch, each
             pipeline batching its per-replica share.
+        third_tower_cache: a `keras_3t.data.ThirdTowerCache`
+            (`load_third_tower_cache`): batches also carry
+            `"third_features"`, the third tower's cached features of each
+            image, and the model skips its third backbone. Needs the
+            deterministic crop the cache was computed on: no random crop
+            (`random_crop_scale=None`), no flip, the cache's `image_size`.
 
     Example:
     >>> import numpy as np, tensorflow as tf
@@ -84,6 +93,9 @@ def make_dataset(
     import tensorflow as tf
 
     _check_mode(on_bad_data, bad_data)
+    augment = training and (random_crop_scale is not None or flip)
+    if third_tower_cache is not None:
+        _check_cache_use(third_tower_cache, augment, random_crop_scale, flip, image_size)
     if input_context is not None:
         num_shards = input_context.num_input_pipelines
         shard_index = input_context.input_pipeline_id
@@ -118,22 +130,50 @@ def make_dataset(
         else:
             image = _decode(example["image"], example["image_id"], on_bad_data)
         crop_seed = tf.stack([base_seed, tf.cast(index, tf.int64)])
-        if training:
+        if training and random_crop_scale is not None:
             image = _random_resized_crop(image, image_size, random_crop_scale, crop_seed)
-            if flip:
-                image = tf.image.stateless_random_flip_left_right(image, crop_seed + 1)
         else:
             image = _resize_and_center_crop(image, image_size)
-        return {"images": image, "captions": example["caption"]}
+        if training and flip:
+            image = tf.image.stateless_random_flip_left_right(image, crop_seed + 1)
+        loaded = {"images": image, "captions": example["caption"]}
+        if third_tower_cache is not None:
+            loaded["third_features"] = third_tower_cache.lookup(
+                example["image_id"], example["image"]
+            )
+        return loaded
+
+    def tokenize(batch):
+        tokenized = preprocessor({"images": batch["images"], "captions": batch["captions"]})
+        if third_tower_cache is not None:
+            tokenized["third_features"] = batch["third_features"]
+        return tokenized
 
     images = examples.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if on_bad_data == "skip":
         images = images.ignore_errors()
     return (
         images.batch(batch_size, drop_remainder=training)
-        .map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def _check_cache_use(cache, augment, random_crop_scale, flip, image_size):
+    if augment:
+        raise ValueError(
+            "Cached third-tower features were computed on each image's "
+            "central crop, but this pipeline augments it (random_crop_scale="
+            f"{random_crop_scale}, flip={flip}): the main towers would see "
+            "other pixels than the cached features describe. Pass "
+            "random_crop_scale=None and flip=False with third_tower_cache, "
+            "or train with the live third tower."
+        )
+    if image_size != cache.image_size:
+        raise ValueError(
+            f"The third-tower cache {cache.path} was computed on "
+            f"{cache.image_size}-pixel crops; this pipeline makes {image_size}."
+        )
 
 
 def _drop_or_check_empty_captions(examples, on_bad_data, bad_data):

@@ -1,0 +1,305 @@
+"""A cache of the frozen third tower's features, one row per image.
+
+The third tower's backbone never trains, so with deterministic preprocessing
+(resize and central crop, no random crop or flip) its pooled features e(x)
+are the same at every step: compute them once, store them next to the data,
+and 3T trains at the cost of CLIP plus the two linear heads (which do train,
+so they run on the cached features at every step).
+
+Layout of a cache folder:
+- `features.npy`: float32 `(images, feature_dim)`;
+- `image_ids.npy`: int64 `(images,)`, the `image_id` of each row;
+- `image_hashes.npy`: int64 `(images,)`, a fingerprint of each image's
+  stored bytes, checked as the data are read, so a changed data set (ids
+  reused for other images) is refused instead of training on wrong features;
+- `manifest.json`: the third tower's fingerprint (a hash of its weights),
+  feature size, image size, row count.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from keras_3t.data.pipeline import _decode
+from keras_3t.data.pipeline import _resize_and_center_crop
+
+FILES = ("features.npy", "image_ids.npy", "image_hashes.npy", "manifest.json")
+FORMAT_VERSION = 1
+# tf.strings.to_hash_bucket_fast needs a bucket count; 2**62 keeps int64s.
+_HASH_BUCKETS = 2**62
+
+
+def third_tower_fingerprint(third_tower):
+    """A SHA-256 of the third tower's frozen weights (backbone, converter).
+
+    The heads are excluded: they train, and read the cached features.
+    """
+    digest = hashlib.sha256()
+    frozen = [w for w in third_tower.weights if not w.trainable]
+    for weight in sorted(frozen, key=lambda w: w.path):
+        digest.update(weight.path.encode())
+        digest.update(np.ascontiguousarray(np.asarray(weight.numpy(), "float32")).tobytes())
+    return digest.hexdigest()
+
+
+def image_hash(image):
+    """An int64 fingerprint of one example's stored image (bytes or array)."""
+    import tensorflow as tf
+
+    if image.dtype != tf.string:
+        image = tf.io.serialize_tensor(image)
+    return tf.strings.to_hash_bucket_fast(image, _HASH_BUCKETS)
+
+
+def write_third_tower_cache(
+    model, examples, cache_dir, image_size, batch_size=64, overwrite=False
+):
+    """Computes the third tower's features once per image and stores them.
+
+    Each distinct `image_id` of `examples` is decoded, resized and centrally
+    cropped to `image_size` (the preprocessing `make_dataset` applies with
+    `random_crop_scale=None`) and embedded by `model.third_tower`'s frozen
+    backbone. The folder is written beside `cache_dir` and renamed into
+    place, so an interrupted run leaves no partial cache.
+
+    Args:
+        model: a `ThreeTowerModel` with objective `"3t"`.
+        examples: a source dataset (`from_caption_file`, `from_tfds`,
+            `from_tfrecords`); per-caption sources repeat images, which are
+            embedded once.
+        cache_dir: the folder to write, e.g. next to the data
+            (`"captions.csv.third_tower_cache"`).
+        image_size: int, the side of the square crops the model trains on.
+        batch_size: images embedded per batch.
+        overwrite: bool. Replace an existing cache; otherwise an existing
+            non-empty folder is a `FileExistsError`.
+
+    Returns:
+        The manifest (a dict).
+
+    Example:
+    >>> import numpy as np, tempfile, os, tensorflow as tf
+    >>> from keras_3t.data import write_third_tower_cache, load_third_tower_cache
+    >>> from keras_3t.presets import load
+    >>> model = load("3t_tiny")
+    >>> examples = tf.data.Dataset.from_tensor_slices({
+    ...     "image": np.zeros((4, 40, 40, 3), "uint8"),
+    ...     "caption": ["one", "two", "three", "four"], "image_id": [0, 0, 1, 2]})
+    >>> cache_dir = os.path.join(tempfile.mkdtemp(), "third_tower_cache")
+    >>> write_third_tower_cache(model, examples, cache_dir, image_size=56)["images"]
+    3
+    >>> load_third_tower_cache(cache_dir, model).features.shape[0]
+    3
+    """
+    import keras
+    import tensorflow as tf
+
+    _check_three_towers(model)
+    cache_dir = os.path.abspath(cache_dir)
+    if os.path.exists(cache_dir) and os.listdir(cache_dir) and not overwrite:
+        raise FileExistsError(
+            f"{cache_dir} exists and is not empty; pass overwrite=True to "
+            "replace the cache (nothing was written)."
+        )
+    ids = np.fromiter(
+        examples.map(lambda example: example["image_id"]).as_numpy_iterator(), "int64"
+    )
+    if not len(ids):
+        raise ValueError("write_third_tower_cache got no examples.")
+    _, first = np.unique(ids, return_index=True)
+    keep = np.zeros(len(ids), bool)
+    keep[first] = True
+    keep = tf.constant(keep)
+
+    def load(example):
+        image = _decode(example["image"], example["image_id"], "raise")
+        return {
+            "images": _resize_and_center_crop(image, image_size),
+            "image_id": example["image_id"],
+            "image_hash": image_hash(example["image"]),
+        }
+
+    unique = (
+        examples.enumerate()
+        .filter(lambda index, example: keep[index])
+        .map(lambda index, example: load(example), num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    inputs = keras.Input((image_size, image_size, 3))
+    extractor = keras.Model(inputs, model.third_tower.features(inputs))
+    features, image_ids, hashes = [], [], []
+    for batch in unique.as_numpy_iterator():
+        features.append(np.asarray(extractor.predict_on_batch(batch["images"]), "float32"))
+        image_ids.append(batch["image_id"])
+        hashes.append(batch["image_hash"])
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "third_tower": model.third_tower.name,
+        "third_tower_fingerprint": third_tower_fingerprint(model.third_tower),
+        "feature_dim": int(model.third_tower.feature_dim),
+        "image_size": int(image_size),
+        "images": int(sum(len(part) for part in image_ids)),
+        "preprocessing": "decode to float [0, 1] RGB, resize the shorter side, central crop",
+    }
+    _write_atomically(
+        cache_dir,
+        {
+            "features.npy": np.concatenate(features),
+            "image_ids.npy": np.concatenate(image_ids).astype("int64"),
+            "image_hashes.npy": np.concatenate(hashes).astype("int64"),
+        },
+        manifest,
+    )
+    return manifest
+
+
+def _write_atomically(cache_dir, arrays, manifest):
+    parent = os.path.dirname(cache_dir)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".third_tower_cache.", dir=parent)
+    try:
+        for name, array in arrays.items():
+            np.save(os.path.join(staging, name), array)
+        with open(os.path.join(staging, "manifest.json"), "w") as file:
+            json.dump(manifest, file, indent=1)
+        previous = None
+        if os.path.exists(cache_dir):
+            previous = tempfile.mkdtemp(prefix=".third_tower_cache.old.", dir=parent)
+            os.rename(cache_dir, os.path.join(previous, "cache"))
+        os.rename(staging, cache_dir)
+        if previous is not None:
+            shutil.rmtree(previous)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+class ThirdTowerCache:
+    """Cached third-tower features, checked against a model; see `load_third_tower_cache`.
+
+    Attributes:
+        features: float32 `(images, feature_dim)`.
+        image_ids: int64 `(images,)`.
+        image_hashes: int64 `(images,)`.
+        image_size: the side of the crops the features were computed on.
+        path: the cache folder.
+    """
+
+    def __init__(self, features, image_ids, image_hashes, image_size, path):
+        import tensorflow as tf
+
+        self.features = features
+        self.image_ids = image_ids
+        self.image_hashes = image_hashes
+        self.image_size = image_size
+        self.path = path
+        # Made eagerly, so that every tf.data pipeline can capture them.
+        self._rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(image_ids, tf.int64),
+                tf.range(len(image_ids), dtype=tf.int64),
+            ),
+            default_value=-1,
+        )
+        self._features = tf.constant(features)
+        self._hashes = tf.constant(image_hashes, tf.int64)
+
+    def lookup(self, image_id, image):
+        """The cached features of one example (inside `tf.data`).
+
+        Raises (as the data are read) if the id is not cached or its image
+        differs from the one cached.
+        """
+        import tensorflow as tf
+
+        row = self._rows.lookup(tf.cast(image_id, tf.int64))
+        found = tf.debugging.Assert(
+            row >= 0,
+            ["image_id", image_id, f"is not in the third-tower cache {self.path}:",
+             "write the cache again for this data (write_third_tower_cache)."],
+        )
+        with tf.control_dependencies([found]):
+            row = tf.maximum(row, 0)
+        same = tf.debugging.Assert(
+            tf.equal(self._hashes[row], image_hash(image)),
+            ["The image of image_id", image_id, "differs from the one cached in",
+             self.path, "- the data changed since the cache was written:",
+             "write it again (write_third_tower_cache(..., overwrite=True))."],
+        )
+        with tf.control_dependencies([same]):
+            return tf.gather(self._features, row)
+
+
+def load_third_tower_cache(cache_dir, model):
+    """Reads a cache written by `write_third_tower_cache` for `model`.
+
+    Args:
+        cache_dir: the cache folder.
+        model: the `ThreeTowerModel` that will train on it; its third tower
+            must be the one that wrote the cache (same frozen weights).
+
+    Returns:
+        A `ThirdTowerCache`, for `make_dataset(..., third_tower_cache=...)`.
+    """
+    _check_three_towers(model)
+    missing = [name for name in FILES if not os.path.exists(os.path.join(cache_dir, name))]
+    if missing:
+        raise FileNotFoundError(
+            f"{cache_dir} is not a complete third-tower cache: missing "
+            f"{', '.join(missing)}. Write it with write_third_tower_cache."
+        )
+    try:
+        with open(os.path.join(cache_dir, "manifest.json")) as file:
+            manifest = json.load(file)
+        features = np.load(os.path.join(cache_dir, "features.npy"), allow_pickle=False)
+        image_ids = np.load(os.path.join(cache_dir, "image_ids.npy"), allow_pickle=False)
+        hashes = np.load(os.path.join(cache_dir, "image_hashes.npy"), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(
+            f"The third-tower cache {cache_dir} is corrupt ({type(error).__name__}: "
+            f"{error}); write it again with overwrite=True."
+        ) from None
+    rows = manifest.get("images")
+    if (
+        features.ndim != 2
+        or features.shape[0] != rows
+        or image_ids.shape != (rows,)
+        or hashes.shape != (rows,)
+    ):
+        raise ValueError(
+            f"The third-tower cache {cache_dir} is corrupt: its manifest counts "
+            f"{rows} images, its arrays have shapes {features.shape}, "
+            f"{image_ids.shape}, {hashes.shape}."
+        )
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"The third-tower cache {cache_dir} has format version "
+            f"{manifest['format_version']}, newer than this keras-3t reads "
+            f"({FORMAT_VERSION}): upgrade keras-3t or write the cache again."
+        )
+    expected = model.third_tower.feature_dim
+    if features.shape[1] != expected:
+        raise ValueError(
+            f"The third-tower cache {cache_dir} holds {features.shape[1]}-dim "
+            f"features; this model's third tower gives {expected}."
+        )
+    if manifest["third_tower_fingerprint"] != third_tower_fingerprint(model.third_tower):
+        raise ValueError(
+            f"The third-tower cache {cache_dir} was written with another third "
+            "tower (its frozen weights differ from this model's): its features "
+            "would be wrong for this model. Write a cache with this model."
+        )
+    return ThirdTowerCache(features, image_ids, hashes, manifest["image_size"], cache_dir)
+
+
+def _check_three_towers(model):
+    if getattr(model, "objective", None) != "3t":
+        raise ValueError(
+            "A third-tower cache is for 3T models; this model's objective is "
+            f"{getattr(model, 'objective', None)!r}."
+        )

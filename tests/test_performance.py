@@ -1,0 +1,265 @@
+"""The fast paths: the third-tower cache, gradient accumulation, mixed precision."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_3t import presets
+from keras_3t.data import from_caption_file
+from keras_3t.data import load_third_tower_cache
+from keras_3t.data import make_dataset
+from keras_3t.data import write_third_tower_cache
+from keras_3t.datasets import toy_batch
+from tests.conftest import IMAGE_SIZE
+from tests.conftest import tiny_model
+from tests.conftest import tiny_text_tower
+from tests.conftest import tiny_vit
+from tests.conftest import to_numpy
+from tests.conftest import write_digit_scene_captions
+
+BATCH = 8
+
+
+def _digit_scenes(tmp_path, count=16):
+    path = write_digit_scene_captions(str(tmp_path), count)
+    return path, from_caption_file(path, image_root=str(tmp_path))
+
+
+def _preset_model():
+    model = presets.load("3t_tiny")
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    return model
+
+
+def _image_size(model):
+    return model.image_tower.image_shape[0]
+
+
+# --- Third-tower cache -------------------------------------------------------
+
+
+def test_cached_third_tower_trains_like_the_live_one(tmp_path):
+    _, examples = _digit_scenes(tmp_path)
+    live, cached = _preset_model(), _preset_model()
+    size = _image_size(live)
+    cache_dir = str(tmp_path / "captions.csv.third_tower_cache")
+    manifest = write_third_tower_cache(live, examples, cache_dir, size, batch_size=5)
+    assert manifest["images"] == 16 and manifest["feature_dim"] == live.third_tower.feature_dim
+    cache = load_third_tower_cache(cache_dir, cached)
+
+    def data(model, **kwargs):
+        return make_dataset(
+            examples, model.preprocessor, size, BATCH, seed=0, random_crop_scale=None, **kwargs
+        )
+
+    live_data, cached_data = data(live), data(cached, third_tower_cache=cache)
+    live_batch, cached_batch = next(iter(live_data)), next(iter(cached_data))
+    np.testing.assert_array_equal(live_batch["images"].numpy(), cached_batch["images"].numpy())
+    features = to_numpy(live.third_tower.features(live_batch["images"].numpy()))
+    np.testing.assert_allclose(cached_batch["third_features"].numpy(), features, atol=1e-5)
+
+    initial = [to_numpy(w) for w in live.trainable_weights]
+    live_history = live.fit(live_data, steps_per_epoch=3, verbose=0).history
+    cached_history = cached.fit(cached_data, steps_per_epoch=3, verbose=0).history
+    np.testing.assert_allclose(live_history["loss"], cached_history["loss"], rtol=1e-5)
+    moved = 0.0
+    for live_weight, cached_weight, start in zip(live.trainable_weights, cached.trainable_weights, initial):
+        np.testing.assert_allclose(
+            to_numpy(cached_weight), to_numpy(live_weight), atol=1e-5, err_msg=live_weight.path
+        )
+        moved = max(moved, float(np.abs(to_numpy(live_weight) - start).max()))
+    assert moved > 1e-3  # training moved the weights: the comparison can fail
+
+
+def test_cache_refuses_augmentation_other_towers_and_changed_data(tmp_path):
+    path, examples = _digit_scenes(tmp_path, 8)
+    model = _preset_model()
+    size = _image_size(model)
+    cache_dir = str(tmp_path / "cache")
+    write_third_tower_cache(model, examples, cache_dir, size)
+    cache = load_third_tower_cache(cache_dir, model)
+
+    with pytest.raises(ValueError, match="augments it"):
+        make_dataset(examples, model.preprocessor, size, 4, third_tower_cache=cache)
+    with pytest.raises(ValueError, match="augments it"):
+        make_dataset(examples, model.preprocessor, size, 4, random_crop_scale=None, flip=True,
+                     third_tower_cache=cache)
+    with pytest.raises(ValueError, match="computed on 56-pixel crops"):
+        make_dataset(examples, model.preprocessor, 48, 4, random_crop_scale=None, third_tower_cache=cache)
+
+    other = _preset_model()
+    weight = other.third_tower.backbone.weights[0]
+    weight.assign(weight + 0.01)
+    with pytest.raises(ValueError, match="another third tower"):
+        load_third_tower_cache(cache_dir, other)
+    with pytest.raises(ValueError, match="for 3T models"):
+        load_third_tower_cache(cache_dir, presets.load("clip_tiny"))
+
+    # An image replaced under the same id, and an id the cache lacks.
+    with open(os.path.join(tmp_path, "scene_1.png"), "rb") as file:
+        replacement = file.read()
+    with open(os.path.join(tmp_path, "scene_0.png"), "wb") as file:
+        file.write(replacement)
+    changed = from_caption_file(path, image_root=str(tmp_path))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="differs from the one cached"):
+        list(make_dataset(changed, model.preprocessor, size, 4, training=False, third_tower_cache=cache))
+    extra = examples.map(lambda example: {**example, "image_id": example["image_id"] + 100})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="is not in the third-tower cache"):
+        list(make_dataset(extra, model.preprocessor, size, 4, training=False, third_tower_cache=cache))
+
+
+def test_cache_is_never_overwritten_and_corruption_is_named(tmp_path):
+    _, examples = _digit_scenes(tmp_path, 4)
+    model = _preset_model()
+    cache_dir = str(tmp_path / "cache")
+    write_third_tower_cache(model, examples, cache_dir, 56)
+    before = {name: open(os.path.join(cache_dir, name), "rb").read() for name in os.listdir(cache_dir)}
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_third_tower_cache(model, examples, cache_dir, 56)
+    assert {name: open(os.path.join(cache_dir, name), "rb").read() for name in os.listdir(cache_dir)} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(tmp_path))  # no staging folder left
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".third_tower_cache")]
+
+    features = os.path.join(cache_dir, "features.npy")
+    with open(features, "r+b") as file:
+        file.truncate(os.path.getsize(features) // 2)
+    with pytest.raises(ValueError, match="corrupt"):
+        load_third_tower_cache(cache_dir, model)
+    os.remove(features)
+    with pytest.raises(FileNotFoundError, match="missing features.npy"):
+        load_third_tower_cache(cache_dir, model)
+    manifest = write_third_tower_cache(model, examples, cache_dir, 56, overwrite=True)
+    assert manifest["images"] == 4 and load_third_tower_cache(cache_dir, model).features.shape[0] == 4
+
+
+def test_model_checks_cached_features():
+    model = tiny_model("3t", third_backbone=tiny_vit())
+    model.compile()
+    batch = toy_batch(BATCH, image_size=IMAGE_SIZE, seed=0)
+    with pytest.raises(ValueError, match=r"third_features must have shape \(batch, 32\)"):
+        model.train_on_batch({**batch, "third_features": np.zeros((BATCH, 7), "float32")})
+    with pytest.raises(ValueError, match="different batch sizes"):
+        model.train_on_batch({**batch, "third_features": np.zeros((BATCH - 1, 32), "float32")})
+    clip = tiny_model("clip")
+    clip.compile()
+    with pytest.raises(ValueError, match="uses no third tower"):
+        clip.train_on_batch({**batch, "third_features": np.zeros((BATCH, 32), "float32")})
+
+
+# --- Gradient accumulation ---------------------------------------------------
+
+
+def _one_sgd_step(accumulation_steps, objective="3t", loss="softmax"):
+    keras.utils.set_random_seed(0)
+    model = tiny_model(objective, third_backbone=tiny_vit() if objective == "3t" else None, loss=loss)
+    before = [to_numpy(v) for v in model.trainable_variables]
+    # SGD with learning rate 1: each weight moves by exactly its gradient.
+    model.compile(optimizer=keras.optimizers.SGD(1.0), accumulation_steps=accumulation_steps)
+    logs = model.train_on_batch(toy_batch(BATCH, image_size=IMAGE_SIZE, seed=1), return_dict=True)
+    # Keyed by position and name (paths carry each model's numbered names).
+    return logs, {
+        (i, v.name): start - to_numpy(v)
+        for i, (v, start) in enumerate(zip(model.trainable_variables, before))
+    }
+
+
+@pytest.mark.parametrize("objective,loss", [("3t", "softmax"), ("3t", "sigmoid"), ("clip", "softmax")])
+def test_accumulated_gradients_equal_the_big_batch(objective, loss):
+    logs, gradients = _one_sgd_step(1, objective, loss)
+    for steps in (2, 4):
+        accumulated_logs, accumulated = _one_sgd_step(steps, objective, loss)
+        for name, value in logs.items():
+            np.testing.assert_allclose(accumulated_logs[name], value, rtol=1e-6, err_msg=name)
+        for path, gradient in gradients.items():
+            np.testing.assert_allclose(accumulated[path], gradient, atol=2e-6, rtol=1e-4, err_msg=str(path))
+    # The logit scale's gradient is counted once, not once per micro-batch.
+    scale = [g for (_, name), g in gradients.items() if name.startswith("logit_scale")][0]
+    assert abs(scale) > 1e-4
+
+
+def test_accumulation_refuses_what_would_make_it_inexact(tmp_path):
+    model = tiny_model("3t", third_backbone=tiny_vit())
+    model.compile(accumulation_steps=3)
+    with pytest.raises(ValueError, match="does not divide into accumulation_steps"):
+        model.train_on_batch(toy_batch(BATCH, image_size=IMAGE_SIZE, seed=0))
+    with pytest.raises(ValueError, match="positive integer"):
+        model.compile(accumulation_steps=0)
+    with pytest.raises(ValueError, match="dropout"):
+        tiny_model_with_dropout().compile(accumulation_steps=2)
+    # The setting is saved with the model and restored with its optimizer.
+    model.compile(accumulation_steps=4)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    assert keras.saving.load_model(path).accumulation_steps == 4
+
+
+def tiny_model_with_dropout():
+    from keras_3t import ImageTower
+    from keras_3t import ThreeTowerModel
+
+    return ThreeTowerModel(
+        image_tower=ImageTower(tiny_vit(), 16),
+        text_tower=tiny_text_tower(dropout=0.1),
+        objective="clip",
+    )
+
+
+# --- Causal text tower, mixed precision ---------------------------------------
+
+
+def test_causal_text_tower_ignores_later_tokens():
+    batch = toy_batch(2, image_size=IMAGE_SIZE, seed=0)
+    changed = {key: np.array(value) for key, value in batch.items()}
+    changed["token_ids"][:, 1:] = (changed["token_ids"][:, 1:] + 1) % 10 + 2
+    for causal in (True, False):
+        tower = tiny_text_tower(causal=causal, pooling="first")
+        text = {key: batch[key] for key in ("token_ids", "padding_mask")}
+        other = {key: changed[key] for key in ("token_ids", "padding_mask")}
+        same = np.allclose(to_numpy(tower(text)["embedding"]), to_numpy(tower(other)["embedding"]), atol=1e-6)
+        assert same == causal
+    assert tiny_text_tower(causal=True).get_config()["causal"] is True
+
+
+def test_mixed_bfloat16_trains_with_float32_losses():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_model("3t", third_backbone=tiny_vit())
+        model.compile()
+        batch = toy_batch(BATCH, image_size=IMAGE_SIZE, seed=0)
+        embeddings = model.embed_batch(batch, training=True)
+        assert all(keras.backend.standardize_dtype(x.dtype) == "float32" for pair in embeddings.values() for x in pair)
+        assert "bfloat16" in str(model.image_tower.backbone.layers[-1].compute_dtype)
+        history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(3), verbose=0).history
+        assert np.isfinite(history["loss"]).all()
+        assert model.logit_scales["_image_text"].dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_train_recipe_with_cache_accumulation_and_bfloat16(tmp_path):
+    import importlib.util
+
+    path, _ = _digit_scenes(tmp_path, 16)
+    spec = importlib.util.spec_from_file_location(
+        "train_recipe", os.path.join(os.path.dirname(__file__), "..", "recipes", "train.py"))
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    cache_dir = path + ".third_tower_cache"
+    arguments = ["--preset", "3t_tiny", "--data", path, "--image-root", str(tmp_path),
+                 "--third-tower-cache", cache_dir, "--accumulation-steps", "2", "--mixed-precision",
+                 "--batch-size", "8", "--steps-per-epoch", "2", "--output", str(tmp_path / "run")]
+    try:
+        history = recipe.main(arguments)
+        assert np.isfinite(history["loss"]).all()
+        written = os.path.getmtime(os.path.join(cache_dir, "features.npy"))
+        history = recipe.main(arguments + ["--overwrite"])  # reads the cache, does not rewrite it
+        assert os.path.getmtime(os.path.join(cache_dir, "features.npy")) == written
+        assert np.isfinite(history["loss"]).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(SystemExit, match="for 3T presets"):
+        recipe.main(["--preset", "clip_tiny", "--data", path, "--image-root", str(tmp_path),
+                     "--third-tower-cache", cache_dir, "--output", str(tmp_path / "clip")])
