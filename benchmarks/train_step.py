@@ -8,11 +8,14 @@ times, in separate processes run one after another and repeated
 (`--repeats`, interleaved so that slow and fast spells of the machine hit
 every side alike):
 
-- keras-3t on each backend: `clip`, `lit` (the image tower's backbone frozen),
-  `3t` (a frozen third tower of the image tower's architecture, live) and
-  `3t_cached` (the third tower's features read from the batch, as from a
+- keras-3t on each backend, one process per backend and size: `clip`, `lit`
+  (the image tower's backbone frozen), `3t` (a frozen third tower of the
+  image tower's architecture, live) and `3t_cached` (the third tower's
+  features read from the batch, as from a
   `keras_3t.data.write_third_tower_cache` cache), and `third_forward`: one
-  inference forward pass of the third tower on the batch;
+  inference forward pass of the third tower's backbone on the batch. The
+  objectives' timed steps are interleaved round-robin in that process, so
+  their ratios compare steps taken moments apart;
 - open_clip 3.3.0's CLIP on the same architecture (`--open-clip`: the python
   of a virtual environment made by ../shared/bench/setup_openclip_venv.sh;
   its step timer, openclip_step.py, is found beside that script or given with
@@ -22,10 +25,12 @@ Both sides: pre-LN ViT with class-token pooling and a bias-free patch
 embedding, causal text transformer pooled at the last token, bias-free
 projections, AdamW (lr 5e-4, betas 0.9/0.98, eps 1e-6, weight decay 0.2
 without decay on rank < 2 variables), `--threads` intra-op threads, the same
-batch. keras-3t runs `model.fit` on one fixed batch and times each step with
-a callback (after `--warmup` untimed steps), so its time includes Keras's
-per-step input handling; open_clip's timer times its training step body.
-Samples/s is batch / median step time; peak memory is the process's peak RSS.
+batch. keras-3t times `model.train_on_batch` on one fixed batch of backend
+tensors (after `--warmup` untimed steps), so its time includes Keras's
+per-step overhead; open_clip's timer times its training step body.
+Samples/s is batch / median step time. Peak memory is the process's peak RSS
+(keras-3t: after the objectives up to this one, in `--objectives` order,
+were built and warmed up; the first one's is its own).
 The optimizer implementation of each side is recorded: Keras's AdamW (on
 PyTorch it updates with `torch._foreach_*` ops), open_clip's torch AdamW
 (`--open-clip-adamw`: default for-loop, foreach or fused).
@@ -130,87 +135,95 @@ def make_batch(config, batch_size, model, cached, seed=1):
 
 
 def run_keras(args):
-    """Times one (backend, size, objective); prints one JSON line."""
+    """Times every objective of one (backend, size) in this process, interleaved.
+
+    Each objective's model is built and warmed up in turn; then timed steps
+    go round-robin over the objectives, so the ratios between objectives
+    compare steps taken moments apart. Prints one JSON line per objective.
+    """
     import keras
     import numpy as np
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if keras.backend.backend() == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
-    keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(args.dtype_policy)
     config = load_config(args.size)
-    started = time.perf_counter()
-    model = build_model(config, args.objective)
-    build_s = time.perf_counter() - started
-    batch = make_batch(config, args.batch, model, cached=args.objective == "3t_cached")
+    steps, builds, rss_after_warmup = {}, {}, {}
+    for objective in args.objectives:
+        keras.utils.set_random_seed(0)
+        started = time.perf_counter()
+        build = "3t" if objective == "third_forward" else objective
+        model = build_model(config, build)
+        batch = make_batch(config, args.batch, model, cached=objective == "3t_cached")
+        if objective == "third_forward":
+            steps[objective] = third_forward_function(model, batch)
+        else:
+            model.compile(
+                learning_rate=LEARNING_RATE,
+                weight_decay=WEIGHT_DECAY,
+                jit_compile=args.jit,
+                accumulation_steps=args.accumulation_steps,
+            )
+            steps[objective] = train_step_function(model, batch)
+        for _ in range(args.warmup):
+            steps[objective]()
+        builds[objective] = (model, time.perf_counter() - started)
+        rss_after_warmup[objective] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    if args.objective == "third_forward":
-        times = time_third_forward(model, batch, args)
-        jit = None
-    else:
-        model.compile(
-            learning_rate=LEARNING_RATE,
-            weight_decay=WEIGHT_DECAY,
-            jit_compile=args.jit,
-            accumulation_steps=args.accumulation_steps,
-        )
-        times = time_fit(model, batch, args)
-        jit = bool(model.jit_compile)
-    median = statistics.median(times)
-    counts = {
-        "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-        "total": int(sum(np.prod(w.shape) for w in model.weights)),
-    }
-    print(json.dumps({
-        "side": "keras_3t",
-        "backend": keras.backend.backend(),
-        "size": args.size,
-        "objective": args.objective,
-        "batch": args.batch,
-        "threads": args.threads,
-        "jit_compile": jit,
-        "accumulation_steps": args.accumulation_steps,
-        "dtype_policy": args.dtype_policy,
-        "median_step_s": median,
-        "samples_per_s": args.batch / median,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_before_build_mib": rss_before,
-        "build_s": build_s,
-        "params": counts,
-        "optimizer": "keras.optimizers.AdamW"
-        + (" (torch._foreach_* updates)" if keras.backend.backend() == "torch" else ""),
-        "versions": {"keras": keras.__version__, "backend": backend_version()},
-        "step_times_s": times,
-    }))
+    times = {objective: [] for objective in args.objectives}
+    for _ in range(args.steps):
+        for objective in args.objectives:
+            started = time.perf_counter()
+            steps[objective]()
+            times[objective].append(time.perf_counter() - started)
+
+    for objective in args.objectives:
+        model, build_s = builds[objective]
+        median = statistics.median(times[objective])
+        print(json.dumps({
+            "side": "keras_3t",
+            "backend": keras.backend.backend(),
+            "size": args.size,
+            "objective": objective,
+            "batch": args.batch,
+            "threads": args.threads,
+            "jit_compile": None if objective == "third_forward" else bool(model.jit_compile),
+            "accumulation_steps": args.accumulation_steps,
+            "dtype_policy": args.dtype_policy,
+            "median_step_s": median,
+            "samples_per_s": args.batch / median,
+            # Peak RSS of the process once this objective (and those before
+            # it, in --objectives order) had been built and warmed up.
+            "peak_rss_mib": rss_after_warmup[objective],
+            "build_and_warmup_s": build_s,
+            "params": {
+                "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                "total": int(sum(np.prod(w.shape) for w in model.weights)),
+            },
+            "optimizer": "keras.optimizers.AdamW"
+            + (" (torch._foreach_* updates)" if keras.backend.backend() == "torch" else ""),
+            "versions": {"keras": keras.__version__, "backend": backend_version()},
+            "step_times_s": times[objective],
+        }))
 
 
-def time_fit(model, batch, args):
+def train_step_function(model, batch):
+    """One training step on `batch`, returning once it has finished."""
     import keras
-    import tensorflow as tf
 
-    class StepTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
+    tensors = {key: keras.ops.convert_to_tensor(value) for key, value in batch.items()}
 
-        def on_train_batch_begin(self, batch, logs=None):
-            self.started = time.perf_counter()
+    def step():
+        # train_on_batch returns the logs as NumPy values: the step is done.
+        return model.train_on_batch(tensors, return_dict=True)
 
-        def on_train_batch_end(self, batch, logs=None):
-            # The logs are materialised for this (not async-safe) callback,
-            # so the step has finished.
-            self.times.append(time.perf_counter() - self.started)
-
-    timer = StepTimer()
-    data = tf.data.Dataset.from_tensors(batch).repeat()
-    model.fit(data, steps_per_epoch=args.warmup + args.steps, epochs=1, verbose=0, callbacks=[timer])
-    return timer.times[args.warmup:]
+    return step
 
 
-def time_third_forward(model, batch, args):
+def third_forward_function(model, batch):
+    """One inference forward pass of the third tower's backbone on the batch."""
     import keras
 
     from keras_3t.backend import compile_function
@@ -227,27 +240,26 @@ def time_third_forward(model, batch, args):
 
         compiled = jax.jit(features)
         values = [w.value for w in tower.weights]
+        return lambda: keras.ops.convert_to_numpy(compiled(values, images))
+    if keras.backend.backend() == "tensorflow":
+        compiled = compile_function(tower.features)
+        return lambda: keras.ops.convert_to_numpy(compiled(images))
+    import torch
 
-        def forward():
-            return compiled(values, images)
-    elif keras.backend.backend() == "tensorflow":
-        forward_function = compile_function(tower.features)
+    def forward():
+        with torch.no_grad():
+            return keras.ops.convert_to_numpy(tower.features(images))
 
-        def forward():
-            return forward_function(images)
-    else:
-        import torch
+    return forward
 
-        def forward():
-            with torch.no_grad():
-                return tower.features(images)
 
-    times = []
-    for _ in range(args.warmup + args.steps):
-        started = time.perf_counter()
-        keras.ops.convert_to_numpy(forward())
-        times.append(time.perf_counter() - started)
-    return times[args.warmup:]
+def resolve_jit(jit):
+    import keras
+
+    if jit == "fastest":
+        # Keras's "auto" leaves TensorFlow eager on CPUs; XLA measured faster.
+        return True if keras.backend.backend() == "tensorflow" else "auto"
+    return {"auto": "auto", "true": True, "false": False}[jit]
 
 
 def backend_version():
@@ -268,13 +280,13 @@ def run_worker(command, environment):
         raise RuntimeError(
             f"{' '.join(command)} failed (exit {result.returncode}):\n{result.stderr[-3000:]}"
         )
-    return json.loads(lines[-1])
+    return [json.loads(line) for line in lines]
 
 
-def keras_command(args, size, objective):
+def keras_command(args, size):
     return [
         sys.executable, os.path.abspath(__file__), "--worker",
-        "--size", size, "--objective", objective, "--batch", str(args.batch),
+        "--size", size, "--objectives", *args.objectives, "--batch", str(args.batch),
         "--threads", str(args.threads), "--warmup", str(args.warmup),
         "--steps", str(args.steps), "--jit", args.jit,
         "--accumulation-steps", str(args.accumulation_steps),
@@ -295,12 +307,8 @@ def open_clip_command(args, size):
 
 def worker_environment(backend, threads):
     environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    # The same intra-op thread count on every side.
-    environment.update(
-        OMP_NUM_THREADS=str(threads),
-        TF_NUM_INTRAOP_THREADS=str(threads),
-        XLA_FLAGS=f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}",
-    )
+    # The same intra-op thread count on every side (torch's is set in-process).
+    environment.update(OMP_NUM_THREADS=str(threads), TF_NUM_INTRAOP_THREADS=str(threads))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [root, environment.get("PYTHONPATH")]))
     return environment
@@ -318,6 +326,7 @@ def summarize(runs):
         rows.append({
             "size": size, "side": side, "backend": backend, "objective": objective,
             "median_step_s": step, "samples_per_s": group[0]["batch"] / step,
+            "step_s_over_repeats": [run["median_step_s"] for run in group],
             "peak_rss_mib": max(run["peak_rss_mib"] for run in group), "repeats": len(group),
         })
     return rows
@@ -376,8 +385,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--jit", default="auto", choices=("auto", "true", "false"),
-                        help="compile(jit_compile=...): 'auto' is Keras's choice per backend")
+    parser.add_argument("--jit", default="fastest", choices=("fastest", "auto", "true", "false"),
+                        help="compile(jit_compile=...): 'fastest' is XLA on TensorFlow and JAX, eager "
+                             "PyTorch (torch.compile measured no faster); 'auto' is Keras's choice")
     parser.add_argument("--accumulation-steps", type=int, default=1)
     parser.add_argument("--dtype-policy", default="float32", choices=("float32", "mixed_bfloat16"))
     parser.add_argument("--open-clip", help="python of an open_clip virtual environment (omit: keras-3t only)")
@@ -388,11 +398,9 @@ def main():
     # A worker times one configuration in its own process (own backend, own peak RSS).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
-    parser.add_argument("--objective", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.jit = {"auto": "auto", "true": True, "false": False}.get(args.jit, args.jit)
-
     if args.worker:
+        args.jit = resolve_jit(args.jit)
         run_keras(args)
         return
     for size in args.sizes:
@@ -401,23 +409,21 @@ def main():
         raise SystemExit(f"{args.output} exists; choose another --output (nothing was overwritten).")
     if args.open_clip and not os.path.exists(args.open_clip_step):
         raise SystemExit(f"open_clip's step timer {args.open_clip_step} is missing; pass --open-clip-step.")
-    args.jit = {True: "true", False: "false"}.get(args.jit, args.jit)
 
     runs = []
     for repeat in range(args.repeats):
         for size in args.sizes:
             if args.open_clip:
-                result = run_worker(open_clip_command(args, size), worker_environment("torch", args.threads))
+                [result] = run_worker(open_clip_command(args, size), worker_environment("torch", args.threads))
                 result.update(side="open_clip", backend="torch", objective="clip", size=size, repeat=repeat)
                 runs.append(result)
                 print(f"[{repeat}] {size} open_clip: {result['median_step_s'] * 1000:.1f} ms", file=sys.stderr)
             for backend in args.backends:
-                for objective in args.objectives:
-                    result = run_worker(keras_command(args, size, objective), worker_environment(backend, args.threads))
+                for result in run_worker(keras_command(args, size), worker_environment(backend, args.threads)):
                     result["repeat"] = repeat
                     runs.append(result)
-                    print(f"[{repeat}] {size} {backend} {objective}: {result['median_step_s'] * 1000:.1f} ms",
-                          file=sys.stderr)
+                    print(f"[{repeat}] {size} {backend} {result['objective']}: "
+                          f"{result['median_step_s'] * 1000:.1f} ms", file=sys.stderr)
     rows = summarize(runs)
     targets = ratios(rows)
     print_table(rows, targets)

@@ -263,3 +263,24 @@ def test_train_recipe_with_cache_accumulation_and_bfloat16(tmp_path):
     with pytest.raises(SystemExit, match="for 3T presets"):
         recipe.main(["--preset", "clip_tiny", "--data", path, "--image-root", str(tmp_path),
                      "--third-tower-cache", cache_dir, "--output", str(tmp_path / "clip")])
+
+
+def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    output = str(tmp_path / "train_step.json")
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "train_step.py")
+    subprocess.run(
+        [sys.executable, script, "--sizes", "tiny", "--backends", keras.backend.backend(),
+         "--objectives", "clip", "3t_cached", "third_forward", "--batch", "8",
+         "--warmup", "1", "--steps", "2", "--output", output],
+        check=True, capture_output=True,
+    )
+    report = json.load(open(output))
+    [targets] = report["targets"]
+    assert targets["3t_cached_over_clip_step_time"] > 0 and targets["third_forward_s"] > 0
+    assert {run["objective"] for run in report["runs"]} == {"clip", "3t_cached", "third_forward"}
+    with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
+        subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
