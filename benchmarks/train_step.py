@@ -154,8 +154,11 @@ def run_keras(args):
     for objective in args.objectives:
         keras.utils.set_random_seed(0)
         started = time.perf_counter()
-        build = "3t" if objective == "third_forward" else objective
-        model = build_model(config, build)
+        three_towers = [builds[name][0] for name in ("3t", "3t_cached") if name in builds]
+        if objective == "third_forward" and three_towers:
+            model = three_towers[0]  # its third tower: no second copy in memory
+        else:
+            model = build_model(config, "3t" if objective == "third_forward" else objective)
         batch = make_batch(config, args.batch, model, cached=objective == "3t_cached")
         if objective == "third_forward":
             steps[objective] = third_forward_function(model, batch)
@@ -239,8 +242,8 @@ def third_forward_function(model, batch):
                 return tower.features(images)
 
         compiled = jax.jit(features)
-        values = [w.value for w in tower.weights]
-        return lambda: keras.ops.convert_to_numpy(compiled(values, images))
+        # Read the values at each call: training steps donate old buffers.
+        return lambda: keras.ops.convert_to_numpy(compiled([w.value for w in tower.weights], images))
     if keras.backend.backend() == "tensorflow":
         compiled = compile_function(tower.features)
         return lambda: keras.ops.convert_to_numpy(compiled(images))
