@@ -260,11 +260,10 @@ def _jax_train_step(model, state, data):
     model_variables = model.trainable_variables + model.non_trainable_variables
     model_values = list(trainable) + list(non_trainable)
     optimizer_mapping = list(zip(model.optimizer.variables, optimizer_variables))
+    positions = {id(v): i for i, v in enumerate(model_variables)}
     updated_non_trainable = [non_trainable]
 
     def value_and_gradients(objective, variables):
-        positions = {id(v): i for i, v in enumerate(model_variables)}
-
         def scaled_loss(values_of_variables):
             values = list(model_values)
             for variable, value in zip(variables, values_of_variables):

@@ -93,9 +93,8 @@ def make_dataset(
     import tensorflow as tf
 
     _check_mode(on_bad_data, bad_data)
-    augment = training and (random_crop_scale is not None or flip)
     if third_tower_cache is not None:
-        _check_cache_use(third_tower_cache, augment, random_crop_scale, flip, image_size)
+        _check_cache_use(third_tower_cache, training, random_crop_scale, flip, image_size)
     if input_context is not None:
         num_shards = input_context.num_input_pipelines
         shard_index = input_context.input_pipeline_id
@@ -159,8 +158,8 @@ def make_dataset(
     )
 
 
-def _check_cache_use(cache, augment, random_crop_scale, flip, image_size):
-    if augment:
+def _check_cache_use(cache, training, random_crop_scale, flip, image_size):
+    if training and (random_crop_scale is not None or flip):
         raise ValueError(
             "Cached third-tower features were computed on each image's "
             "central crop, but this pipeline augments it (random_crop_scale="
