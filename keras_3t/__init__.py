@@ -1,6 +1,7 @@
 """keras-3t: Three Towers (3T) contrastive image-text learning for Keras 3."""
 
 from keras_3t import callbacks
+from keras_3t import checkpoint
 from keras_3t import data
 from keras_3t import datasets
 from keras_3t import digit_models
@@ -12,6 +13,7 @@ from keras_3t import towers
 from keras_3t import tuning
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import sigmoid_contrastive_loss
+from keras_3t.checkpoint import TrainingCheckpoint
 from keras_3t.model import ThreeTowerModel
 from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.towers import ImageTower

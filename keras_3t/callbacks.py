@@ -2,6 +2,9 @@
 
 import keras
 
+from keras_3t.checkpoint import CheckpointError  # noqa: F401 (exported here)
+from keras_3t.checkpoint import NonFiniteLossError  # noqa: F401
+from keras_3t.checkpoint import TrainingCheckpoint  # noqa: F401
 from keras_3t.evaluation.evaluate import check_tasks
 from keras_3t.evaluation.evaluate import evaluate_model
 

@@ -11,6 +11,9 @@ from keras_3t.losses import contrastive_loss
 from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
 from keras_3t.optimization import default_optimizer
+from keras_3t.saving import VERSION_KEY
+from keras_3t.saving import check_version
+from keras_3t.saving import current_version
 
 OBJECTIVES = ("3t", "lit", "clip")
 LOSSES = ("softmax", "sigmoid")
@@ -631,6 +634,9 @@ class ThreeTowerModel(keras.Model):
                     if self.preprocessor is None
                     else keras.layers.serialize(self.preprocessor)
                 ),
+                # Lets a `.keras` file or preset refuse to load in an older
+                # keras-3t, which might build it differently.
+                VERSION_KEY: current_version(),
             }
         )
         return config
@@ -638,6 +644,9 @@ class ThreeTowerModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        # Checked before any tower is built; configs written before the
+        # version was recorded have none, and load.
+        check_version(config.pop(VERSION_KEY, None), "This ThreeTowerModel config")
         for key in ("image_tower", "text_tower", "third_tower", "preprocessor"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.layers.deserialize(config[key])
@@ -666,11 +675,19 @@ class ThreeTowerModel(keras.Model):
         return save_to_preset(self, preset_dir, overwrite=overwrite, metadata=metadata)
 
     @classmethod
-    def from_preset(cls, name_or_path, **kwargs):
-        """`keras_3t.presets.load`: a registered name or a saved folder."""
+    def from_preset(cls, name_or_path, safe_mode=True, **kwargs):
+        """`keras_3t.presets.load`: a registered name or a saved folder.
+
+        Args:
+            name_or_path: a registered preset name or a preset folder.
+            safe_mode: bool. Refuse a folder whose config carries Python code
+                (a `Lambda` layer's function); False only for folders you
+                trust.
+            **kwargs: the other arguments of `keras_3t.presets.load`.
+        """
         from keras_3t.presets import load
 
-        return load(name_or_path, **kwargs)
+        return load(name_or_path, safe_mode=safe_mode, **kwargs)
 
 
 def _normalized(embedding):

@@ -12,9 +12,13 @@
   `--tfds-data-dir`; nothing is downloaded unless `--tfds-download`).
 
 The model starts fresh unless `--from-trained` (then from the preset's
-trained weights). Each epoch's model is checkpointed to
-`OUTPUT/checkpoints/epoch_NNN.keras`, the final one saved with
-`save_to_preset` to `OUTPUT/preset` (load it with
+trained weights). The run is checkpointed to `OUTPUT/checkpoints/step-N/`
+(model, optimizer, step, random state; every `--checkpoint-every` steps or
+each epoch, the newest `--keep-checkpoints` kept); rerun the same command
+with `--resume` after a crash to continue from the newest complete one, with
+the same result as a run that never stopped (docs/training.md). A NaN or
+infinite loss stops the run, naming the step and the pair loss. The final
+model is saved with `save_to_preset` to `OUTPUT/preset` (load it with
 `keras_3t.presets.load("OUTPUT/preset")`), the history to
 `OUTPUT/history.json`. The backend comes from `KERAS_BACKEND`.
 
@@ -37,6 +41,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -65,7 +70,14 @@ def parse_args(argv):
     parser.add_argument("--on-bad-data", choices=data.sources.BAD_DATA_MODES, default="raise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a non-empty --output, deleting its checkpoints")
+    resume = parser.add_argument_group("checkpoints (docs/training.md)")
+    resume.add_argument("--resume", action="store_true",
+                        help="continue from the newest complete checkpoint in OUTPUT/checkpoints (or start)")
+    resume.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                        help="checkpoint every STEPS steps (default: at each epoch's end)")
+    resume.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
     speed = parser.add_argument_group("speed (docs/benchmarks.md)")
     speed.add_argument("--third-tower-cache", metavar="DIR", default=None,
                        help="3T: read the third tower's features from DIR, writing it first if absent; "
@@ -175,8 +187,11 @@ def main(argv=None):
     args = parse_args(argv)
     # Every process checks before the setup below, which waits for all of
     # them; only then does the chief write.
-    if os.path.isdir(args.output) and os.listdir(args.output) and not args.overwrite:
-        sys.exit(f"{args.output} is not empty; pass --overwrite or choose another --output.")
+    if args.resume and args.overwrite:
+        sys.exit("--resume continues the run in --output and --overwrite starts it over: pass one.")
+    if os.path.isdir(args.output) and os.listdir(args.output) and not (args.overwrite or args.resume):
+        sys.exit(f"{args.output} is not empty; pass --resume to continue its run, --overwrite "
+                 "to start over, or choose another --output.")
     scope, num_shards, shard_index, input_batch_size, chief = data_parallel(args)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
@@ -196,11 +211,20 @@ def main(argv=None):
         print(f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})")
         examples = data.from_tfrecords(args.write_tfrecords)
     cache = third_tower_cache(args, model, examples, image_size, chief)
+    checkpoints = os.path.join(args.output, "checkpoints")
+    if args.overwrite and chief and os.path.isdir(checkpoints):
+        shutil.rmtree(checkpoints)
+    try:
+        checkpoint = keras_3t.callbacks.TrainingCheckpoint(
+            checkpoints, save_every_n_steps=args.checkpoint_every, keep=args.keep_checkpoints,
+            resume=args.resume, save=chief)
+    except (FileExistsError, keras_3t.callbacks.CheckpointError) as error:
+        sys.exit(str(error))
     dataset = data.make_dataset(
         examples, model.preprocessor, image_size, input_batch_size, seed=args.seed,
         on_bad_data=args.on_bad_data, bad_data=bad_data,
         num_shards=num_shards, shard_index=shard_index,
-        third_tower_cache=cache,
+        third_tower_cache=cache, start_step=checkpoint.initial_step,
         **({"random_crop_scale": None} if cache is not None else {}),
     )
     total = args.epochs * args.steps_per_epoch
@@ -208,16 +232,15 @@ def main(argv=None):
         model.compile(learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, total_steps=total,
                       accumulation_steps=args.accumulation_steps,
                       jit_compile={"true": True, "false": False}.get(args.jit_compile, "auto"))
-    callbacks = [data.BadDataReport(bad_data)]
-    if chief:
-        checkpoints = os.path.join(args.output, "checkpoints")
-        os.makedirs(checkpoints, exist_ok=True)
-        callbacks.append(keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "epoch_{epoch:03d}.keras")))
-    history = model.fit(
-        dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, shuffle=False,
-        verbose=2 if chief else 0, callbacks=callbacks,
-    )
-    history = {key: [float(v) for v in values] for key, values in history.history.items()}
+    try:
+        model.fit(
+            dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, shuffle=False,
+            verbose=2 if chief else 0, callbacks=[data.BadDataReport(bad_data), checkpoint],
+        )
+    except (keras_3t.callbacks.NonFiniteLossError, keras_3t.callbacks.CheckpointError) as error:
+        sys.exit(str(error))
+    # Every epoch's logs, those before a resume included.
+    history = checkpoint.history
     if not chief:
         return history
     with open(os.path.join(args.output, "history.json"), "w") as file:
@@ -225,7 +248,7 @@ def main(argv=None):
     command = f"KERAS_BACKEND={keras.backend.backend()} python recipes/train.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    model.save_to_preset(os.path.join(args.output, "preset"), overwrite=args.overwrite,
+    model.save_to_preset(os.path.join(args.output, "preset"), overwrite=args.overwrite or args.resume,
                          metadata={"command": command, "data": args.data, "skipped": bad_data.counts()})
     print(f"final loss {history['loss'][-1]:.4f}; skipped {bad_data.counts()}; "
           f"saved {os.path.join(args.output, 'preset')}")

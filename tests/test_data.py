@@ -278,7 +278,7 @@ def test_train_recipe_trains_a_preset_on_a_caption_file_and_saves_it(tmp_path):
         "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2", "--output", output,
     ])
     assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
-    assert sorted(os.listdir(os.path.join(output, "checkpoints"))) == ["epoch_001.keras", "epoch_002.keras"]
+    assert sorted(os.listdir(os.path.join(output, "checkpoints"))) == ["step-000000002", "step-000000004"]
     model = presets.load(os.path.join(output, "preset"))
     assert tuple(keras.ops.shape(model.encode_text(["a 3"]))) == (1, 64)
     with pytest.raises(SystemExit, match="not empty"):

@@ -27,6 +27,7 @@ def make_dataset(
     repeat=None,
     input_context=None,
     third_tower_cache=None,
+    start_step=0,
 ):
     """Batches `{"images", "token_ids", "padding_mask"}` for `ThreeTowerModel`.
 
@@ -51,7 +52,10 @@ def make_dataset(
         batch_size: examples per batch (the global batch).
         training: bool. Shuffle, augment, repeat, drop the remainder.
         seed: int or None. With a seed, shuffling and augmentation are the
-            same on every run (and ordering is deterministic).
+            same on every run: the first iterator of the dataset gives the
+            same stream (later iterators of the same dataset object are
+            shuffled on), and each example's crop is drawn from `(seed, its
+            position)`, whatever the parallelism.
         random_crop_scale: `(min, max)` image-area fraction of training
             crops, or None for no random crop.
         flip: bool. Random horizontal flips in training (off by default:
@@ -75,6 +79,12 @@ def make_dataset(
             image, and the model skips its third backbone. Needs the
             deterministic crop the cache was computed on: no random crop
             (`random_crop_scale=None`), no flip, the cache's `image_size`.
+        start_step: batches to skip, to resume a run where it stopped
+            (`keras_3t.callbacks.TrainingCheckpoint.initial_step`): with the
+            same seed, the dataset continues with the batch the run would
+            have read next. Skipped examples are not decoded, except with
+            `on_bad_data="skip"`, which decodes them to drop the same
+            undecodable images as the run did.
 
     Example:
     >>> import numpy as np, tensorflow as tf
@@ -104,6 +114,9 @@ def make_dataset(
     if shuffle_buffer is None:
         encoded = examples.element_spec["image"].dtype == tf.string
         shuffle_buffer = 10_000 if encoded else 1_000
+    if start_step < 0:
+        raise ValueError(f"start_step must be at least 0; got {start_step}.")
+    base_seed = np.int64(seed if seed is not None else np.random.randint(2**31))
     if training:
         examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat if repeat is not None else training:
@@ -111,8 +124,11 @@ def make_dataset(
     examples = _drop_or_check_empty_captions(examples, on_bad_data, bad_data)
     # One stateless seed per example: augmentation is reproducible whatever
     # the parallelism.
-    base_seed = np.int64(seed if seed is not None else np.random.randint(2**31))
     examples = examples.enumerate()
+    skipped_examples = start_step * batch_size
+    if on_bad_data == "raise":
+        # Nothing is dropped after this point, so skipping here is exact.
+        examples = examples.skip(skipped_examples)
 
     def load(index, example):
         if on_bad_data == "skip":
@@ -150,7 +166,7 @@ def make_dataset(
 
     images = examples.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if on_bad_data == "skip":
-        images = images.ignore_errors()
+        images = images.ignore_errors().skip(skipped_examples)
     return (
         images.batch(batch_size, drop_remainder=training)
         .map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -10,6 +10,10 @@ from keras_3t.model import ThreeTowerModel
 from keras_3t.presets import preset_dir
 from keras_3t.presets.registry import PRESETS
 from keras_3t.preprocessing import ThreeTowerPreprocessor
+from keras_3t.saving import VERSION_KEY
+from keras_3t.saving import check_no_code
+from keras_3t.saving import check_version
+from keras_3t.saving import safe_mode_scope
 from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
@@ -89,6 +93,7 @@ def load(
     third_tower=None,
     third_tower_weights=True,
     preprocessor=True,
+    safe_mode=True,
     **overrides,
 ):
     """A compiled `ThreeTowerModel` from a preset name or a preset folder.
@@ -110,6 +115,9 @@ def load(
         preprocessor: True for the preset's tokenizer (saved with the
             weights, or a keras-hub tokenizer preset for the paper sizes),
             False for none, or a `ThreeTowerPreprocessor` to attach.
+        safe_mode: bool. Refuse a saved folder whose config carries Python
+            code, such as a `Lambda` layer's function, which loading would
+            run (Keras's safe mode). Pass False only for folders you trust.
         **overrides: `ThreeTowerModel` arguments (`loss`, `pair_weights`,
             `shared_logit_scale`, `logit_scale_init`, `logit_scale_max`,
             `logit_bias_init`, `adaptor_input`, `local_loss`),
@@ -135,7 +143,9 @@ def load(
             name_or_path, weights, third_tower, third_tower_weights, preprocessor, overrides
         )
     elif isinstance(name_or_path, (str, os.PathLike)) and os.path.isdir(name_or_path):
-        model = _load_folder(os.fspath(name_or_path), weights, third_tower, preprocessor, overrides)
+        model = _load_folder(
+            os.fspath(name_or_path), weights, third_tower, preprocessor, overrides, safe_mode
+        )
     else:
         _registered(name_or_path)  # raises, naming the closest preset
     model.compile()
@@ -319,7 +329,7 @@ def _registered_preprocessor(name, preset, preprocessor, trained_dir):
     return ThreeTowerPreprocessor(tokenizer, spec["sequence_length"])
 
 
-def _load_folder(path, weights, third_tower, preprocessor, overrides):
+def _load_folder(path, weights, third_tower, preprocessor, overrides, safe_mode):
     if third_tower is not None:
         raise ValueError(
             "A saved model's third tower is part of its trained weights; "
@@ -331,13 +341,20 @@ def _load_folder(path, weights, third_tower, preprocessor, overrides):
             f"{tower_overrides} can only override a registered preset's towers, "
             f"not a saved folder's ({path})."
         )
+    # Both checked before anything is built.
+    metadata = preset_dir.read_metadata(path)
+    check_version(metadata.get(VERSION_KEY), os.path.join(path, preset_dir.METADATA_FILE))
     config = preset_dir.read_config(path)
+    check_no_code(config, os.path.join(path, preset_dir.CONFIG_FILE), safe_mode)
     model_config = dict(config["config"], **overrides)
     if preprocessor is True:
-        preprocessor = preset_dir.read_preprocessor(path)
+        preprocessor = preset_dir.read_preprocessor(path, safe_mode)
     model_config["preprocessor"] = preprocessor or None
     try:
-        model = ThreeTowerModel.from_config(model_config)
+        # from_config is called directly, so the scope that Keras's loaders
+        # set up is set here: every layer inside is deserialized under it.
+        with safe_mode_scope(safe_mode):
+            model = ThreeTowerModel.from_config(model_config)
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(
             f"{os.path.join(path, preset_dir.CONFIG_FILE)} does not describe a "

@@ -13,11 +13,14 @@ import os
 import shutil
 import tempfile
 
-import h5py
 import keras
 import keras_hub
 import numpy as np
 from keras.src.saving import saving_lib
+
+from keras_3t.saving import VERSION_KEY
+from keras_3t.saving import shape_mismatch
+from keras_3t.saving import stored_shapes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -72,14 +75,15 @@ def save_to_preset(model, preset_dir, overwrite=False, metadata=None):
         saving_lib.save_weights_only(
             model,
             os.path.join(staging, WEIGHTS_FILE),
-            objects_to_skip=[model.optimizer] if model.optimizer else None,
+            # An uncompiled model has no `optimizer` attribute at all.
+            objects_to_skip=[model.optimizer] if getattr(model, "optimizer", None) else None,
         )
         if model.preprocessor is not None:
             model.preprocessor.save_to_preset(staging)
         _write_json(
             os.path.join(staging, METADATA_FILE),
             {
-                "keras_3t_version": keras_3t.__version__,
+                VERSION_KEY: keras_3t.__version__,
                 "keras_version": keras.version(),
                 "keras_hub_version": keras_hub.__version__,
                 "backend": keras.backend.backend(),
@@ -128,14 +132,37 @@ def read_config(preset_dir):
     return config
 
 
-def read_preprocessor(preset_dir):
-    """The preprocessor saved in a preset folder, or None if it has none."""
+def read_metadata(preset_dir):
+    """The metadata of a preset folder, or `{}` if it has none."""
+    path = os.path.join(preset_dir, METADATA_FILE)
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as file:
+            metadata = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is corrupt: not valid JSON ({error}).") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path} is corrupt: it holds a {type(metadata).__name__}, not a dict.")
+    return metadata
+
+
+def read_preprocessor(preset_dir, safe_mode=True):
+    """The preprocessor saved in a preset folder, or None if it has none.
+
+    Args:
+        preset_dir: the folder.
+        safe_mode: bool. Keras's safe mode for `preprocessor.json` (its
+            vocabulary, an asset of the folder, is read after, outside it).
+    """
     path = os.path.join(preset_dir, PREPROCESSOR_FILE)
     if not os.path.isfile(path):
         return None
     try:
         with open(path, encoding="utf-8") as file:
-            preprocessor = keras.saving.deserialize_keras_object(json.load(file))
+            preprocessor = keras.saving.deserialize_keras_object(
+                json.load(file), safe_mode=safe_mode
+            )
         preprocessor.load_preset_assets(preset_dir)
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ValueError(
@@ -160,20 +187,16 @@ def load_weights(model, preset_dir, built_from):
             "weights=False to build the architecture with fresh weights."
         )
     try:
-        stored = _stored_shapes(path)
+        stored = stored_shapes(path)
     except OSError as error:
         raise ValueError(
             f"{path} is corrupt: not a readable HDF5 weights file ({error})."
         ) from None
-    # Keras loads by layer path and ignores arrays no layer asks for, so a
-    # model with fewer layers than the file would load without complaint.
-    expected = sorted(tuple(v.shape) for v in model.weights)
-    if stored != expected:
+    mismatch = shape_mismatch(stored, model)
+    if mismatch:
         raise ValueError(
             f"The weights in {path} do not fit the model built from "
-            f"{built_from}: the config and the weights file disagree (the "
-            f"file holds {len(stored)} arrays, the model has {len(expected)}"
-            f"{_first_difference(stored, expected)})."
+            f"{built_from}: the config and the weights file disagree ({mismatch})."
         )
     try:
         model.load_weights(path)
@@ -183,28 +206,6 @@ def load_weights(model, preset_dir, built_from):
             f"{built_from}: the config and the weights file disagree. "
             f"Keras said: {error}"
         ) from None
-
-
-def _stored_shapes(path):
-    shapes = []
-    with h5py.File(path, "r") as file:
-        file.visititems(
-            lambda name, item: shapes.append(tuple(item.shape))
-            if isinstance(item, h5py.Dataset) and not name.startswith("optimizer/")
-            else None
-        )
-    return sorted(shapes)
-
-
-def _first_difference(stored, expected):
-    only_stored = sorted(set(stored) - set(expected))
-    only_expected = sorted(set(expected) - set(stored))
-    if only_stored or only_expected:
-        return (
-            f"; shapes only in the file: {only_stored[:3]}, only in the "
-            f"model: {only_expected[:3]}"
-        )
-    return ""
 
 
 def _write_json(path, value):
