@@ -9,11 +9,12 @@ from keras_3t import evaluation
 from keras_3t import losses
 from keras_3t import preprocessing
 from keras_3t import presets
+from keras_3t import saving
 from keras_3t import towers
 from keras_3t import tuning
+from keras_3t.checkpoint import TrainingCheckpoint
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import sigmoid_contrastive_loss
-from keras_3t.checkpoint import TrainingCheckpoint
 from keras_3t.model import ThreeTowerModel
 from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.towers import ImageTower
