@@ -12,11 +12,12 @@ two CPU cores, with nothing to download:
    colour classification) along the α combination of the main towers and
    the third tower, print the table, plot it, and save the model.
 
-    python recipes/quickstart.py [--epochs 10] [--objective 3t|clip] [--output runs/quickstart]
+    python recipes/quickstart.py [--epochs 10] [--objective 3t|clip] [--output runs/quickstart] [--overwrite]
 """
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -121,9 +122,16 @@ def main():
     parser.add_argument("--objective", choices=["3t", "clip"], default="3t")
     parser.add_argument("--output", default="runs/quickstart")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's model and plot")
     args = parser.parse_args()
+    backend = keras.backend.backend()
+    model_path = os.path.join(args.output, f"{args.objective}_{backend}.keras")
+    plot_path = os.path.join(args.output, f"alpha_sweep_{backend}.png")
+    earlier = [path for path in (model_path, plot_path) if os.path.exists(path)]
+    if earlier and not args.overwrite:
+        sys.exit(f"{earlier[0]} holds an earlier run's result; pass --overwrite or choose another --output.")
     keras.utils.set_random_seed(args.seed)
-    print(f"backend: {keras.backend.backend()}")
+    print(f"backend: {backend}")
 
     third_backbone = None
     if args.objective == "3t":
@@ -145,20 +153,14 @@ def main():
     tasks = evaluation_tasks(args.seed)
     if args.objective == "3t":
         table = alpha_sweep(model, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), **tasks)
-        plot = plot_alpha_sweep(
-            table,
-            os.path.join(args.output, f"alpha_sweep_{keras.backend.backend()}.png"),
-            metrics=list(COLUMNS),
-        )
+        plot = plot_alpha_sweep(table, plot_path, metrics=list(COLUMNS))
         print(f"held-out evaluation along α (1: 3T, 0: third-tower path); plot: {plot}")
     else:
         table = [{"alpha": 1.0, **evaluate_model(model, **tasks)}]
         print("held-out evaluation")
     print(markdown_table(table))
-    os.makedirs(args.output, exist_ok=True)
-    path = os.path.join(args.output, f"{args.objective}_{keras.backend.backend()}.keras")
-    model.save(path)
-    print(f"saved {path}")
+    model.save(model_path)
+    print(f"saved {model_path}")
 
 
 if __name__ == "__main__":

@@ -25,12 +25,9 @@ def test_docs_python_blocks_run(code, tmp_path, monkeypatch):
 
 
 def test_quickstart_recipe_trains_and_saves(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "quickstart.py"),
-         "--epochs", "2", "--output", str(tmp_path)],
-        env=dict(os.environ, KERAS_BACKEND=keras.backend.backend()),
-        capture_output=True, text=True, check=True,
-    )
+    command = [sys.executable, str(ROOT / "recipes" / "quickstart.py"), "--epochs", "2", "--output", str(tmp_path)]
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     epochs = re.findall(r"epoch +\d+ +loss ([\d.]+) +image_text", result.stdout)
     assert len(epochs) == 2 and float(epochs[1]) < float(epochs[0]), result.stdout
     rows = re.findall(r"^\| (\d\.\d\d) \|", result.stdout, re.MULTILINE)
@@ -39,3 +36,5 @@ def test_quickstart_recipe_trains_and_saves(tmp_path):
         assert plot.read(4) == b"\x89PNG"
     saved = tmp_path / f"3t_{keras.backend.backend()}.keras"
     assert keras.saving.load_model(saved).objective == "3t"
+    again = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert again.returncode != 0 and "pass --overwrite" in again.stderr
