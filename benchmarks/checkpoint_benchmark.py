@@ -96,8 +96,8 @@ def main():
         "restore_ratio": median["checkpoint_restore"] / median["load_weights"],
         "times": times,
     }
-    print(f"| backend | preset | checkpoint size | save_weights | checkpoint save | ratio "
-          f"| load_weights | checkpoint restore | ratio |")
+    print("| backend | preset | checkpoint size | save_weights | checkpoint save | ratio "
+          "| load_weights | checkpoint restore | ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {result['backend']} | {args.preset} | {size / 2**20:.1f} MiB "
           f"| {median['save_weights']:.3f} s | {median['checkpoint_save']:.3f} s | {result['save_ratio']:.2f} "

@@ -23,6 +23,7 @@ from keras_3t.datasets import toy
 from keras_3t.datasets import toy_batch
 from tests.conftest import to_numpy
 from tests.conftest import write_digit_scene_captions
+from tests.test_presets import _folder_digest
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 STEPS_PER_EPOCH = 4
@@ -39,16 +40,6 @@ class CrashAtStep(keras.callbacks.Callback):
         self.seen += 1
         if self.seen == self.step:
             raise KeyboardInterrupt(f"crash after step {self.step}")
-
-
-def _folder_bytes(folder):
-    """Every file under `folder` and its bytes, to show nothing was modified."""
-    files = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            with open(os.path.join(root, name), "rb") as file:
-                files[os.path.relpath(os.path.join(root, name), folder)] = file.read()
-    return files
 
 
 def _toy_run(folder, callbacks=()):
@@ -224,10 +215,10 @@ def test_damaged_checkpoints_give_clear_errors_and_change_nothing(tmp_path, two_
             content = json.load(file)
         with open(state, "w") as file:
             json.dump(dict(content, format_version=99, keras_3t_version="9.0"), file)
-    before = _folder_bytes(folder)
+    before = _folder_digest(folder)
     with pytest.raises(CheckpointError, match=message):
         _resume(folder, "3t" if damage == "other_model" else "clip")
-    assert _folder_bytes(folder) == before
+    assert _folder_digest(folder) == before
 
 
 def test_recipe_refuses_a_used_output_without_resume_and_resume_with_overwrite(tmp_path):
