@@ -58,6 +58,10 @@ def _accumulated_values_and_gradients(model, batch, value_and_gradients):
         {key: value[i * size : (i + 1) * size] for key, value in batch.items()}
         for i in range(steps)
     ]
+    if model.objective == "3t" and "third_features" not in batch:
+        # The frozen third tower runs once per micro-batch, not once per pass.
+        for micro in micro_batches:
+            micro["third_features"] = model.third_tower.features(micro["images"])
     cached = [
         keras.tree.map_structure(
             keras.ops.stop_gradient, model.embed_batch(micro, training=True)
@@ -125,9 +129,13 @@ def _tensorflow_train_step(model, data):
     import tensorflow as tf
 
     count = replicas().count
+    previous_gradients = []
 
     def value_and_gradients(objective, variables):
-        with tf.GradientTape() as tape:
+        # Accumulation's passes run one after another: TensorFlow's executor
+        # would otherwise run the independent micro-batch passes at once and
+        # hold every micro-batch's activations.
+        with tf.control_dependencies(previous_gradients), tf.GradientTape() as tape:
             values = objective()
             scaled_loss = model.optimizer.scale_loss(
                 _replica_share(values["loss"], count)
@@ -136,15 +144,23 @@ def _tensorflow_train_step(model, data):
         if model.accumulation_steps > 1:
             # Sums of embedding gradients (IndexedSlices) need dense tensors.
             gradients = [None if g is None else tf.convert_to_tensor(g) for g in gradients]
-        return values, [
+        gradients = [
             tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)
         ]
+        previous_gradients[:] = gradients
+        return values, gradients
 
     values, gradients = _values_and_gradients(
         model, _unpack_batch(data), value_and_gradients
     )
-    # Under tf.distribute the optimizer sums the replicas' gradients.
-    model.optimizer.apply(gradients, model.trainable_variables)
+    # No variable changes before every gradient is computed. Accumulation's
+    # per-micro-batch passes read the logit scales, but the scales' own
+    # gradients come from the first pass only: without this, the scales'
+    # update raced those reads (seen in 5 of 10 runs once the passes ran in
+    # order; tests/test_performance.py's accumulation test).
+    with tf.control_dependencies(gradients):
+        # Under tf.distribute the optimizer sums the replicas' gradients.
+        model.optimizer.apply(gradients, model.trainable_variables)
     return _tensorflow_logs(model.update_objective_metrics(values))
 
 

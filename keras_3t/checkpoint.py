@@ -22,6 +22,8 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_3t.saving import shape_mismatch
+
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "training.weights.h5"
 STATE_FILE = "state.json"
@@ -320,13 +322,16 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        expected = _saved_variable_shapes(model)
-        if expected != state["variable_shapes"]:
+        mismatch = shape_mismatch(
+            state["variable_shapes"],
+            _saved_variable_shapes(model),
+            stored_in="the checkpoint",
+            expected_in="this model with its optimizer",
+        )
+        if mismatch:
             raise CheckpointError(
-                f"{path} holds another model's state: {len(state['variable_shapes'])} "
-                f"arrays, this model and its optimizer have {len(expected)}"
-                f"{_first_difference(state['variable_shapes'], expected)}. Resume "
-                "with the configuration and optimizer the run was started with."
+                f"{path} holds another model's state ({mismatch}). Resume with "
+                "the configuration and optimizer the run was started with."
             )
         if state["steps_per_epoch"] != self._steps_per_epoch:
             raise CheckpointError(
@@ -365,12 +370,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 def _older(directory, step):
     older = [path for s, path in list_checkpoints(directory) if s < step]
     return older[-1] if older else "none left"
-
-
-def _first_difference(stored, expected):
-    only_stored = [s for s in stored if s not in expected][:3]
-    only_expected = [s for s in expected if s not in stored][:3]
-    return f"; shapes only in the checkpoint: {only_stored}, only in the model: {only_expected}"
 
 
 def _numpy_state():

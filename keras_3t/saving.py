@@ -119,23 +119,31 @@ def stored_shapes(file):
     return sorted(shapes)
 
 
-def shape_mismatch(stored, model):
-    """How weights of `stored` shapes (`stored_shapes`) fail to fit `model`,
-    or None where they fit.
+def shape_mismatch(stored, expected, stored_in="the file", expected_in="the model"):
+    """How arrays of `stored` shapes fail to match `expected` ones, or None.
 
-    Keras loads by layer path and ignores arrays no layer asks for, so a model
-    with fewer layers than its weights file loads without complaint.
+    Both are lists of shapes in any order (e.g. `stored_shapes(file)` and
+    `[v.shape for v in model.weights]`). Keras loads by layer path and
+    ignores arrays no layer asks for, so a model with fewer layers than its
+    weights file loads without complaint: this comparison catches it.
+
+    Args:
+        stored: shapes of the saved arrays.
+        expected: shapes of the arrays that should load them.
+        stored_in: what holds `stored`, for the message.
+        expected_in: what holds `expected`, for the message.
     """
-    expected = sorted(tuple(v.shape) for v in model.weights)
+    stored = sorted(tuple(shape) for shape in stored)
+    expected = sorted(tuple(shape) for shape in expected)
     if stored == expected:
         return None
-    mismatch = f"the file holds {len(stored)} arrays, the model has {len(expected)}"
+    mismatch = f"{stored_in} holds {len(stored)} arrays, {expected_in} has {len(expected)}"
     only_stored = sorted(set(stored) - set(expected))
     only_expected = sorted(set(expected) - set(stored))
     if only_stored or only_expected:
         mismatch += (
-            f"; shapes only in the file: {only_stored[:3]}, only in the "
-            f"model: {only_expected[:3]}"
+            f"; shapes only in {stored_in}: {only_stored[:3]}, only in "
+            f"{expected_in}: {only_expected[:3]}"
         )
     return mismatch
 
@@ -183,7 +191,9 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
             filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
         )
         with zipfile.ZipFile(filepath) as archive, archive.open(WEIGHTS_MEMBER) as weights:
-            mismatch = shape_mismatch(stored_shapes(weights), model)
+            mismatch = shape_mismatch(
+                stored_shapes(weights), [v.shape for v in model.weights]
+            )
     except OSError as error:  # h5py: the weights inside cannot be read
         raise ValueError(
             f"{filepath} is corrupt: its weights are not a readable HDF5 file ({error})."

@@ -181,6 +181,28 @@ def test_accumulated_gradients_equal_the_big_batch(objective, loss):
     assert abs(scale) > 1e-4
 
 
+def test_accumulation_runs_the_frozen_third_tower_once_per_micro_batch():
+    model = tiny_model("3t", third_backbone=tiny_vit())
+    model.compile(accumulation_steps=4)
+    calls = {"embed_batch": 0, "third_features": 0}
+
+    def counted(name, function):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return call
+
+    # Counted per trace on TensorFlow and JAX, per step on PyTorch: compare
+    # the two counts, not either with a number of steps.
+    model.embed_batch = counted("embed_batch", model.embed_batch)
+    model.third_tower.features = counted("third_features", model.third_tower.features)
+    model.train_on_batch(toy_batch(BATCH, image_size=IMAGE_SIZE, seed=1))
+    # Each micro-batch is embedded twice (without, then with gradient).
+    assert calls["embed_batch"] > 0
+    assert calls["third_features"] * 2 == calls["embed_batch"]
+
+
 def test_accumulation_refuses_what_would_make_it_inexact(tmp_path):
     model = tiny_model("3t", third_backbone=tiny_vit())
     model.compile(accumulation_steps=3)

@@ -192,7 +192,7 @@ def load_weights(model, preset_dir, built_from):
         raise ValueError(
             f"{path} is corrupt: not a readable HDF5 weights file ({error})."
         ) from None
-    mismatch = shape_mismatch(stored, model)
+    mismatch = shape_mismatch(stored, [v.shape for v in model.weights])
     if mismatch:
         raise ValueError(
             f"The weights in {path} do not fit the model built from "
