@@ -4,7 +4,10 @@
         --size small --steps 10
 
 The 3T target is a step no slower than CLIP's plus one forward pass of the
-frozen third tower. On PyTorch (eager, so parts of a step can be timed; on
+frozen third tower. `ThreeTowerModel.embed_batch` runs the third tower
+before the trainable towers; at commit 0702b2b it ran after them, and that
+commit's version of this script also times the order used now
+(`3t_third_first`). On PyTorch (eager, so parts of a step can be timed; on
 TensorFlow and JAX the step is one compiled function) this times, in one
 process with the steps interleaved round-robin:
 
@@ -12,9 +15,6 @@ process with the steps interleaved round-robin:
 - `3t`: the 3T step, the third tower run live;
 - `3t_no_grad`: the same, with the frozen backbone also under
   `torch.no_grad()` (tells whether autograd bookkeeping is the gap);
-- `3t_third_first`: the third tower's features computed before the
-  trainable towers run (tells whether running it while their activations
-  are held costs more);
 - `third_forward`: the third tower's forward pass alone, under
   `torch.no_grad()`;
 - `third_inside_3t`: the third tower's forward pass timed inside the `3t`
@@ -76,24 +76,15 @@ def main():
         with torch.no_grad():
             return features(images, training=training)
 
-    embed_batch = three_towers.embed_batch
-
-    def third_first_embed_batch(batch, training=False):
-        return embed_batch(
-            dict(batch, third_features=features(batch["images"])), training=training
-        )
-
     three_towers_step = train_step.train_step_function(three_towers, batch)
 
-    def variant(features_function=features, embed_function=embed_batch):
+    def variant(features_function):
         def step():
             tower.features = features_function
-            three_towers.embed_batch = embed_function
             try:
                 return three_towers_step()
             finally:
                 tower.features = features
-                three_towers.embed_batch = embed_batch
 
         return step
 
@@ -101,7 +92,6 @@ def main():
         "clip": train_step.train_step_function(clip, train_step.make_batch(config, args.batch, clip, False)),
         "3t": variant(timed_features),
         "3t_no_grad": variant(no_grad_features),
-        "3t_third_first": variant(embed_function=third_first_embed_batch),
         "third_forward": train_step.third_forward_function(three_towers, batch),
     }
     for step in steps.values():

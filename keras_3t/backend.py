@@ -54,14 +54,13 @@ def _accumulated_values_and_gradients(model, batch, value_and_gradients):
     steps = model.accumulation_steps
     check_micro_batches(batch["images"], steps)
     size = keras.ops.shape(batch["images"])[0] // steps
+    # The frozen third tower runs once per micro-batch, not once per pass.
     micro_batches = [
-        {key: value[i * size : (i + 1) * size] for key, value in batch.items()}
+        model.with_third_features(
+            {key: value[i * size : (i + 1) * size] for key, value in batch.items()}
+        )
         for i in range(steps)
     ]
-    if model.objective == "3t" and "third_features" not in batch:
-        # The frozen third tower runs once per micro-batch, not once per pass.
-        for micro in micro_batches:
-            micro["third_features"] = model.third_tower.features(micro["images"])
     cached = [
         keras.tree.map_structure(
             keras.ops.stop_gradient, model.embed_batch(micro, training=True)
