@@ -152,14 +152,17 @@ def _tensorflow_train_step(model, data):
     values, gradients = _values_and_gradients(
         model, _unpack_batch(data), value_and_gradients
     )
-    # No variable changes before every gradient is computed. Accumulation's
-    # per-micro-batch passes read the logit scales, but the scales' own
-    # gradients come from the first pass only: without this, the scales'
-    # update raced those reads (seen in 5 of 10 runs once the passes ran in
-    # order; tests/test_performance.py's accumulation test).
-    with tf.control_dependencies(gradients):
-        # Under tf.distribute the optimizer sums the replicas' gradients.
-        model.optimizer.apply(gradients, model.trainable_variables)
+    if model.accumulation_steps > 1:
+        # No variable changes before every gradient is computed. The
+        # micro-batch passes read the logit scales, whose own gradients come
+        # from the first pass only: without this, the scales' update raced
+        # those reads (5 of 10 runs failed tests/test_performance.py's
+        # accumulation test). Identities, not a context around `apply`,
+        # which XLA refuses (the optimizer may create variables there).
+        with tf.control_dependencies(gradients):
+            gradients = [tf.identity(g) for g in gradients]
+    # Under tf.distribute the optimizer sums the replicas' gradients.
+    model.optimizer.apply(gradients, model.trainable_variables)
     return _tensorflow_logs(model.update_objective_metrics(values))
 
 
