@@ -156,8 +156,9 @@ def _tensorflow_train_step(model, data):
         # No variable changes before every gradient is computed. The
         # micro-batch passes read the logit scales, whose own gradients come
         # from the first pass only: without this, the scales' update raced
-        # those reads (5 of 10 runs failed tests/test_performance.py's
-        # accumulation test). Identities, not a context around `apply`,
+        # those reads (with the passes chained, 5 of 10 runs failed
+        # tests/test_performance.py's accumulation test; rarely without).
+        # Identities, not a context around `apply`,
         # which XLA refuses (the optimizer may create variables there).
         with tf.control_dependencies(gradients):
             gradients = [tf.identity(g) for g in gradients]
