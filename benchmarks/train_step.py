@@ -4,22 +4,26 @@
         --open-clip .venv-openclip/bin/python --output runs/train_step.json
 
 For each size (a config in benchmarks/configs/, open_clip's format) the script
-times, in separate processes run one after another and repeated
-(`--repeats`, interleaved so that slow and fast spells of the machine hit
-every side alike):
+starts one process per side (open_clip, and keras-3t on each backend), lets
+each build and warm up, then times them in lockstep: each timed round runs
+one step of every side in turn, one process at a time while the others wait,
+so every ratio compares steps taken moments apart (on a shared CPU machine
+the speed of separate runs minutes apart differed by up to 30 %). All the
+processes of one size are alive together: mind the memory at large sizes
+(`--backends` runs fewer). `--repeats` starts fresh processes again.
 
 - keras-3t on each backend, one process per backend and size: `clip`, `lit`
   (the image tower's backbone frozen), `3t` (a frozen third tower of the
   image tower's architecture, live) and `3t_cached` (the third tower's
   features read from the batch, as from a
   `keras_3t.data.write_third_tower_cache` cache), and `third_forward`: one
-  inference forward pass of the third tower's backbone on the batch. The
-  objectives' timed steps are interleaved round-robin in that process, so
-  their ratios compare steps taken moments apart;
+  inference forward pass of the third tower's backbone on the batch. Each
+  round runs one step of every objective;
 - open_clip 3.3.0's CLIP on the same architecture (`--open-clip`: the python
-  of a virtual environment made by ../shared/bench/setup_openclip_venv.sh;
-  its step timer, openclip_step.py, is found beside that script or given with
-  `--open-clip-step`).
+  of a virtual environment made by ../shared/bench/setup_openclip_venv.sh),
+  stepped by benchmarks/openclip_lockstep.py with the model, batch and
+  optimizer of the shared step timer openclip_step.py (found beside that
+  script or given with `--open-clip-step`).
 
 Both sides: pre-LN ViT with class-token pooling and a bias-free patch
 embedding, causal text transformer pooled at the last token, bias-free
@@ -32,8 +36,9 @@ Samples/s is batch / median step time. Peak memory is the process's peak RSS
 (keras-3t: after the objectives up to this one, in `--objectives` order,
 were built and warmed up; the first one's is its own).
 The optimizer implementation of each side is recorded: Keras's AdamW (on
-PyTorch it updates with `torch._foreach_*` ops), open_clip's torch AdamW
-(`--open-clip-adamw`: default for-loop, foreach or fused).
+PyTorch one fused `torch._fused_adamw_` kernel, keras_3t.optimization.AdamW),
+open_clip's torch AdamW (`--open-clip-adamw`: default for-loop, foreach or
+fused).
 
 Prints a table and writes every run (with the raw step times) as JSON.
 """
@@ -45,6 +50,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -176,11 +182,16 @@ def run_keras(args):
         rss_after_warmup[objective] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     times = {objective: [] for objective in args.objectives}
-    for _ in range(args.steps):
+    # Lockstep: one round (a step of every objective) per "step" line.
+    print(json.dumps({"ready": True}), flush=True)
+    for command in sys.stdin:
+        if command.strip() != "step":
+            break
         for objective in args.objectives:
             started = time.perf_counter()
             steps[objective]()
             times[objective].append(time.perf_counter() - started)
+        print(json.dumps({"round": len(times[args.objectives[0]])}), flush=True)
 
     for objective in args.objectives:
         model, build_s = builds[objective]
@@ -205,8 +216,8 @@ def run_keras(args):
                 "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                 "total": int(sum(np.prod(w.shape) for w in model.weights)),
             },
-            "optimizer": "keras.optimizers.AdamW"
-            + (" (torch._foreach_* updates)" if keras.backend.backend() == "torch" else ""),
+            "optimizer": "keras_3t.optimization.AdamW"
+            + (" (torch._fused_adamw_)" if keras.backend.backend() == "torch" else " (Keras's update)"),
             "versions": {"keras": keras.__version__, "backend": backend_version()},
             "step_times_s": times[objective],
         }))
@@ -276,33 +287,76 @@ def backend_version():
 # --- Orchestration -------------------------------------------------------------
 
 
-def run_worker(command, environment):
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"{' '.join(command)} failed (exit {result.returncode}):\n{result.stderr[-3000:]}"
+class LockstepWorker:
+    """A side's process: builds and warms up, then runs a round per request."""
+
+    def __init__(self, label, command, environment):
+        self.label, self.command = label, command
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill and block
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            text=True, env=environment,
         )
-    return [json.loads(line) for line in lines]
+
+    def answer(self):
+        """The process's next JSON line (other output is skipped)."""
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        self.fail()
+
+    def step(self):
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        self.answer()
+
+    def results(self):
+        """Closes its input; the JSON lines it prints as it ends."""
+        self.process.stdin.close()
+        lines = [json.loads(line) for line in self.process.stdout if line.startswith("{")]
+        if self.process.wait() != 0 or not lines:
+            self.fail()
+        return lines
+
+    def fail(self):
+        self.process.kill()
+        self.stderr.seek(0)
+        raise RuntimeError(
+            f"{self.label} failed (exit {self.process.wait()}): {' '.join(self.command)}\n"
+            f"{self.stderr.read()[-3000:]}"
+        )
+
+
+def run_lockstep(workers, steps):
+    """Waits for every worker to be ready, then `steps` rounds, one side at a time."""
+    try:
+        for worker in workers:
+            worker.answer()
+        for _ in range(steps):
+            for worker in workers:
+                worker.step()
+        return {worker.label: worker.results() for worker in workers}
+    finally:
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.process.kill()
 
 
 def keras_command(args, size):
     return [
         sys.executable, os.path.abspath(__file__), "--worker",
         "--size", size, "--objectives", *args.objectives, "--batch", str(args.batch),
-        "--threads", str(args.threads), "--warmup", str(args.warmup),
-        "--steps", str(args.steps), "--jit", args.jit,
+        "--threads", str(args.threads), "--warmup", str(args.warmup), "--jit", args.jit,
         "--accumulation-steps", str(args.accumulation_steps),
         "--dtype-policy", args.dtype_policy,
     ]
 
 
 def open_clip_command(args, size):
-    config = load_config(size)
     return [
-        args.open_clip, args.open_clip_step, "--config", json.dumps(config),
-        "--name", size, "--batch", str(args.batch), "--threads", str(args.threads),
-        "--warmup", str(args.warmup), "--steps", str(args.steps),
+        args.open_clip, os.path.join(os.path.dirname(os.path.abspath(__file__)), "openclip_lockstep.py"),
+        "--open-clip-step", args.open_clip_step, "--config", json.dumps(load_config(size)),
+        "--batch", str(args.batch), "--threads", str(args.threads), "--warmup", str(args.warmup),
         "--lr", str(LEARNING_RATE), "--beta2", str(BETA_2), "--eps", str(EPSILON),
         "--wd", str(WEIGHT_DECAY), "--adamw-impl", args.open_clip_adamw,
     ]
@@ -416,16 +470,21 @@ def main():
     runs = []
     for repeat in range(args.repeats):
         for size in args.sizes:
+            workers = [
+                LockstepWorker(backend, keras_command(args, size), worker_environment(backend, args.threads))
+                for backend in args.backends
+            ]
             if args.open_clip:
-                [result] = run_worker(open_clip_command(args, size), worker_environment("torch", args.threads))
-                result.update(side="open_clip", backend="torch", objective="clip", size=size, repeat=repeat)
-                runs.append(result)
-                print(f"[{repeat}] {size} open_clip: {result['median_step_s'] * 1000:.1f} ms", file=sys.stderr)
-            for backend in args.backends:
-                for result in run_worker(keras_command(args, size), worker_environment(backend, args.threads)):
+                workers.insert(0, LockstepWorker(
+                    "open_clip", open_clip_command(args, size), worker_environment("torch", args.threads)
+                ))
+            for label, results in run_lockstep(workers, args.steps).items():
+                for result in results:
+                    if label == "open_clip":
+                        result.update(side="open_clip", backend="torch", objective="clip", size=size)
                     result["repeat"] = repeat
                     runs.append(result)
-                    print(f"[{repeat}] {size} {backend} {result['objective']}: "
+                    print(f"[{repeat}] {size} {label} {result['objective']}: "
                           f"{result['median_step_s'] * 1000:.1f} ms", file=sys.stderr)
     rows = summarize(runs)
     targets = ratios(rows)

@@ -537,6 +537,59 @@ def compile_function(function):
     return function
 
 
+def fused_adam_update(optimizer, gradients, variables, learning_rate):
+    """Keras's Adam update of `variables` in one fused PyTorch kernel.
+
+    The rule and state are `keras.optimizers.Adam`'s: the bias corrections
+    folded into the step size `alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`
+    and epsilon added to the uncorrected `sqrt(v)`. Keras's own PyTorch
+    update allocates five temporary copies of the weights per step;
+    `torch._fused_adamw_` allocates none (benchmarks/optimizer_step.py).
+
+    Returns:
+        True if it updated the variables; False (nothing done) on another
+        backend, with AMSGrad, or for variables of several dtypes or devices.
+    """
+    if keras.backend.backend() != "torch" or optimizer.amsgrad:
+        return False
+    import torch
+
+    values = [v.value for v in variables]
+    if len({(t.dtype, t.device) for t in values + list(gradients)}) != 1:
+        return False
+    dtype = values[0].dtype
+    ops = keras.ops
+    step = ops.cast(optimizer.iterations + 1, dtype)
+    beta_1, beta_2 = optimizer.beta_1, optimizer.beta_2
+    alpha = (
+        ops.cast(learning_rate, dtype)
+        * ops.sqrt(1 - ops.power(ops.cast(beta_2, dtype), step))
+        / (1 - ops.power(ops.cast(beta_1, dtype), step))
+    )
+    index = optimizer._get_variable_index
+    # The kernel corrects the moments' bias itself with 1 - beta^step; at
+    # this step count beta^step is 0, so it applies `alpha` as given.
+    no_bias_correction = torch.full((), 2.0**30, dtype=dtype, device=values[0].device)
+    with torch.no_grad():
+        torch._fused_adamw_(
+            values,
+            list(gradients),
+            [optimizer._momentums[index(v)].value for v in variables],
+            [optimizer._velocities[index(v)].value for v in variables],
+            [],
+            [no_bias_correction] * len(values),
+            lr=alpha,
+            beta1=beta_1,
+            beta2=beta_2,
+            # Keras has applied the decoupled weight decay already.
+            weight_decay=0.0,
+            eps=optimizer.epsilon,
+            amsgrad=False,
+            maximize=False,
+        )
+    return True
+
+
 _STEPS = {
     "tensorflow": (_tensorflow_train_step, _tensorflow_test_step),
     "torch": (_torch_train_step, _torch_test_step),

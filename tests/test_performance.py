@@ -305,5 +305,7 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     [targets] = report["targets"]
     assert targets["3t_cached_over_clip_step_time"] > 0 and targets["third_forward_s"] > 0
     assert {run["objective"] for run in report["runs"]} == {"clip", "3t_cached", "third_forward"}
+    # Timed in lockstep rounds: one step of every objective per round.
+    assert all(len(run["step_times_s"]) == 2 for run in report["runs"])
     with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
         subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)

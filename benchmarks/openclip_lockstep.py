@@ -1,0 +1,113 @@
+"""open_clip's CLIP training step, timed one step at a time on command.
+
+Run by benchmarks/train_step.py (in the open_clip virtual environment) so
+that open_clip's steps and keras-3t's alternate, one at a time, on one
+machine: the orchestrator writes `step` on this process's stdin, this
+process runs one timed training step and answers with one JSON line; `done`
+ends it. Nothing else runs meanwhile, so ratios compare steps taken moments
+apart, not processes run minutes apart.
+
+The model, batch, loss and optimizer are those of
+../shared/bench/openclip_step.py (imported from there, `--open-clip-step`):
+open_clip's `CLIP` from the same config, `ClipLoss`, torch's AdamW with
+open_clip's weight-decay groups, the logit scale clamped after each step;
+the step is the body of open_clip's `train_one_epoch`.
+"""
+
+import argparse
+import importlib.util
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+
+
+def load_openclip_step(path):
+    spec = importlib.util.spec_from_file_location("openclip_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_step(args, bench):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    open_clip, _ = bench.import_open_clip()
+    from open_clip.loss import ClipLoss
+    from open_clip.model import CLIP
+
+    config = bench.load_config(args.config)
+    embed_dim, vision, text = bench.build_cfgs(config, open_clip)
+    torch.manual_seed(0)
+    model = CLIP(embed_dim, vision, text)
+    model.train()
+    # open_clip's main.py: no weight decay on gains, biases and the logit scale.
+    def exclude(name, parameter):
+        return parameter.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": args.wd},
+    ]
+    implementation = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(args.adamw_impl, {})
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, args.beta2), eps=args.eps, **implementation)
+    loss_function = ClipLoss(cache_labels=True)
+    generator = torch.Generator().manual_seed(1)
+    size = vision.image_size if isinstance(vision.image_size, (tuple, list)) else (vision.image_size,) * 2
+    images = torch.randn(args.batch, 3, *size, generator=generator)
+    tokens = torch.randint(1, text.vocab_size, (args.batch, text.context_length), generator=generator)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        image_features, text_features, logit_scale = model(images, tokens)[:3]
+        loss = loss_function(image_features, text_features, logit_scale)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        return loss.item()
+
+    return step, {"open_clip": open_clip.__version__, "torch": torch.__version__}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--open-clip-step", required=True, help="path of ../shared/bench/openclip_step.py")
+    parser.add_argument("--config", required=True, help="JSON string or file (openclip_step.py's format)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--beta2", type=float, default=0.98)
+    parser.add_argument("--eps", type=float, default=1e-6)
+    parser.add_argument("--wd", type=float, default=0.2)
+    parser.add_argument("--adamw-impl", choices=("default", "foreach", "fused"), default="foreach")
+    args = parser.parse_args()
+    step, versions = build_step(args, load_openclip_step(args.open_clip_step))
+    for _ in range(args.warmup):
+        step()
+    print(json.dumps({"ready": True}), flush=True)
+    times = []
+    for command in sys.stdin:
+        if command.strip() != "step":
+            break
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+        print(json.dumps({"round": len(times)}), flush=True)
+    median = statistics.median(times)
+    print(json.dumps({
+        "batch": args.batch, "threads": args.threads, "median_step_s": median,
+        "samples_per_s": args.batch / median,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "optimizer": f"torch.optim.AdamW ({args.adamw_impl})", "versions": versions,
+        "step_times_s": times,
+    }))
+
+
+if __name__ == "__main__":
+    main()
