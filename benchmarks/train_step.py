@@ -35,10 +35,10 @@ per-step overhead; open_clip's timer times its training step body.
 Samples/s is batch / median step time. Peak memory is the process's peak RSS
 (keras-3t: after the objectives up to this one, in `--objectives` order,
 were built and warmed up; the first one's is its own).
-The optimizer implementation of each side is recorded: Keras's AdamW (on
-PyTorch one fused `torch._fused_adamw_` kernel, keras_3t.optimization.AdamW),
-open_clip's torch AdamW (`--open-clip-adamw`: default for-loop, foreach or
-fused).
+The optimizer implementation of each side is recorded: keras-3t's default
+`keras_3t.optimization.AdamW` (Keras's AdamW rule; on PyTorch one fused
+`torch._fused_adamw_` kernel), open_clip's torch AdamW (`--open-clip-adamw`:
+default for-loop, foreach or fused).
 
 Prints a table and writes every run (with the raw step times) as JSON.
 """

@@ -9,8 +9,8 @@ from keras_3t import backend
 class AdamW(keras.optimizers.AdamW):
     """`keras.optimizers.AdamW` with a fused update on PyTorch.
 
-    The same arguments, update rule and state as Keras's AdamW on every
-    backend (checkpoints of either load into the other). On PyTorch the
+    The same arguments, update rule and optimizer variables as Keras's
+    AdamW on every backend. On PyTorch the
     Adam update runs as one fused kernel instead of Keras's `torch._foreach_*`
     ops, which allocate five temporary copies of the weights each step: on
     a ViT-B/16-sized model the update measured several times faster
