@@ -7,8 +7,9 @@ Builds the CLIP model of a benchmarks/configs size (as benchmarks/train_step.py
 does), gives every trainable weight a fixed random gradient, and times
 `optimizer.apply` for `keras_3t.optimization.AdamW` and
 `keras.optimizers.AdamW` (same arguments, weight decay on rank >= 2 weights),
-plus, on PyTorch, `torch.optim.AdamW` with `foreach=True` and `fused=True` on
-copies of the same tensors (open_clip's optimizer). The updates are timed
+plus, on PyTorch, `keras_3t.optimization.AdamW(fused=True)` and
+`torch.optim.AdamW` with `foreach=True` and `fused=True` on copies of the same
+tensors (open_clip's optimizer). The updates are timed
 round-robin in one process (median of `--steps` each, after one untimed
 update); ratios are against Keras's AdamW. Prints a table, writes JSON with
 `--output`.
@@ -86,6 +87,10 @@ def main():
         "keras.optimizers.AdamW": keras_update(keras.optimizers.AdamW, model, gradients),
         "keras_3t.optimization.AdamW": keras_update(AdamW, model, gradients),
     }
+    if backend == "torch":
+        updates["keras_3t.optimization.AdamW(fused=True)"] = keras_update(
+            lambda **kwargs: AdamW(fused=True, **kwargs), model, gradients
+        )
     if backend == "torch":
         for implementation in ("foreach", "fused"):
             updates[f"torch.optim.AdamW({implementation}=True)"] = torch_update(model, gradients, implementation)

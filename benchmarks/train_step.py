@@ -35,10 +35,11 @@ per-step overhead; open_clip's timer times its training step body.
 Samples/s is batch / median step time. Peak memory is the process's peak RSS
 (keras-3t: after the objectives up to this one, in `--objectives` order,
 were built and warmed up; the first one's is its own).
-The optimizer implementation of each side is recorded: keras-3t's default
-`keras_3t.optimization.AdamW` (Keras's AdamW rule; on PyTorch one fused
-`torch._fused_adamw_` kernel), open_clip's torch AdamW (`--open-clip-adamw`:
-default for-loop, foreach or fused).
+The optimizer implementation of each side is recorded: keras-3t's
+`keras_3t.optimization.AdamW` (Keras's AdamW, the default of
+`ThreeTowerModel.compile`; `--fused-adamw`: its one-kernel PyTorch update),
+open_clip's torch AdamW (`--open-clip-adamw`: default for-loop, foreach or
+fused).
 
 Prints a table and writes every run (with the raw step times) as JSON.
 """
@@ -150,6 +151,8 @@ def run_keras(args):
     import keras
     import numpy as np
 
+    from keras_3t.optimization import AdamW
+
     if keras.backend.backend() == "torch":
         import torch
 
@@ -169,9 +172,12 @@ def run_keras(args):
         if objective == "third_forward":
             steps[objective] = third_forward_function(model, batch)
         else:
+            optimizer = AdamW(
+                learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, beta_2=BETA_2,
+                epsilon=EPSILON, fused=args.fused_adamw,
+            )
             model.compile(
-                learning_rate=LEARNING_RATE,
-                weight_decay=WEIGHT_DECAY,
+                optimizer=optimizer,
                 jit_compile=args.jit,
                 accumulation_steps=args.accumulation_steps,
             )
@@ -216,8 +222,7 @@ def run_keras(args):
                 "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
                 "total": int(sum(np.prod(w.shape) for w in model.weights)),
             },
-            "optimizer": "keras_3t.optimization.AdamW"
-            + (" (torch._fused_adamw_)" if keras.backend.backend() == "torch" else " (Keras's update)"),
+            "optimizer": f"keras_3t.optimization.AdamW(fused={args.fused_adamw})",
             "versions": {"keras": keras.__version__, "backend": backend_version()},
             "step_times_s": times[objective],
         }))
@@ -349,7 +354,7 @@ def keras_command(args, size):
         "--threads", str(args.threads), "--warmup", str(args.warmup), "--jit", args.jit,
         "--accumulation-steps", str(args.accumulation_steps),
         "--dtype-policy", args.dtype_policy,
-    ]
+    ] + (["--fused-adamw"] if args.fused_adamw else [])
 
 
 def open_clip_command(args, size):
@@ -447,6 +452,8 @@ def main():
                              "PyTorch (torch.compile measured no faster); 'auto' is Keras's choice")
     parser.add_argument("--accumulation-steps", type=int, default=1)
     parser.add_argument("--dtype-policy", default="float32", choices=("float32", "mixed_bfloat16"))
+    parser.add_argument("--fused-adamw", action="store_true",
+                        help="keras-3t's AdamW(fused=True): one torch._fused_adamw_ kernel on PyTorch")
     parser.add_argument("--open-clip", help="python of an open_clip virtual environment (omit: keras-3t only)")
     parser.add_argument("--open-clip-step", default=os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "bench", "openclip_step.py"))

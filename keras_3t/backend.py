@@ -7,6 +7,7 @@ and give the losses the data-parallel group they run in (`replicas()`).
 """
 
 import functools
+import weakref
 
 import keras
 
@@ -537,14 +538,26 @@ def compile_function(function):
     return function
 
 
-def fused_adam_update(optimizer, gradients, variables, learning_rate):
-    """Keras's Adam update of `variables` in one fused PyTorch kernel.
+# Scratch buffers of torch_adam_update, per optimizer: (variable ids, buffers).
+_ADAM_SCRATCH = weakref.WeakKeyDictionary()
 
-    The rule and state are `keras.optimizers.Adam`'s: the bias corrections
-    folded into the step size `alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)`
-    and epsilon added to the uncorrected `sqrt(v)`. Keras's own PyTorch
-    update allocates five temporary copies of the weights per step;
-    `torch._fused_adamw_` allocates none (benchmarks/optimizer_step.py).
+
+def torch_adam_update(optimizer, gradients, variables, learning_rate, fused=False):
+    """Keras's Adam update of `variables` on PyTorch, without its temporaries.
+
+    Keras's own PyTorch update allocates five temporary copies of the
+    weights every step (benchmarks/optimizer_step.py measures the cost).
+
+    Args:
+        optimizer: a `keras.optimizers.Adam` or `AdamW` (built).
+        gradients: one tensor per variable.
+        variables: the Keras variables to update.
+        learning_rate: the current learning rate (tensor or float).
+        fused: False runs Keras's own sequence of operations, bit for bit,
+            into two scratch copies of the weights kept between steps. True
+            runs one `torch._fused_adamw_` kernel: the same rule (the bias
+            corrections folded into the step size, epsilon added to the
+            uncorrected `sqrt(v)`), in a different order of float32 rounding.
 
     Returns:
         True if it updated the variables; False (nothing done) on another
@@ -555,38 +568,57 @@ def fused_adam_update(optimizer, gradients, variables, learning_rate):
     import torch
 
     values = [v.value for v in variables]
-    if len({(t.dtype, t.device) for t in values + list(gradients)}) != 1:
+    gradients = list(gradients)
+    if len({(t.dtype, t.device) for t in values + gradients}) != 1:
         return False
-    dtype = values[0].dtype
     ops = keras.ops
+    dtype = values[0].dtype
     step = ops.cast(optimizer.iterations + 1, dtype)
     beta_1, beta_2 = optimizer.beta_1, optimizer.beta_2
+    # Keras's step size, computed as keras.optimizers.Adam does on PyTorch.
     alpha = (
         ops.cast(learning_rate, dtype)
         * ops.sqrt(1 - ops.power(ops.cast(beta_2, dtype), step))
         / (1 - ops.power(ops.cast(beta_1, dtype), step))
     )
     index = optimizer._get_variable_index
-    # The kernel corrects the moments' bias itself with 1 - beta^step; at
-    # this step count beta^step is 0, so it applies `alpha` as given.
-    no_bias_correction = torch.full((), 2.0**30, dtype=dtype, device=values[0].device)
+    momentums = [optimizer._momentums[index(v)].value for v in variables]
+    velocities = [optimizer._velocities[index(v)].value for v in variables]
     with torch.no_grad():
-        torch._fused_adamw_(
-            values,
-            list(gradients),
-            [optimizer._momentums[index(v)].value for v in variables],
-            [optimizer._velocities[index(v)].value for v in variables],
-            [],
-            [no_bias_correction] * len(values),
-            lr=alpha,
-            beta1=beta_1,
-            beta2=beta_2,
-            # Keras has applied the decoupled weight decay already.
-            weight_decay=0.0,
-            eps=optimizer.epsilon,
-            amsgrad=False,
-            maximize=False,
-        )
+        if fused:
+            # The kernel corrects the moments' bias itself with 1 - beta^step;
+            # at this step count beta^step is 0, so it applies `alpha` as given.
+            no_bias_correction = torch.full((), 2.0**30, dtype=dtype, device=values[0].device)
+            torch._fused_adamw_(
+                values, gradients, momentums, velocities, [],
+                [no_bias_correction] * len(values),
+                lr=alpha, beta1=beta_1, beta2=beta_2,
+                weight_decay=0.0,  # Keras has applied the decoupled decay
+                eps=optimizer.epsilon, amsgrad=False, maximize=False,
+            )
+            return True
+        key = tuple(id(v) for v in variables)
+        if _ADAM_SCRATCH.get(optimizer, (None,))[0] != key:
+            _ADAM_SCRATCH[optimizer] = (
+                key, [torch.empty_like(t) for t in values], [torch.empty_like(t) for t in values]
+            )
+        _, squares, updates = _ADAM_SCRATCH[optimizer]
+        # keras/src/backend/torch/optimizers/torch_adam.py, operation for
+        # operation, each result written into a scratch buffer.
+        torch._foreach_mul_(momentums, beta_1)
+        torch._foreach_add_(momentums, gradients, alpha=1 - beta_1)
+        torch._foreach_mul_(velocities, beta_2)
+        torch._foreach_copy_(squares, gradients)
+        torch._foreach_mul_(squares, gradients)
+        torch._foreach_add_(velocities, squares, alpha=1 - beta_2)
+        denominators = squares  # the squares are used up
+        torch._foreach_copy_(denominators, velocities)
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_add_(denominators, optimizer.epsilon)
+        torch._foreach_copy_(updates, momentums)
+        torch._foreach_mul_(updates, alpha)
+        torch._foreach_div_(updates, denominators)
+        torch._foreach_add_(values, updates, alpha=-1)
     return True
 
 

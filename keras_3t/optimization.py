@@ -7,14 +7,22 @@ from keras_3t import backend
 
 @keras.saving.register_keras_serializable(package="keras_3t")
 class AdamW(keras.optimizers.AdamW):
-    """`keras.optimizers.AdamW` with a fused update on PyTorch.
+    """`keras.optimizers.AdamW` without its temporaries on PyTorch.
 
     The same arguments, update rule and optimizer variables as Keras's
-    AdamW on every backend. On PyTorch the
-    Adam update runs as one fused kernel instead of Keras's `torch._foreach_*`
-    ops, which allocate five temporary copies of the weights each step: on
-    a ViT-B/16-sized model the update measured several times faster
-    (`benchmarks/optimizer_step.py`, docs/benchmarks.md).
+    AdamW on every backend. Keras's PyTorch update allocates five temporary
+    copies of the weights every step; this one runs the same operations into
+    two scratch copies kept between steps, with bit-for-bit the same result
+    (on a ViT-B/16-sized model the update measured several times faster,
+    `benchmarks/optimizer_step.py`). On TensorFlow and JAX the update is
+    Keras's, which XLA compiles.
+
+    Args:
+        fused: bool, PyTorch only. Run the update as one fused kernel
+            (`torch._fused_adamw_`), faster still and with no scratch
+            copies; the same rule, rounded differently (results agree with
+            Keras's to float32 rounding, not bit for bit).
+        **kwargs: `keras.optimizers.AdamW`'s arguments.
 
     Example:
     >>> import keras
@@ -26,11 +34,18 @@ class AdamW(keras.optimizers.AdamW):
     [0.9, -0.9]
     """
 
+    def __init__(self, *args, fused=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fused = bool(fused)
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if not backend.fused_adam_update(
-            self, grads, trainable_variables, learning_rate
+        if not backend.torch_adam_update(
+            self, grads, trainable_variables, learning_rate, fused=self.fused
         ):
             super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "fused": self.fused}
 
 
 def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps=0):
