@@ -3,8 +3,8 @@
 Run by benchmarks/train_step.py (in the open_clip virtual environment) so
 that open_clip's steps and keras-3t's alternate, one at a time, on one
 machine: the orchestrator writes `step` on this process's stdin, this
-process runs one timed training step and answers with one JSON line; `done`
-ends it. Nothing else runs meanwhile, so ratios compare steps taken moments
+process runs one timed training step and answers with one JSON line; at
+the end of its input it prints its summary (median step time, peak RSS). Nothing else runs meanwhile, so ratios compare steps taken moments
 apart, not processes run minutes apart.
 
 The model, batch, loss and optimizer are those of

@@ -14,8 +14,9 @@ class AdamW(keras.optimizers.AdamW):
     copies of the weights every step; this one runs the same operations into
     two scratch copies kept between steps, with bit-for-bit the same result
     (on a ViT-B/16-sized model the update measured several times faster,
-    `benchmarks/optimizer_step.py`). On TensorFlow and JAX the update is
-    Keras's, which XLA compiles.
+    `benchmarks/optimizer_step.py`). With AMSGrad, or weights of several
+    dtypes, it falls back to Keras's generic update (one weight at a time).
+    On TensorFlow and JAX the update is Keras's, which XLA compiles.
 
     Args:
         fused: bool, PyTorch only. Run the update as one fused kernel
