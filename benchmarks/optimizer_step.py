@@ -91,7 +91,6 @@ def main():
         updates["keras_3t.optimization.AdamW(fused=True)"] = keras_update(
             lambda **kwargs: AdamW(fused=True, **kwargs), model, gradients
         )
-    if backend == "torch":
         for implementation in ("foreach", "fused"):
             updates[f"torch.optim.AdamW({implementation}=True)"] = torch_update(model, gradients, implementation)
     for update in updates.values():
