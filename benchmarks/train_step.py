@@ -18,7 +18,9 @@ processes of one size are alive together: mind the memory at large sizes
   features read from the batch, as from a
   `keras_3t.data.write_third_tower_cache` cache), and `third_forward`: one
   inference forward pass of the third tower's backbone on the batch. Each
-  round runs one step of every objective;
+  round runs one step of every objective (`--process-per-objective`: each
+  objective in a process of its own, so that no other model in the process
+  shares its caches and memory);
 - open_clip 3.3.0's CLIP on the same architecture (`--open-clip`: the python
   of a virtual environment made by ../shared/bench/setup_openclip_venv.sh),
   stepped by benchmarks/openclip_lockstep.py with the model, batch and
@@ -347,10 +349,10 @@ def run_lockstep(workers, steps):
                 worker.process.kill()
 
 
-def keras_command(args, size):
+def keras_command(args, size, objectives):
     return [
         sys.executable, os.path.abspath(__file__), "--worker",
-        "--size", size, "--objectives", *args.objectives, "--batch", str(args.batch),
+        "--size", size, "--objectives", *objectives, "--batch", str(args.batch),
         "--threads", str(args.threads), "--warmup", str(args.warmup), "--jit", args.jit,
         "--accumulation-steps", str(args.accumulation_steps),
         "--dtype-policy", args.dtype_policy,
@@ -452,6 +454,9 @@ def main():
                              "PyTorch (torch.compile measured no faster); 'auto' is Keras's choice")
     parser.add_argument("--accumulation-steps", type=int, default=1)
     parser.add_argument("--dtype-policy", default="float32", choices=("float32", "mixed_bfloat16"))
+    parser.add_argument("--process-per-objective", action="store_true",
+                        help="each keras-3t objective in its own process (default: one per backend); "
+                             "more memory, no model disturbs another's caches")
     parser.add_argument("--fused-adamw", action="store_true",
                         help="keras-3t's AdamW(fused=True): one torch._fused_adamw_ kernel on PyTorch")
     parser.add_argument("--open-clip", help="python of an open_clip virtual environment (omit: keras-3t only)")
@@ -477,9 +482,11 @@ def main():
     runs = []
     for repeat in range(args.repeats):
         for size in args.sizes:
+            groups = [[o] for o in args.objectives] if args.process_per_objective else [args.objectives]
             workers = [
-                LockstepWorker(backend, keras_command(args, size), worker_environment(backend, args.threads))
-                for backend in args.backends
+                LockstepWorker(f"{backend} {' '.join(objectives)}", keras_command(args, size, objectives),
+                               worker_environment(backend, args.threads))
+                for backend in args.backends for objectives in groups
             ]
             if args.open_clip:
                 workers.insert(0, LockstepWorker(
@@ -491,7 +498,7 @@ def main():
                         result.update(side="open_clip", backend="torch", objective="clip", size=size)
                     result["repeat"] = repeat
                     runs.append(result)
-                    print(f"[{repeat}] {size} {label} {result['objective']}: "
+                    print(f"[{repeat}] {size} {result['side']} {result['backend']} {result['objective']}: "
                           f"{result['median_step_s'] * 1000:.1f} ms", file=sys.stderr)
     rows = summarize(runs)
     targets = ratios(rows)

@@ -2,8 +2,9 @@
 
 Prints one JSON line comparing `keras.distribution.DataParallel` with a
 single device: the 3T loss on one global batch (with the global and the
-local loss), the loss averaged over the four per-device slices, the weights
-after three `fit` steps, and the error for a global batch of 10.
+local loss), the loss averaged over the four per-device slices, the first
+`fit` loss and the weights after three `fit` steps (also with gradient
+accumulation), and the error for a global batch of 10.
 """
 
 import json
@@ -25,17 +26,18 @@ from tests.conftest import tiny_model  # noqa: E402
 BATCH = toy.toy_batch(16, image_size=16, seed=0)
 
 
-def train(distribution, local_loss=False):
+def train(distribution, local_loss=False, accumulation_steps=1):
     keras.utils.set_random_seed(0)
     keras.distribution.set_distribution(distribution)
     try:
         model = tiny_model("3t", local_loss=local_loss)
-        model.compile(learning_rate=1e-2)
+        model.compile(learning_rate=1e-2, accumulation_steps=accumulation_steps)
         loss = float(model.compute_objective(BATCH)["loss"])
         slices = [{k: v[4 * i:4 * i + 4] for k, v in BATCH.items()} for i in range(4)]
         per_device = float(np.mean([float(model.compute_objective(s)["loss"]) for s in slices]))
-        model.fit(BATCH, batch_size=16, epochs=3, verbose=0, shuffle=False)
-        return loss, per_device, [np.asarray(w) for w in model.get_weights()]
+        history = model.fit(BATCH, batch_size=16, epochs=3, verbose=0, shuffle=False)
+        weights = [np.asarray(w) for w in model.get_weights()]
+        return loss, per_device, history.history["loss"][0], weights
     finally:
         keras.distribution.set_distribution(None)
 
@@ -53,7 +55,7 @@ def uneven_batch_error(distribution):
 
 
 def main():
-    single_loss, per_device, single_weights = train(None)
+    single_loss, per_device, _, single_weights = train(None)
     result = {
         "devices": len(jax.devices()),
         "single_loss": single_loss,
@@ -61,10 +63,14 @@ def main():
     }
     device_mesh = keras.distribution.DeviceMesh((4,), ["batch"], devices=jax.devices())
     distribution = keras.distribution.DataParallel(device_mesh=device_mesh)
-    for local_loss in (False, True):
-        loss, _, weights = train(distribution, local_loss)
-        result["local" if local_loss else "global"] = {
+    # "accumulated": the global loss in two micro-batches of 8.
+    for mode in ("global", "local", "accumulated"):
+        loss, _, first_fit_loss, weights = train(
+            distribution, mode == "local", 2 if mode == "accumulated" else 1
+        )
+        result[mode] = {
             "loss": loss,
+            "first_fit_loss": first_fit_loss,
             "max_weight_difference": max(
                 float(np.max(np.abs(a - b))) for a, b in zip(single_weights, weights)
             ),

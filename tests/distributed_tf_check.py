@@ -3,8 +3,8 @@
 Prints one JSON line comparing `tf.distribute.MirroredStrategy` over four
 logical CPU devices with one device: the pair losses and their gradients
 (global and local), hard cross-device negatives, the 3T objective and its
-gradients, `fit` weights, and the error for a global batch that does not
-divide by the replica count.
+gradients, `fit` weights (with and without gradient accumulation), and the
+error for a global batch that does not divide by the replica count.
 """
 
 import json
@@ -119,6 +119,7 @@ def model_checks(strategy):
     """The 3T objective, its gradients and three fit steps, for both loss modes."""
     import keras
 
+    from keras_3t import backend
     from keras_3t.datasets import toy
     from tests.conftest import tiny_model
 
@@ -142,19 +143,30 @@ def model_checks(strategy):
     single.fit(dataset, epochs=3, verbose=0)
     results = {"single_loss": float(single_values["loss"]), "mean_of_per_device_losses": float(per_device)}
 
-    for local in (False, True):
+    for mode in ("global", "local", "accumulated"):
+        # "accumulated": the global loss, each replica's 4 rows in two
+        # micro-batches of 2 (the negatives still the global 16).
         with strategy.scope():
-            model = tiny_model("3t", local_loss=local)
+            model = tiny_model("3t", local_loss=mode == "local")
             model.set_weights(weights)
-            model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+            model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False,
+                          accumulation_steps=2 if mode == "accumulated" else 1)
 
         @tf.function
         def objective_and_gradients(distributed):
-            def replica_fn(local_batch):
+            def value_and_gradients(objective, variables):
                 with tf.GradientTape() as tape:
-                    values = model.compute_objective(local_batch)
+                    values = objective()
                     share = values["loss"] / strategy.num_replicas_in_sync
-                return values["loss"], tape.gradient(share, model.trainable_variables)
+                gradients = tape.gradient(share, variables)
+                return values, [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                                for g, v in zip(gradients, variables)]
+
+            def replica_fn(local_batch):
+                # The train step's gradients, accumulated or not.
+                values, gradients = backend._values_and_gradients(
+                    model, local_batch, value_and_gradients)
+                return values["loss"], gradients
 
             values, grads = strategy.run(replica_fn, args=(distributed,))
             mean = strategy.reduce("MEAN", values, axis=None)
@@ -163,8 +175,7 @@ def model_checks(strategy):
         distributed = next(iter(strategy.experimental_distribute_dataset(dataset)))
         loss, grads = objective_and_gradients(distributed)
         history = model.fit(dataset, epochs=3, verbose=0)
-        key = "local" if local else "global"
-        results[key] = {
+        results[mode] = {
             "loss": float(loss),
             "max_gradient_difference": max_difference(grads, single_grads),
             "first_fit_loss": float(history.history["loss"][0]),

@@ -6,7 +6,8 @@ Each process first computes single-device references on the whole global
 batch, then joins a gloo process group on 127.0.0.1 and repeats the work on
 its slice: the pair losses and their gradients (global and local), hard
 cross-device negatives, and three `fit` steps of a 3T model that starts from
-different weights on each process. Prints one JSON line.
+different weights on each process (global loss, local loss, and the global
+loss with gradient accumulation). Prints one JSON line.
 """
 
 import json
@@ -70,7 +71,7 @@ def hard_negatives(replicas=None, rank=0, world=1, local=False):
     return float(contrastive_loss(a[rows], a[rows], 20.0, replicas=replicas, local=local))
 
 
-def train(seed, rows, local=False):
+def train(seed, rows, local=False, accumulation_steps=1):
     import keras
 
     from keras_3t.datasets import toy
@@ -80,7 +81,7 @@ def train(seed, rows, local=False):
     model = tiny_model("3t", local_loss=local)
     # SGD: see tests/distributed_tf_check.py (Adam would magnify float32
     # reduction noise in gradient entries that are exactly zero).
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), accumulation_steps=accumulation_steps)
     batch = {k: v[rows] for k, v in toy.toy_batch(BATCH, image_size=16, seed=0).items()}
     history = model.fit(batch, batch_size=len(batch["images"]), epochs=3, shuffle=False, verbose=0)
     return history.history["loss"], [np.asarray(w) for w in model.get_weights()]
@@ -125,10 +126,12 @@ def main(rank, world, port):
             "local": hard_negatives(replicas, rank, world, local=True),
         },
     }
-    for local in (False, True):
+    # "accumulated": each process's 8 rows in two micro-batches of 4.
+    for mode in ("global", "local", "accumulated"):
         # Process r starts from seed r: the first step broadcasts process 0's.
-        history, weights = train(seed=rank, rows=rows, local=local)
-        result["local" if local else "global"] = {
+        history, weights = train(seed=rank, rows=rows, local=mode == "local",
+                                 accumulation_steps=2 if mode == "accumulated" else 1)
+        result[mode] = {
             "single_losses": single_history,
             "parallel_losses": history,
             "max_weight_difference": max_difference(weights, single_weights),

@@ -136,9 +136,11 @@ def test_jax_data_parallel_matches_one_device_with_global_negatives():
     values = run_check("distributed_jax_check.py")
     assert values["devices"] == 4
     # One global batch of 16 over 4 devices (a user-given DeviceMesh), with
-    # the global and the local loss: the same loss as on one device...
-    for mode in ("global", "local"):
+    # the global and the local loss, and the global loss accumulated over two
+    # micro-batches: the same loss as on one device...
+    for mode in ("global", "local", "accumulated"):
         assert values[mode]["loss"] == pytest.approx(values["single_loss"], rel=1e-6)
+        assert values[mode]["first_fit_loss"] == pytest.approx(values["single_loss"], rel=1e-5)
         # ...and three fit steps end at the same weights, to float32 rounding.
         assert values[mode]["max_weight_difference"] < 1e-4
     # Not the mean of the four 4-example losses (each slice's negatives
@@ -156,12 +158,13 @@ def test_tf_mirrored_strategy_matches_one_device_with_global_negatives():
     assert_negatives_are_global(values["hard_negatives"])
     model = values["model"]
     assert abs(model["mean_of_per_device_losses"] - model["single_loss"]) > 0.1
-    for mode in ("global", "local"):
+    for mode in ("global", "local", "accumulated"):
         # The 3T objective and every gradient equal one device's...
         assert model[mode]["loss"] == pytest.approx(model["single_loss"], rel=1e-6)
         assert model[mode]["first_fit_loss"] == pytest.approx(model["single_loss"], rel=1e-6)
         assert model[mode]["max_gradient_difference"] < 1e-5
-        # ...and so do the weights after three fit steps.
+        # ...and so do the weights after three fit steps ("accumulated":
+        # each replica's rows in two micro-batches, the global loss).
         assert model[mode]["max_weight_difference"] < 1e-5
     assert "global batch must divide by the number of replicas" in model["uneven_batch_error"]
     assert "jit_compile=True fails under tf.distribute" in model["jit_compile_error"]
@@ -195,7 +198,7 @@ def test_torch_distributed_two_processes_match_one_device():
         assert result["replicas"] == 2
         assert_pair_losses_match(result["pair_losses"])
         assert_negatives_are_global(result["hard_negatives"])
-        for mode in ("global", "local"):
+        for mode in ("global", "local", "accumulated"):
             # Process 1 started from other weights: fit broadcast process 0's.
             train = result[mode]
             assert train["parallel_losses"] == pytest.approx(train["single_losses"], rel=1e-5)
