@@ -207,6 +207,7 @@ def run_keras(args):
         print(json.dumps({
             "side": "keras_3t",
             "backend": keras.backend.backend(),
+            "process_id": os.getpid(),
             "size": args.size,
             "objective": objective,
             "batch": args.batch,
@@ -369,6 +370,15 @@ def open_clip_command(args, size):
     ]
 
 
+def machine():
+    """The CPU model and core count: ratios between sides differ between CPUs."""
+    model = None
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as file:
+            model = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), None)
+    return {"cpu": model, "cores": os.cpu_count()}
+
+
 def worker_environment(backend, threads):
     environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     # The same intra-op thread count on every side (torch's is set in-process).
@@ -506,7 +516,8 @@ def main():
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as file:
-            json.dump({"arguments": vars(args), "summary": rows, "targets": targets, "runs": runs}, file, indent=1)
+            json.dump({"arguments": vars(args), "machine": machine(), "summary": rows, "targets": targets,
+                       "runs": runs}, file, indent=1)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def hard_negative_checks(strategy):
 
 
 def model_checks(strategy):
-    """The 3T objective, its gradients and three fit steps, for both loss modes."""
+    """The 3T objective, its gradients and three fit steps: global, local, accumulated."""
     import keras
 
     from keras_3t import backend

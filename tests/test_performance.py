@@ -307,5 +307,17 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     assert {run["objective"] for run in report["runs"]} == {"clip", "3t_cached", "third_forward"}
     # Timed in lockstep rounds: one step of every objective per round.
     assert all(len(run["step_times_s"]) == 2 for run in report["runs"])
+    assert len({run["process_id"] for run in report["runs"]}) == 1
+    assert report["machine"]["cores"] == os.cpu_count()
+    separate = str(tmp_path / "separate.json")
+    subprocess.run(
+        [sys.executable, script, "--sizes", "tiny", "--backends", keras.backend.backend(),
+         "--objectives", "clip", "third_forward", "--process-per-objective", "--batch", "8",
+         "--warmup", "1", "--steps", "2", "--output", separate],
+        check=True, capture_output=True,
+    )
+    runs = json.load(open(separate))["runs"]
+    assert [run["objective"] for run in runs] == ["clip", "third_forward"]
+    assert len({run["process_id"] for run in runs}) == 2
     with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
         subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
