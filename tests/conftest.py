@@ -16,6 +16,9 @@ from keras_3t.datasets import toy
 IMAGE_SIZE = 16
 SEQUENCE_LENGTH = 4
 EMBEDDING_DIM = 16
+# The data-parallel checks (tests/distributed_*_check.py) train each mode:
+# mode -> (local_loss, accumulation_steps).
+DATA_PARALLEL_MODES = {"global": (False, 1), "local": (True, 1), "accumulated": (False, 2)}
 
 
 def pytest_addoption(parser):

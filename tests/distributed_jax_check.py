@@ -21,6 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_3t.datasets import toy  # noqa: E402
+from tests.conftest import DATA_PARALLEL_MODES  # noqa: E402
 from tests.conftest import tiny_model  # noqa: E402
 
 BATCH = toy.toy_batch(16, image_size=16, seed=0)
@@ -64,10 +65,8 @@ def main():
     device_mesh = keras.distribution.DeviceMesh((4,), ["batch"], devices=jax.devices())
     distribution = keras.distribution.DataParallel(device_mesh=device_mesh)
     # "accumulated": the global loss in two micro-batches of 8.
-    for mode in ("global", "local", "accumulated"):
-        loss, _, first_fit_loss, weights = train(
-            distribution, mode == "local", 2 if mode == "accumulated" else 1
-        )
+    for mode, (local_loss, accumulation_steps) in DATA_PARALLEL_MODES.items():
+        loss, _, first_fit_loss, weights = train(distribution, local_loss, accumulation_steps)
         result[mode] = {
             "loss": loss,
             "first_fit_loss": first_fit_loss,

@@ -121,6 +121,7 @@ def model_checks(strategy):
 
     from keras_3t import backend
     from keras_3t.datasets import toy
+    from tests.conftest import DATA_PARALLEL_MODES
     from tests.conftest import tiny_model
 
     batch = toy.toy_batch(16, image_size=16, seed=0)
@@ -143,14 +144,14 @@ def model_checks(strategy):
     single.fit(dataset, epochs=3, verbose=0)
     results = {"single_loss": float(single_values["loss"]), "mean_of_per_device_losses": float(per_device)}
 
-    for mode in ("global", "local", "accumulated"):
-        # "accumulated": the global loss, each replica's 4 rows in two
-        # micro-batches of 2 (the negatives still the global 16).
+    # "accumulated": the global loss, each replica's 4 rows in two
+    # micro-batches of 2 (the negatives still the global 16).
+    for mode, (local_loss, accumulation_steps) in DATA_PARALLEL_MODES.items():
         with strategy.scope():
-            model = tiny_model("3t", local_loss=mode == "local")
+            model = tiny_model("3t", local_loss=local_loss)
             model.set_weights(weights)
             model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False,
-                          accumulation_steps=2 if mode == "accumulated" else 1)
+                          accumulation_steps=accumulation_steps)
 
         @tf.function
         def objective_and_gradients(distributed):

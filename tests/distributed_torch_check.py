@@ -92,6 +92,7 @@ def main(rank, world, port):
 
     from keras_3t import backend
     from keras_3t.datasets import toy
+    from tests.conftest import DATA_PARALLEL_MODES
     from tests.conftest import tiny_model
 
     single_losses = pair_losses()
@@ -127,10 +128,10 @@ def main(rank, world, port):
         },
     }
     # "accumulated": each process's 8 rows in two micro-batches of 4.
-    for mode in ("global", "local", "accumulated"):
+    for mode, (local_loss, accumulation_steps) in DATA_PARALLEL_MODES.items():
         # Process r starts from seed r: the first step broadcasts process 0's.
-        history, weights = train(seed=rank, rows=rows, local=mode == "local",
-                                 accumulation_steps=2 if mode == "accumulated" else 1)
+        history, weights = train(seed=rank, rows=rows, local=local_loss,
+                                 accumulation_steps=accumulation_steps)
         result[mode] = {
             "single_losses": single_history,
             "parallel_losses": history,

@@ -19,6 +19,7 @@ from keras_3t import ThreeTowerModel
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
+from tests.conftest import DATA_PARALLEL_MODES
 from tests.conftest import tiny_model
 from tests.conftest import to_numpy
 from tests.conftest import write_digit_scene_captions
@@ -138,7 +139,7 @@ def test_jax_data_parallel_matches_one_device_with_global_negatives():
     # One global batch of 16 over 4 devices (a user-given DeviceMesh), with
     # the global and the local loss, and the global loss accumulated over two
     # micro-batches: the same loss as on one device...
-    for mode in ("global", "local", "accumulated"):
+    for mode in DATA_PARALLEL_MODES:
         assert values[mode]["loss"] == pytest.approx(values["single_loss"], rel=1e-6)
         assert values[mode]["first_fit_loss"] == pytest.approx(values["single_loss"], rel=1e-5)
         # ...and three fit steps end at the same weights, to float32 rounding.
@@ -158,7 +159,7 @@ def test_tf_mirrored_strategy_matches_one_device_with_global_negatives():
     assert_negatives_are_global(values["hard_negatives"])
     model = values["model"]
     assert abs(model["mean_of_per_device_losses"] - model["single_loss"]) > 0.1
-    for mode in ("global", "local", "accumulated"):
+    for mode in DATA_PARALLEL_MODES:
         # The 3T objective and every gradient equal one device's...
         assert model[mode]["loss"] == pytest.approx(model["single_loss"], rel=1e-6)
         assert model[mode]["first_fit_loss"] == pytest.approx(model["single_loss"], rel=1e-6)
@@ -198,7 +199,7 @@ def test_torch_distributed_two_processes_match_one_device():
         assert result["replicas"] == 2
         assert_pair_losses_match(result["pair_losses"])
         assert_negatives_are_global(result["hard_negatives"])
-        for mode in ("global", "local", "accumulated"):
+        for mode in DATA_PARALLEL_MODES:
             # Process 1 started from other weights: fit broadcast process 0's.
             train = result[mode]
             assert train["parallel_losses"] == pytest.approx(train["single_losses"], rel=1e-5)
