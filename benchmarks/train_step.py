@@ -7,8 +7,9 @@ For each size (a config in benchmarks/configs/, open_clip's format) the script
 starts one process per side (open_clip, and keras-3t on each backend), lets
 each build and warm up, then times them in lockstep: each timed round runs
 one step of every side in turn, one process at a time while the others wait,
-so every ratio compares steps taken moments apart (on a shared CPU machine
-the speed of separate runs minutes apart differed by up to 30 %). All the
+in an order drawn afresh each round (`--seed`), so every ratio compares steps
+taken moments apart (on a shared CPU machine the speed of separate runs
+minutes apart differed by up to 30 %). All the
 processes of one size are alive together: mind the memory at large sizes
 (`--backends` runs fewer). `--repeats` starts fresh processes again.
 
@@ -43,12 +44,16 @@ The optimizer implementation of each side is recorded: keras-3t's
 open_clip's torch AdamW (`--open-clip-adamw`: default for-loop, foreach or
 fused).
 
-Prints a table and writes every run (with the raw step times) as JSON.
+Prints a table and writes every run (with the raw step times) as JSON. Each
+target ratio is reported twice: the ratio of the two median step times, and
+`paired_…`: the median over rounds of the ratio of the two steps taken in the
+same round, with a bootstrap 95 % interval.
 """
 
 import argparse
 import json
 import os
+import random
 import resource
 import statistics
 import subprocess
@@ -59,6 +64,7 @@ import time
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 BACKENDS = ("tensorflow", "jax", "torch")
 OBJECTIVES = ("clip", "lit", "3t", "3t_cached", "third_forward")
+BOOTSTRAP_SAMPLES = 2000
 # open_clip's training defaults for ViT models.
 LEARNING_RATE = 5e-4
 WEIGHT_DECAY = 0.2
@@ -190,12 +196,14 @@ def run_keras(args):
         rss_after_warmup[objective] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     times = {objective: [] for objective in args.objectives}
-    # Lockstep: one round (a step of every objective) per "step" line.
+    # Lockstep: one round (a step of every objective) per "step" line, the
+    # objectives in a fresh random order each round (no one always first).
+    order = random.Random(args.seed)
     print(json.dumps({"ready": True}), flush=True)
     for command in sys.stdin:
         if command.strip() != "step":
             break
-        for objective in args.objectives:
+        for objective in order.sample(args.objectives, len(args.objectives)):
             started = time.perf_counter()
             steps[objective]()
             times[objective].append(time.perf_counter() - started)
@@ -335,13 +343,19 @@ class LockstepWorker:
         )
 
 
-def run_lockstep(workers, steps):
-    """Waits for every worker to be ready, then `steps` rounds, one side at a time."""
+def run_lockstep(workers, steps, seed):
+    """Waits for every worker to be ready, then `steps` rounds, one side at a time.
+
+    Each round steps the workers in a fresh random order (seeded), so that
+    which process ran just before another (and left the CPU caches holding
+    its data) varies from round to round instead of favouring one side.
+    """
+    order = random.Random(seed)
     try:
         for worker in workers:
             worker.answer()
         for _ in range(steps):
-            for worker in workers:
+            for worker in order.sample(workers, len(workers)):
                 worker.step()
         return {worker.label: worker.results() for worker in workers}
     finally:
@@ -350,13 +364,13 @@ def run_lockstep(workers, steps):
                 worker.process.kill()
 
 
-def keras_command(args, size, objectives):
+def keras_command(args, size, objectives, seed):
     return [
         sys.executable, os.path.abspath(__file__), "--worker",
         "--size", size, "--objectives", *objectives, "--batch", str(args.batch),
         "--threads", str(args.threads), "--warmup", str(args.warmup), "--jit", args.jit,
         "--accumulation-steps", str(args.accumulation_steps),
-        "--dtype-policy", args.dtype_policy,
+        "--dtype-policy", args.dtype_policy, "--seed", str(seed),
     ] + (["--fused-adamw"] if args.fused_adamw else [])
 
 
@@ -406,25 +420,82 @@ def summarize(runs):
     return rows
 
 
-def ratios(rows):
-    """The issue's targets: best backend vs open_clip, 3T vs CLIP."""
+def paired_ratio(numerators, denominators, seed=0):
+    """Median of per-round ratios, with a bootstrap 95 % interval.
+
+    `numerators[i]` and `denominators[i]` are two step times of the same
+    lockstep round, taken moments apart: their ratio cancels the machine's
+    drift, which the ratio of two medians over minutes does not.
+    """
+    values = [n / d for n, d in zip(numerators, denominators)]
+    rng = random.Random(seed)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(BOOTSTRAP_SAMPLES)
+    )
+    tail = int(0.025 * BOOTSTRAP_SAMPLES)
+    return {
+        "median": statistics.median(values),
+        "ci95": [medians[tail], medians[-1 - tail]],
+        "rounds": len(values),
+    }
+
+
+def round_times(runs, size, side, backend, objective):
+    """Each repeat's step times, in round order: `{repeat: [seconds, ...]}`."""
+    return {
+        run["repeat"]: run["step_times_s"] for run in runs
+        if (run["size"], run["side"], run.get("backend", "torch"), run.get("objective", "clip"))
+        == (size, side, backend, objective)
+    }
+
+
+def paired(runs, size, numerator, denominator, added=None):
+    """`paired_ratio` of two (side, backend, objective)s over every repeat's rounds.
+
+    `added`: a third (side, backend, objective) whose step time in the same
+    round is added to the denominator's.
+    """
+    tops, bottoms = round_times(runs, size, *numerator), round_times(runs, size, *denominator)
+    extras = round_times(runs, size, *added) if added else None
+    numerators, denominators = [], []
+    for repeat, top in tops.items():
+        bottom = bottoms[repeat]
+        if extras:
+            bottom = [seconds + extra for seconds, extra in zip(bottom, extras[repeat])]
+        numerators += top
+        denominators += bottom
+    return paired_ratio(numerators, denominators)
+
+
+def ratios(rows, runs):
+    """The issue's targets: best backend vs open_clip, 3T vs CLIP.
+
+    Each target is given twice: as the ratio of the two median step times
+    (over repeats), and `paired_…`, the median of the per-round ratios with
+    its bootstrap 95 % interval (`paired_ratio`).
+    """
     out = []
     for size in dict.fromkeys(row["size"] for row in rows):
         by = {(r["side"], r["backend"], r["objective"]): r for r in rows if r["size"] == size}
-        reference = by.get(("open_clip", "torch", "clip"))
+        reference = ("open_clip", "torch", "clip")
         for backend in BACKENDS:
             clip = by.get(("keras_3t", backend, "clip"))
             if clip is None:
                 continue
             entry = {"size": size, "backend": backend}
-            if reference:
+            keras_clip = ("keras_3t", backend, "clip")
+            if reference in by:
                 entry["clip_vs_open_clip_samples_per_s"] = (
-                    reference["median_step_s"] / clip["median_step_s"]
+                    by[reference]["median_step_s"] / clip["median_step_s"]
                 )
+                entry["paired_clip_vs_open_clip_samples_per_s"] = paired(runs, size, reference, keras_clip)
             for objective in ("lit", "3t", "3t_cached"):
                 if ("keras_3t", backend, objective) in by:
                     entry[f"{objective}_over_clip_step_time"] = (
                         by[("keras_3t", backend, objective)]["median_step_s"] / clip["median_step_s"]
+                    )
+                    entry[f"paired_{objective}_over_clip_step_time"] = paired(
+                        runs, size, ("keras_3t", backend, objective), keras_clip
                     )
             forward = by.get(("keras_3t", backend, "third_forward"))
             if forward:
@@ -432,6 +503,10 @@ def ratios(rows):
                 entry["clip_plus_third_forward_s"] = clip["median_step_s"] + forward["median_step_s"]
                 if ("keras_3t", backend, "3t") in by:
                     entry["3t_step_s"] = by[("keras_3t", backend, "3t")]["median_step_s"]
+                    entry["paired_3t_over_clip_plus_third_forward"] = paired(
+                        runs, size, ("keras_3t", backend, "3t"), keras_clip,
+                        added=("keras_3t", backend, "third_forward"),
+                    )
             out.append(entry)
     return out
 
@@ -446,7 +521,11 @@ def print_table(rows, targets):
     print()
     for entry in targets:
         parts = [f"{key}={value:.3f}" for key, value in entry.items() if isinstance(value, float)]
-        print(f"{entry['size']:<12} {entry['backend']:<10} " + " ".join(parts))
+        parts += [
+            f"{key}={value['median']:.3f} [{value['ci95'][0]:.3f}, {value['ci95'][1]:.3f}]"
+            for key, value in entry.items() if isinstance(value, dict)
+        ]
+        print(f"{entry['size']:<12} {entry['backend']:<10} " + "\n    ".join(parts))
 
 
 def main():
@@ -473,6 +552,8 @@ def main():
     parser.add_argument("--open-clip-step", default=os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "bench", "openclip_step.py"))
     parser.add_argument("--open-clip-adamw", default="foreach", choices=("default", "foreach", "fused"))
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds each round's random order of sides and objectives (repeat r: seed + r)")
     parser.add_argument("--output", help="JSON file to write (refuses to overwrite one)")
     # A worker times one configuration in its own process (own backend, own peak RSS).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -493,8 +574,9 @@ def main():
     for repeat in range(args.repeats):
         for size in args.sizes:
             groups = [[o] for o in args.objectives] if args.process_per_objective else [args.objectives]
+            seed = args.seed + repeat
             workers = [
-                LockstepWorker(f"{backend} {' '.join(objectives)}", keras_command(args, size, objectives),
+                LockstepWorker(f"{backend} {' '.join(objectives)}", keras_command(args, size, objectives, seed),
                                worker_environment(backend, args.threads))
                 for backend in args.backends for objectives in groups
             ]
@@ -502,7 +584,7 @@ def main():
                 workers.insert(0, LockstepWorker(
                     "open_clip", open_clip_command(args, size), worker_environment("torch", args.threads)
                 ))
-            for label, results in run_lockstep(workers, args.steps).items():
+            for label, results in run_lockstep(workers, args.steps, seed).items():
                 for result in results:
                     if label == "open_clip":
                         result.update(side="open_clip", backend="torch", objective="clip", size=size)
@@ -511,7 +593,7 @@ def main():
                     print(f"[{repeat}] {size} {result['side']} {result['backend']} {result['objective']}: "
                           f"{result['median_step_s'] * 1000:.1f} ms", file=sys.stderr)
     rows = summarize(runs)
-    targets = ratios(rows)
+    targets = ratios(rows, runs)
     print_table(rows, targets)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -307,6 +307,13 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     assert {run["objective"] for run in report["runs"]} == {"clip", "3t_cached", "third_forward"}
     # Timed in lockstep rounds: one step of every objective per round.
     assert all(len(run["step_times_s"]) == 2 for run in report["runs"])
+    # The paired ratio: the median over rounds of the two steps' ratio.
+    times = {run["objective"]: run["step_times_s"] for run in report["runs"]}
+    per_round = [a / b for a, b in zip(times["3t_cached"], times["clip"])]
+    paired = targets["paired_3t_cached_over_clip_step_time"]
+    assert paired["rounds"] == 2
+    assert paired["median"] == pytest.approx(sum(per_round) / 2)
+    assert min(per_round) <= paired["ci95"][0] <= paired["ci95"][1] <= max(per_round)
     assert len({run["process_id"] for run in report["runs"]}) == 1
     assert report["machine"]["cores"] == os.cpu_count()
     separate = str(tmp_path / "separate.json")
