@@ -136,6 +136,43 @@ def test_cache_is_never_overwritten_and_corruption_is_named(tmp_path):
     assert manifest["images"] == 4 and load_third_tower_cache(cache_dir, model).features.shape[0] == 4
 
 
+def test_cache_writer_reads_the_source_once(tmp_path):
+    model = _preset_model()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 40, 40, 3), dtype="uint8")
+    # Per-caption rows: image 1 has three captions, image 2 two.
+    ids = [1, 2, 1, 3, 2, 1]
+    passes = []
+
+    def rows():
+        passes.append(1)
+        for image_id in ids:
+            yield {"image": images[image_id - 1], "caption": "a caption", "image_id": image_id}
+
+    examples = tf.data.Dataset.from_generator(rows, output_signature={
+        "image": tf.TensorSpec((40, 40, 3), tf.uint8),
+        "caption": tf.TensorSpec((), tf.string),
+        "image_id": tf.TensorSpec((), tf.int64),
+    })
+    cache_dir = str(tmp_path / "cache")
+    manifest = write_third_tower_cache(model, examples, cache_dir, 56, batch_size=2)
+    assert len(passes) == 1
+    cache = load_third_tower_cache(cache_dir, model)
+    assert manifest["images"] == 3 and list(cache.image_ids) == [1, 2, 3]
+    # Each row is its own image's features, whatever the batching.
+    alone = write_third_tower_cache(
+        model, examples.take(1), str(tmp_path / "alone"), 56
+    )
+    assert alone["images"] == 1
+    np.testing.assert_allclose(
+        load_third_tower_cache(str(tmp_path / "alone"), model).features[0],
+        cache.features[0], rtol=1e-5, atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="got no examples"):
+        write_third_tower_cache(model, examples.take(0), str(tmp_path / "empty"), 56)
+    assert not os.path.exists(tmp_path / "empty")
+
+
 def test_model_checks_cached_features():
     model = tiny_model("3t", third_backbone=tiny_vit())
     model.compile()

@@ -105,15 +105,16 @@ def write_third_tower_cache(
             f"{cache_dir} exists and is not empty; pass overwrite=True to "
             "replace the cache (nothing was written)."
         )
-    ids = np.fromiter(
-        examples.map(lambda example: example["image_id"]).as_numpy_iterator(), "int64"
-    )
-    if not len(ids):
-        raise ValueError("write_third_tower_cache got no examples.")
-    _, first = np.unique(ids, return_index=True)
-    keep = np.zeros(len(ids), bool)
-    keep[first] = True
-    keep = tf.constant(keep)
+    seen = tf.lookup.experimental.MutableHashTable(tf.int64, tf.int64, default_value=0)
+
+    def first_occurrence(example):
+        # Per-caption sources repeat an image: embed it once, in one pass
+        # over the source. tf.data runs a filter sequentially, so "first"
+        # follows the source's order.
+        image_id = tf.cast(example["image_id"], tf.int64)
+        new = tf.equal(seen.lookup(image_id), 0)
+        with tf.control_dependencies([seen.insert(image_id, tf.constant(1, tf.int64))]):
+            return tf.identity(new)
 
     def load(example):
         image = _decode(example["image"], example["image_id"], "raise")
@@ -124,9 +125,8 @@ def write_third_tower_cache(
         }
 
     unique = (
-        examples.enumerate()
-        .filter(lambda index, example: keep[index])
-        .map(lambda index, example: load(example), num_parallel_calls=tf.data.AUTOTUNE)
+        examples.filter(first_occurrence)
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -137,6 +137,8 @@ def write_third_tower_cache(
         features.append(np.asarray(extractor.predict_on_batch(batch["images"]), "float32"))
         image_ids.append(batch["image_id"])
         hashes.append(batch["image_hash"])
+    if not image_ids:
+        raise ValueError("write_third_tower_cache got no examples.")
     manifest = {
         "format_version": FORMAT_VERSION,
         "third_tower": model.third_tower.name,
