@@ -32,9 +32,11 @@ Both sides: pre-LN ViT with class-token pooling and a bias-free patch
 embedding, causal text transformer pooled at the last token, bias-free
 projections, AdamW (lr 5e-4, betas 0.9/0.98, eps 1e-6, weight decay 0.2
 without decay on rank < 2 variables), `--threads` intra-op threads, the same
-batch. keras-3t times `model.train_on_batch` on one fixed batch of backend
-tensors (after `--warmup` untimed steps), so its time includes Keras's
-per-step overhead; open_clip's timer times its training step body.
+batch. keras-3t times a training step as `model.fit` runs it (the model's
+train function; `train_on_batch` on JAX, see `train_step_function`) on one
+fixed batch of backend tensors, after `--warmup` untimed steps, so its time
+includes Keras's per-step overhead; open_clip's timer times its training
+step body.
 Samples/s is batch / median step time. Peak memory is the process's peak RSS
 (keras-3t: after the objectives up to this one, in `--objectives` order,
 were built and warmed up; the first one's is its own).
@@ -240,14 +242,33 @@ def run_keras(args):
 
 
 def train_step_function(model, batch):
-    """One training step on `batch`, returning once it has finished."""
+    """One training step on `batch` as `fit` takes it, returning once finished.
+
+    `fit` builds the model once and then calls its train function on each
+    batch. `train_on_batch` redoes the build at every call (on PyTorch that
+    re-registers every variable with torch, about 1 ms at `tiny`) and resets
+    the metrics, per-call work that is not part of a fit step; so on
+    TensorFlow and PyTorch the step is the train function, called on the
+    batch as `fit`'s iterator hands it over. On JAX it stays
+    `train_on_batch`, whose extra work is handing the state to the compiled
+    step and back; the fit-style loop that keeps the state between steps
+    measured no faster.
+    """
     import keras
 
     tensors = {key: keras.ops.convert_to_tensor(value) for key, value in batch.items()}
+    # The first step builds what fit builds before its loop (the optimizer).
+    model.train_on_batch(tensors)
+    if keras.backend.backend() == "jax":
+        return lambda: model.train_on_batch(tensors, return_dict=True)
+    data = (tensors, None, None)
 
     def step():
-        # train_on_batch returns the logs as NumPy values: the step is done.
-        return model.train_on_batch(tensors, return_dict=True)
+        # TensorFlow's train function takes an iterator, PyTorch's a list.
+        batches = iter([data]) if keras.backend.backend() == "tensorflow" else [data]
+        logs = model.train_function(batches)
+        # The logs as NumPy values: the step has finished.
+        return keras.tree.map_structure(keras.ops.convert_to_numpy, logs)
 
     return step
 

@@ -7,6 +7,7 @@ from keras_3t import datasets
 from keras_3t import digit_models
 from keras_3t import evaluation
 from keras_3t import losses
+from keras_3t import objective_metrics
 from keras_3t import optimization
 from keras_3t import preprocessing
 from keras_3t import presets

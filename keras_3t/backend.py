@@ -31,17 +31,23 @@ def _replica_share(loss, count):
 # written once.
 
 
-def _values_and_gradients(model, batch, value_and_gradients):
-    """The objective's values and gradients on `model.trainable_variables`."""
+def _values_and_gradients(model, batch, value_and_gradients, variables):
+    """The objective's values and gradients on `variables`.
+
+    `variables` is `model.trainable_variables`, read once by the caller:
+    Keras collects it by walking every layer at each read, which on eager
+    PyTorch is paid at every step.
+    """
     if model.accumulation_steps == 1:
         return value_and_gradients(
-            lambda: model.compute_objective(batch, training=True),
-            model.trainable_variables,
+            lambda: model.compute_objective(batch, training=True), variables
         )
-    return _accumulated_values_and_gradients(model, batch, value_and_gradients)
+    return _accumulated_values_and_gradients(
+        model, batch, value_and_gradients, variables
+    )
 
 
-def _accumulated_values_and_gradients(model, batch, value_and_gradients):
+def _accumulated_values_and_gradients(model, batch, value_and_gradients, variables):
     # open_clip's feature-cache accumulation. Pass 1 embeds every
     # micro-batch without gradient and differentiates the whole batch's loss
     # with respect to the logit scales (and biases) only; pass 2 re-embeds one
@@ -77,7 +83,7 @@ def _accumulated_values_and_gradients(model, batch, value_and_gradients):
 
     scales = model.logit_variables
     scale_ids = {id(variable) for variable in scales}
-    towers = [v for v in model.trainable_variables if id(v) not in scale_ids]
+    towers = [v for v in variables if id(v) not in scale_ids]
     values, scale_gradients = value_and_gradients(lambda: objective(cached), scales)
     tower_gradients = None
     for i, micro in enumerate(micro_batches):
@@ -95,7 +101,7 @@ def _accumulated_values_and_gradients(model, batch, value_and_gradients):
     by_variable = {
         id(v): g for v, g in zip(scales + towers, list(scale_gradients) + tower_gradients)
     }
-    return values, [by_variable[id(v)] for v in model.trainable_variables]
+    return values, [by_variable[id(v)] for v in variables]
 
 
 ACCUMULATION_INDIVISIBLE = (
@@ -151,7 +157,7 @@ def _tensorflow_train_step(model, data):
         return values, gradients
 
     values, gradients = _values_and_gradients(
-        model, _unpack_batch(data), value_and_gradients
+        model, _unpack_batch(data), value_and_gradients, model.trainable_variables
     )
     if model.accumulation_steps > 1:
         # No variable changes before every gradient is computed. The
@@ -206,14 +212,15 @@ def _torch_train_step(model, data):
             torch.zeros_like(t) if g is None else g for g, t in zip(gradients, tensors)
         ]
 
+    variables = model.trainable_variables
     values, gradients = _values_and_gradients(
-        model, _unpack_batch(data), value_and_gradients
+        model, _unpack_batch(data), value_and_gradients, variables
     )
     if count > 1:
         gradients = _torch_sum_over_processes(gradients)
         values = _torch_mean_over_processes(values, count)
     with torch.no_grad():
-        model.optimizer.apply(gradients, model.trainable_weights)
+        model.optimizer.apply(gradients, variables)
     return model.update_objective_metrics(values)
 
 
@@ -307,7 +314,7 @@ def _jax_train_step(model, state, data):
     # the step's values too.
     with keras.StatelessScope(state_mapping=list(zip(model_variables, model_values))):
         values, gradients = _values_and_gradients(
-            model, _unpack_batch(data), value_and_gradients
+            model, _unpack_batch(data), value_and_gradients, model.trainable_variables
         )
     trainable, optimizer_variables = model.optimizer.stateless_apply(
         optimizer_variables, gradients, trainable

@@ -10,6 +10,7 @@ from keras_3t import backend
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
+from keras_3t.objective_metrics import ObjectiveMeans
 from keras_3t.optimization import default_optimizer
 from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import check_version
@@ -169,9 +170,7 @@ class ThreeTowerModel(keras.Model):
             metric_names.append(f"logit_scale{suffix}")
             if loss == "sigmoid":
                 metric_names.append(f"logit_bias{suffix}")
-        self.objective_trackers = [
-            keras.metrics.Mean(name=name) for name in metric_names
-        ]
+        self.objective_means = ObjectiveMeans(metric_names)
         self.build()
 
     # --- Building ---------------------------------------------------------
@@ -319,13 +318,18 @@ class ThreeTowerModel(keras.Model):
 
     @property
     def metrics(self):
-        return list(self.objective_trackers)
+        return [self.objective_means]
+
+    def _flatten_metrics_in_order(self, logs):
+        # `evaluate(..., return_dict=False)` lists the values in the order
+        # they are tracked ("loss" first), not Keras's sorted fallback for
+        # a metric that reports a dict.
+        return [logs[name] for name in self.objective_means.names]
 
     def update_objective_metrics(self, values):
         """Adds one batch's objective values to the metrics; returns the logs."""
-        for tracker in self.objective_trackers:
-            tracker.update_state(values[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.objective_trackers}
+        self.objective_means.update_state(values)
+        return self.objective_means.result()
 
     def logit_scale(self, pair="image_text"):
         """The multiplier exp(s) of a pair's cosine similarities (clamped)."""

@@ -166,7 +166,7 @@ def model_checks(strategy):
             def replica_fn(local_batch):
                 # The train step's gradients, accumulated or not.
                 values, gradients = backend._values_and_gradients(
-                    model, local_batch, value_and_gradients)
+                    model, local_batch, value_and_gradients, model.trainable_variables)
                 return values["loss"], gradients
 
             values, grads = strategy.run(replica_fn, args=(distributed,))

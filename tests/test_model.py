@@ -92,6 +92,10 @@ def test_evaluate_and_predict(trained_3t):
     batch = toy_batch(BATCH_SIZE, seed=2)
     logs = model.evaluate(batch, batch_size=16, verbose=0, return_dict=True)
     assert set(logs) == TRAIN_METRICS
+    # As a list, the values come in the model's order: the loss first.
+    values = model.evaluate(batch, batch_size=16, verbose=0)
+    assert values == [logs[name] for name in model.objective_means.names]
+    assert model.objective_means.names[0] == "loss"
     outputs = model.predict(batch, batch_size=16, verbose=0)
     np.testing.assert_allclose(
         outputs["image_embeddings"], to_numpy(model.encode_image(batch["images"])), atol=1e-5
