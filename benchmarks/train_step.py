@@ -475,17 +475,25 @@ def paired(runs, size, numerator, denominator, added=None):
 
     `added`: a third (side, backend, objective) whose step time in the same
     round is added to the denominator's.
+
+    With several repeats (fresh processes each) it also gives each
+    repeat's own `paired_ratio` as `"by_repeat"`: the pooled interval
+    resamples rounds only, so it says nothing of how much runs differ.
     """
     tops, bottoms = round_times(runs, size, *numerator), round_times(runs, size, *denominator)
     extras = round_times(runs, size, *added) if added else None
-    numerators, denominators = [], []
+    per_repeat = []
     for repeat, top in tops.items():
         bottom = bottoms[repeat]
         if extras:
             bottom = [seconds + extra for seconds, extra in zip(bottom, extras[repeat])]
-        numerators += top
-        denominators += bottom
-    return paired_ratio(numerators, denominators)
+        per_repeat.append((top, bottom))
+    pooled = paired_ratio(
+        [n for top, _ in per_repeat for n in top], [d for _, bottom in per_repeat for d in bottom]
+    )
+    if len(per_repeat) > 1:
+        pooled["by_repeat"] = [paired_ratio(top, bottom) for top, bottom in per_repeat]
+    return pooled
 
 
 def ratios(rows, runs):
@@ -532,6 +540,11 @@ def ratios(rows, runs):
     return out
 
 
+def _interval(paired_value):
+    low, high = paired_value["ci95"]
+    return f"{paired_value['median']:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def print_table(rows, targets):
     print(f"{'size':<12} {'side':<9} {'backend':<10} {'objective':<13} {'step ms':>9} {'samples/s':>10} {'peak MiB':>9}")
     for row in sorted(rows, key=lambda r: (r["size"], r["side"], r["backend"], r["objective"])):
@@ -543,7 +556,8 @@ def print_table(rows, targets):
     for entry in targets:
         parts = [f"{key}={value:.3f}" for key, value in entry.items() if isinstance(value, float)]
         parts += [
-            f"{key}={value['median']:.3f} [{value['ci95'][0]:.3f}, {value['ci95'][1]:.3f}]"
+            f"{key}={_interval(value)}"
+            + "".join(f"\n        repeat {i}: {_interval(one)}" for i, one in enumerate(value.get("by_repeat", [])))
             for key, value in entry.items() if isinstance(value, dict)
         ]
         print(f"{entry['size']:<12} {entry['backend']:<10} " + "\n    ".join(parts))

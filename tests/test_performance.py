@@ -365,3 +365,54 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     assert len({run["process_id"] for run in runs}) == 2
     with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
         subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
+
+
+def _benchmark_module(name):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmarked_step_is_the_step_fit_takes():
+    # benchmarks/train_step.py times the train function fit calls (on JAX
+    # train_on_batch): three of its steps train a model as fit's three do.
+    step_function = _benchmark_module("train_step").train_step_function
+    batch = toy_batch(BATCH, image_size=IMAGE_SIZE, seed=0)
+    models = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        model = tiny_model()
+        model.compile()
+        models.append(model)
+    step = step_function(models[0], batch)  # its first step builds, as fit does
+    step()
+    logs = step()
+    history = models[1].fit(tf.data.Dataset.from_tensors(batch).repeat(3), verbose=0).history
+    for benchmarked, fitted in zip(models[0].trainable_variables, models[1].trainable_variables):
+        np.testing.assert_allclose(to_numpy(benchmarked), to_numpy(fitted), rtol=1e-5, atol=1e-6)
+    assert int(to_numpy(models[0].optimizer.iterations)) == 3
+    assert np.isfinite(float(logs["loss"])) and np.isfinite(history["loss"][-1])
+
+
+def test_paired_ratios_pool_the_repeats_and_give_each_one():
+    paired = _benchmark_module("train_step").paired
+
+    def run(objective, repeat, times):
+        return {"size": "tiny", "side": "keras_3t", "backend": "torch",
+                "objective": objective, "repeat": repeat, "step_times_s": times}
+
+    runs = [run("clip", 0, [1.0, 1.0, 1.0]), run("3t_cached", 0, [1.1, 1.2, 1.1]),
+            run("clip", 1, [2.0, 2.0, 2.0]), run("3t_cached", 1, [2.0, 2.2, 1.8])]
+    result = paired(runs, "tiny", ("keras_3t", "torch", "3t_cached"), ("keras_3t", "torch", "clip"))
+    assert result["rounds"] == 6
+    assert result["median"] == pytest.approx(1.1)  # of 1.1, 1.2, 1.1, 1.0, 1.1, 0.9
+    first, second = result["by_repeat"]
+    assert (first["rounds"], second["rounds"]) == (3, 3)
+    assert first["median"] == pytest.approx(1.1) and second["median"] == pytest.approx(1.0)
+    # One repeat: nothing to split.
+    assert "by_repeat" not in paired(runs[:2], "tiny", ("keras_3t", "torch", "3t_cached"),
+                                     ("keras_3t", "torch", "clip"))
