@@ -9,13 +9,12 @@ class ObjectiveMeans(keras.metrics.Metric):
 
     Each value's mean is what a `keras.metrics.Mean` of that value alone
     would report (the same sums; the division equal to float32 rounding, as
-    XLA may divide a vector by multiplying by the reciprocal), but every update
-    is one assignment to a vector of totals instead of two assignments per
-    value. A training step reports up to seven values (the loss, each pair's
-    loss, each logit scale and bias); on eager PyTorch, and on TensorFlow
-    when a fit resets its metrics, each Keras variable assignment is a
-    separate host operation, so one metric instead of seven is a measurable
-    part of a small model's step.
+    XLA may divide a vector by multiplying by the reciprocal), but an update
+    is one assignment to a vector of totals and one to a shared count,
+    instead of two assignments per value. A training step reports up to seven values (the loss, each pair's
+    loss, each logit scale and bias). On eager PyTorch every assignment is a
+    separate host operation at every step, and a reset (each epoch, each
+    `train_on_batch`) assigns every variable eagerly on every backend.
 
     Args:
         names: list of str, the values tracked: `update_state` takes a dict

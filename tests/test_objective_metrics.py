@@ -12,7 +12,7 @@ def test_each_mean_equals_a_keras_mean_of_that_value_alone():
     singles = {name: keras.metrics.Mean(name=name) for name in names}
     rng = np.random.default_rng(0)
     for _ in range(3):
-        # Two rounds of updates with a reset between them.
+        # Three rounds of five updates, each round ending with a reset.
         for _ in range(5):
             values = {name: np.float32(rng.normal() * 10) for name in names}
             means.update_state(values)
