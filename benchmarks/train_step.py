@@ -248,7 +248,7 @@ def train_step_function(model, batch):
     batch. `train_on_batch` redoes the build at every call (on PyTorch that
     re-registers every variable with torch) and resets the metrics, per-call
     work that is not part of a fit step (at `tiny`, paired against this
-    step: about 1 ms more on PyTorch, 1.4–1.8 ms on TensorFlow); so on
+    step: 0.6–1.1 ms more on PyTorch, 0.8–1.8 ms on TensorFlow); so on
     TensorFlow and PyTorch the step is the train function, called on the
     batch as `fit`'s iterator hands it over. On JAX it stays
     `train_on_batch`, whose extra work is handing the state to the compiled
