@@ -11,8 +11,9 @@ class ObjectiveMeans(keras.metrics.Metric):
     would report (the same sums; the division equal to float32 rounding, as
     XLA may divide a vector by multiplying by the reciprocal), but an update
     is one assignment to a vector of totals and one to a shared count,
-    instead of two assignments per value. A training step reports up to seven values (the loss, each pair's
-    loss, each logit scale and bias). On eager PyTorch every assignment is a
+    instead of two assignments per value. A training step reports up to
+    seven values (the loss, each pair's loss, each logit scale and bias).
+    On eager PyTorch every assignment is a
     separate host operation at every step, and a reset (each epoch, each
     `train_on_batch`) assigns every variable eagerly on every backend.
 
