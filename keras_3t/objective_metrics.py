@@ -13,9 +13,9 @@ class ObjectiveMeans(keras.metrics.Metric):
     is one assignment to a vector of totals and one to a shared count,
     instead of two assignments per value. A training step reports up to
     seven values (the loss, each pair's loss, each logit scale and bias).
-    On eager PyTorch every assignment is a
-    separate host operation at every step, and a reset (each epoch, each
-    `train_on_batch`) assigns every variable eagerly on every backend.
+    On eager PyTorch every assignment is a separate host operation at every
+    step, and a reset (each epoch, each `train_on_batch`) assigns every
+    variable eagerly on every backend.
 
     Args:
         names: list of str, the values tracked: `update_state` takes a dict
