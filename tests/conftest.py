@@ -1,5 +1,6 @@
 """Tiny towers and models shared by the tests; the suite runs once per backend."""
 
+import importlib.util
 import os
 
 import keras
@@ -19,6 +20,16 @@ EMBEDDING_DIM = 16
 # The data-parallel checks (tests/distributed_*_check.py) train each mode:
 # mode -> (local_loss, accumulation_steps).
 DATA_PARALLEL_MODES = {"global": (False, 1), "local": (True, 1), "accumulated": (False, 2)}
+
+
+def load_script(relative_path):
+    """A script of the project (recipes/, benchmarks/) imported as a module."""
+    path = os.path.join(os.path.dirname(__file__), "..", relative_path)
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def pytest_addoption(parser):

@@ -1,6 +1,5 @@
 """Checkpoints: resume equals never stopping, divergence stops, damaged checkpoints refused."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from keras_3t.callbacks import TrainingCheckpoint
 from keras_3t.checkpoint import list_checkpoints
 from keras_3t.datasets import toy
 from keras_3t.datasets import toy_batch
+from tests.conftest import load_script
 from tests.conftest import to_numpy
 from tests.conftest import write_digit_scene_captions
 from tests.test_presets import _folder_digest
@@ -222,9 +222,7 @@ def test_damaged_checkpoints_give_clear_errors_and_change_nothing(tmp_path, two_
 
 
 def test_recipe_refuses_a_used_output_without_resume_and_resume_with_overwrite(tmp_path):
-    spec = importlib.util.spec_from_file_location("train_recipe", os.path.join(ROOT, "recipes", "train.py"))
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_script("recipes/train.py")
     output = tmp_path / "out"
     os.makedirs(output / "checkpoints")
     arguments = ["--data", "captions.csv", "--output", str(output)]

@@ -15,6 +15,7 @@ from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.preprocessing import caption_tokenizer
 from tests.conftest import IMAGE_SIZE
 from tests.conftest import SEQUENCE_LENGTH
+from tests.conftest import load_script
 from tests.conftest import tiny_model
 from tests.conftest import write_digit_scene_captions
 
@@ -257,8 +258,6 @@ def test_the_pipeline_feeds_fit(image_folder, tmp_path):
 
 
 def test_train_recipe_trains_a_preset_on_a_caption_file_and_saves_it(tmp_path):
-    import importlib.util
-
     import keras
 
     from keras_3t import presets
@@ -266,10 +265,7 @@ def test_train_recipe_trains_a_preset_on_a_caption_file_and_saves_it(tmp_path):
     # Real digit scenes written as PNG files with their captions.
     write_digit_scene_captions(str(tmp_path), 24)
 
-    spec = importlib.util.spec_from_file_location(
-        "train_recipe", os.path.join(os.path.dirname(__file__), "..", "recipes", "train.py"))
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_script("recipes/train.py")
     output = str(tmp_path / "run")
     records = str(tmp_path / "records")
     history = recipe.main([

@@ -6,6 +6,7 @@ import pytest
 
 from keras_3t import demo
 from keras_3t.__main__ import main as cli
+from tests.conftest import load_script
 
 
 @pytest.mark.skipif(
@@ -79,13 +80,7 @@ def _fake_run(itr, alphas_itr):
 
 
 def test_seed_summary_counts_where_the_papers_expectations_hold():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).parent.parent / "recipes" / "demo_seeds.py"
-    spec = importlib.util.spec_from_file_location("demo_seeds", path)
-    demo_seeds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo_seeds)
+    demo_seeds = load_script("recipes/demo_seeds.py")
     holds = _fake_run(
         {"CLIP": 0.3, "LiT": 0.2, "3T": 0.4, "LiT mismatched": 0.1, "3T mismatched": 0.29},
         [0.2, 0.3, 0.45, 0.4, 0.4],

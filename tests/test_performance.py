@@ -14,6 +14,7 @@ from keras_3t.data import make_dataset
 from keras_3t.data import write_third_tower_cache
 from keras_3t.datasets import toy_batch
 from tests.conftest import IMAGE_SIZE
+from tests.conftest import load_script
 from tests.conftest import tiny_model
 from tests.conftest import tiny_text_tower
 from tests.conftest import tiny_vit
@@ -300,13 +301,8 @@ def test_mixed_bfloat16_trains_with_float32_losses():
 
 
 def test_train_recipe_with_cache_accumulation_and_bfloat16(tmp_path):
-    import importlib.util
-
     path, _ = _digit_scenes(tmp_path, 16)
-    spec = importlib.util.spec_from_file_location(
-        "train_recipe", os.path.join(os.path.dirname(__file__), "..", "recipes", "train.py"))
-    recipe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recipe)
+    recipe = load_script("recipes/train.py")
     cache_dir = path + ".third_tower_cache"
     arguments = ["--preset", "3t_tiny", "--data", path, "--image-root", str(tmp_path),
                  "--third-tower-cache", cache_dir, "--accumulation-steps", "2", "--mixed-precision",
@@ -367,20 +363,10 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
         subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
 
 
-def _benchmark_module(name):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_benchmarked_step_is_the_step_fit_takes():
     # benchmarks/train_step.py times the train function fit calls (on JAX
     # train_on_batch): three of its steps train a model as fit's three do.
-    step_function = _benchmark_module("train_step").train_step_function
+    step_function = load_script("benchmarks/train_step.py").train_step_function
     batch = toy_batch(BATCH, image_size=IMAGE_SIZE, seed=0)
     models = []
     for _ in range(2):
@@ -399,7 +385,7 @@ def test_the_benchmarked_step_is_the_step_fit_takes():
 
 
 def test_paired_ratios_pool_the_repeats_and_give_each_one():
-    paired = _benchmark_module("train_step").paired
+    paired = load_script("benchmarks/train_step.py").paired
 
     def run(objective, repeat, times):
         return {"size": "tiny", "side": "keras_3t", "backend": "torch",

@@ -1,7 +1,6 @@
 """KerasTuner: ThreeTowerHyperModel and recipes/sweep_3t.py."""
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -17,6 +16,7 @@ from keras_3t import presets
 from keras_3t.evaluation import evaluate_model
 from keras_3t.tuning import SEARCH_SPACE
 from keras_3t.tuning import ThreeTowerHyperModel
+from tests.conftest import load_script
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "sweep_3t.py")
 TINY_SWEEP = ["--max-trials", "2", "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "32",
@@ -24,10 +24,7 @@ TINY_SWEEP = ["--max-trials", "2", "--epochs", "1", "--steps-per-epoch", "3", "-
 
 
 def recipe():
-    spec = importlib.util.spec_from_file_location("sweep_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/sweep_3t.py")
 
 
 def test_fixed_knobs_reach_the_model():
