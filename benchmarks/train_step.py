@@ -263,11 +263,11 @@ def train_step_function(model, batch):
     if keras.backend.backend() == "jax":
         return lambda: model.train_on_batch(tensors, return_dict=True)
     data = (tensors, None, None)
+    # TensorFlow's train function takes an iterator, PyTorch's a list.
+    takes_iterator = keras.backend.backend() == "tensorflow"
 
     def step():
-        # TensorFlow's train function takes an iterator, PyTorch's a list.
-        batches = iter([data]) if keras.backend.backend() == "tensorflow" else [data]
-        logs = model.train_function(batches)
+        logs = model.train_function(iter([data]) if takes_iterator else [data])
         # The logs as NumPy values: the step has finished.
         return keras.tree.map_structure(keras.ops.convert_to_numpy, logs)
 
