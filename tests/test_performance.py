@@ -363,6 +363,54 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
         subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
 
 
+def test_tower_breakdown_times_each_tower_both_ways(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    output = str(tmp_path / "breakdown.json")
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "tower_breakdown.py")
+    subprocess.run(
+        [sys.executable, script, "--sizes", "tiny", "--backends", keras.backend.backend(),
+         "--batch", "8", "--warmup", "1", "--steps", "2", "--output", output],
+        check=True, capture_output=True,
+    )
+    [result] = json.load(open(output))["results"]
+    medians = result["median_ms"]
+    assert result["backend"] == keras.backend.backend() and result["rounds"] == 2
+    breakdown = load_script("benchmarks/tower_breakdown.py")
+    assert all(medians[part] > 0 for part in breakdown.PARTS)
+    for tower in ("image", "text"):
+        assert medians[f"{tower}_backward"] == pytest.approx(
+            medians[f"{tower}_forward_backward"] - medians[f"{tower}_forward"], abs=0.02
+        )
+    with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
+        subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's profiler")
+def test_tower_breakdown_lists_the_operators_a_torch_step_runs():
+    breakdown = load_script("benchmarks/tower_breakdown.py")
+    layer = keras.layers.Dense(3)
+    inputs = keras.ops.ones((2, 4))
+    table = breakdown.torch_operator_table(lambda: layer(inputs), steps=2, rows=5)
+    assert "aten::addmm" in table or "aten::mm" in table
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax",
+    reason="jax.grad returns zeros, never None, for a value the loss does not read",
+)
+def test_tower_breakdown_refuses_a_backward_pass_that_misses_weights():
+    breakdown = load_script("benchmarks/tower_breakdown.py")
+    used, unused = keras.layers.Dense(3, name="used"), keras.layers.Dense(3, name="unused")
+    tower = keras.Sequential([keras.Input((4,)), used, unused])
+    inputs = keras.ops.ones((2, 4))
+    _, forward_backward = breakdown.compiled_parts(tower, lambda _, x: used(x), inputs)
+    with pytest.raises(RuntimeError, match="unused/kernel"):
+        forward_backward()
+
+
 def test_the_benchmarked_step_is_the_step_fit_takes():
     # benchmarks/train_step.py times the train function fit calls (on JAX
     # train_on_batch): three of its steps train a model as fit's three do.
