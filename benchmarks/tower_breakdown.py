@@ -232,12 +232,11 @@ def print_table(results):
 
 
 def worker_command(args, size):
-    command = [
+    return [
         sys.executable, os.path.abspath(__file__), "--worker", "--size", size,
         "--batch", str(args.batch), "--threads", str(args.threads), "--warmup", str(args.warmup),
         "--steps", str(args.steps), "--torch-operators", str(args.torch_operators),
     ]
-    return command
 
 
 def main():

@@ -372,10 +372,13 @@ def test_tower_breakdown_times_each_tower_both_ways(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "tower_breakdown.py")
     subprocess.run(
         [sys.executable, script, "--sizes", "tiny", "--backends", keras.backend.backend(),
-         "--batch", "8", "--warmup", "1", "--steps", "2", "--output", output],
+         "--batch", "8", "--warmup", "1", "--steps", "2", "--torch-operators", "5",
+         "--output", output],
         check=True, capture_output=True,
     )
     [result] = json.load(open(output))["results"]
+    # PyTorch's CLIP steps also come with their profiled operators.
+    assert ("aten::" in result.get("torch_operators", "")) == (keras.backend.backend() == "torch")
     medians = result["median_ms"]
     assert result["backend"] == keras.backend.backend() and result["rounds"] == 2
     breakdown = load_script("benchmarks/tower_breakdown.py")
@@ -386,15 +389,6 @@ def test_tower_breakdown_times_each_tower_both_ways(tmp_path):
         )
     with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
         subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's profiler")
-def test_tower_breakdown_lists_the_operators_a_torch_step_runs():
-    breakdown = load_script("benchmarks/tower_breakdown.py")
-    layer = keras.layers.Dense(3)
-    inputs = keras.ops.ones((2, 4))
-    table = breakdown.torch_operator_table(lambda: layer(inputs), steps=2, rows=5)
-    assert "aten::addmm" in table or "aten::mm" in table
 
 
 @pytest.mark.skipif(
