@@ -125,8 +125,6 @@ def build_parts(size, args):
     """The timed functions of one size, each part's compiled and warmed up."""
     import keras
 
-    from keras_3t.optimization import AdamW
-
     config = train_step.load_config(size)
     keras.utils.set_random_seed(0)
     model = train_step.build_model(config, "clip")
@@ -143,12 +141,7 @@ def build_parts(size, args):
         {key: tensors[key] for key in ("token_ids", "padding_mask")},
     )
     model.compile(
-        optimizer=AdamW(
-            learning_rate=train_step.LEARNING_RATE,
-            weight_decay=train_step.WEIGHT_DECAY,
-            beta_2=train_step.BETA_2,
-            epsilon=train_step.EPSILON,
-        ),
+        optimizer=train_step.benchmark_optimizer(),
         jit_compile=train_step.resolve_jit("fastest"),
     )
     functions = {
@@ -167,7 +160,8 @@ def build_parts(size, args):
 def run_worker(args):
     """One backend's process: one round of every part per "step" line on stdin.
 
-    Prints the medians (ms) as one JSON line when its input closes.
+    Prints the medians (ms), and on PyTorch the operator table, as one JSON
+    line when its input closes.
     """
     import keras
 
@@ -177,19 +171,21 @@ def run_worker(args):
         torch.set_num_threads(args.threads)
     functions = build_parts(args.size, args)
     times = {part: [] for part in PARTS}
-    print(json.dumps({"ready": True}), flush=True)
-    for command in sys.stdin:
-        if command.strip() != "step":
-            break
+
+    def run_round():
         for part in PARTS:
             started = time.perf_counter()
             functions[part]()
             times[part].append(time.perf_counter() - started)
-        print(json.dumps({"round": len(times[PARTS[0]])}), flush=True)
-    print(json.dumps(summarize(times, args)), flush=True)
+
+    train_step.serve_rounds(run_round)
+    result = summarize(times, args)
     if args.torch_operators and keras.backend.backend() == "torch":
-        table = torch_operator_table(functions["clip_step"], args.steps, args.torch_operators)
-        print(json.dumps({"torch_operators": table}), flush=True)
+        # Profiled after the timed rounds: the profiler does not slow them.
+        result["torch_operators"] = torch_operator_table(
+            functions["clip_step"], args.steps, args.torch_operators
+        )
+    print(json.dumps(result), flush=True)
 
 
 def summarize(times, args):
@@ -272,12 +268,10 @@ def main():
             for backend in args.backends
         ]
         for lines in train_step.run_lockstep(workers, args.steps, args.seed).values():
-            for line in lines:
-                if "torch_operators" in line:
-                    print(f"PyTorch operators of {args.steps} CLIP steps at {size}:\n{line['torch_operators']}")
-                    results[-1]["torch_operators"] = line["torch_operators"]
-                else:
-                    results.append(line)
+            results += lines
+    for result in results:
+        if "torch_operators" in result:
+            print(f"PyTorch operators of {args.steps} CLIP steps at {result['size']}:\n{result['torch_operators']}")
     print_table(results)
     if args.output:
         with open(args.output, "w") as file:

@@ -161,8 +161,6 @@ def run_keras(args):
     import keras
     import numpy as np
 
-    from keras_3t.optimization import AdamW
-
     if keras.backend.backend() == "torch":
         import torch
 
@@ -182,12 +180,8 @@ def run_keras(args):
         if objective == "third_forward":
             steps[objective] = third_forward_function(model, batch)
         else:
-            optimizer = AdamW(
-                learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, beta_2=BETA_2,
-                epsilon=EPSILON, fused=args.fused_adamw,
-            )
             model.compile(
-                optimizer=optimizer,
+                optimizer=benchmark_optimizer(fused=args.fused_adamw),
                 jit_compile=args.jit,
                 accumulation_steps=args.accumulation_steps,
             )
@@ -198,18 +192,16 @@ def run_keras(args):
         rss_after_warmup[objective] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     times = {objective: [] for objective in args.objectives}
-    # Lockstep: one round (a step of every objective) per "step" line, the
-    # objectives in a fresh random order each round (no one always first).
+    # The objectives in a fresh random order each round (no one always first).
     order = random.Random(args.seed)
-    print(json.dumps({"ready": True}), flush=True)
-    for command in sys.stdin:
-        if command.strip() != "step":
-            break
+
+    def run_round():
         for objective in order.sample(args.objectives, len(args.objectives)):
             started = time.perf_counter()
             steps[objective]()
             times[objective].append(time.perf_counter() - started)
-        print(json.dumps({"round": len(times[args.objectives[0]])}), flush=True)
+
+    serve_rounds(run_round)
 
     for objective in args.objectives:
         model, build_s = builds[objective]
@@ -239,6 +231,32 @@ def run_keras(args):
             "versions": {"keras": keras.__version__, "backend": backend_version()},
             "step_times_s": times[objective],
         }))
+
+
+def benchmark_optimizer(fused=False):
+    """keras-3t's AdamW with open_clip's training defaults."""
+    from keras_3t.optimization import AdamW
+
+    return AdamW(
+        learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, beta_2=BETA_2,
+        epsilon=EPSILON, fused=fused,
+    )
+
+
+def serve_rounds(run_round):
+    """A worker's side of `run_lockstep`: ready, then one round per "step" line.
+
+    Runs `run_round()` for each "step" line on stdin, answering each with a
+    JSON line, until stdin closes (or sends anything else).
+    """
+    print(json.dumps({"ready": True}), flush=True)
+    rounds = 0
+    for command in sys.stdin:
+        if command.strip() != "step":
+            break
+        run_round()
+        rounds += 1
+        print(json.dumps({"round": rounds}), flush=True)
 
 
 def train_step_function(model, batch):
