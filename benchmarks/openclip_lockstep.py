@@ -3,9 +3,11 @@
 Run by benchmarks/train_step.py (in the open_clip virtual environment) so
 that open_clip's steps and keras-3t's alternate, one at a time, on one
 machine: the orchestrator writes `step` on this process's stdin, this
-process runs one timed training step and answers with one JSON line; at
-the end of its input it prints its summary (median step time, peak RSS). Nothing else runs meanwhile, so ratios compare steps taken moments
-apart, not processes run minutes apart.
+process runs one turn of training steps (`--turn-steps`, see
+`train_step.timed_turn`) and answers with one JSON line; at the end of its
+input it prints its summary (median step time, peak RSS). Nothing else
+runs meanwhile, so ratios compare steps taken moments apart, not processes
+run minutes apart.
 
 The model, batch, loss and optimizer are those of
 ../shared/bench/openclip_step.py (imported from there, `--open-clip-step`):
@@ -20,8 +22,13 @@ import json
 import math
 import resource
 import statistics
-import sys
-import time
+
+# This script's folder is first on sys.path: the lockstep protocol and the
+# turn's timing are train_step.py's (which imports only the standard
+# library at module level).
+from train_step import positive_int
+from train_step import serve_rounds
+from train_step import timed_turn
 
 
 def load_openclip_step(path):
@@ -86,25 +93,20 @@ def main():
     parser.add_argument("--eps", type=float, default=1e-6)
     parser.add_argument("--wd", type=float, default=0.2)
     parser.add_argument("--adamw-impl", choices=("default", "foreach", "fused"), default="foreach")
+    parser.add_argument("--turn-steps", type=positive_int, default=1)
     args = parser.parse_args()
     step, versions = build_step(args, load_openclip_step(args.open_clip_step))
     for _ in range(args.warmup):
         step()
-    print(json.dumps({"ready": True}), flush=True)
     times = []
-    for command in sys.stdin:
-        if command.strip() != "step":
-            break
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-        print(json.dumps({"round": len(times)}), flush=True)
+    serve_rounds(lambda: times.append(timed_turn(step, args.turn_steps)))
     median = statistics.median(times)
     print(json.dumps({
         "batch": args.batch, "threads": args.threads, "median_step_s": median,
         "samples_per_s": args.batch / median,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "optimizer": f"torch.optim.AdamW ({args.adamw_impl})", "versions": versions,
+        "turn_steps": args.turn_steps,
         "step_times_s": times,
     }))
 

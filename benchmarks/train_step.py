@@ -12,6 +12,9 @@ taken moments apart (on a shared CPU machine the speed of separate runs
 minutes apart differed by up to 30 %). All the
 processes of one size are alive together: mind the memory at large sizes
 (`--backends` runs fewer). `--repeats` starts fresh processes again.
+`--turn-steps K` makes each side's turn K consecutive steps, timed after
+the first as `fit`'s steps follow each other (`timed_turn`); with the
+default, one step, each timed step follows another process's.
 
 - keras-3t on each backend, one process per backend and size: `clip`, `lit`
   (the image tower's backbone frozen), `3t` (a frozen third tower of the
@@ -197,9 +200,7 @@ def run_keras(args):
 
     def run_round():
         for objective in order.sample(args.objectives, len(args.objectives)):
-            started = time.perf_counter()
-            steps[objective]()
-            times[objective].append(time.perf_counter() - started)
+            times[objective].append(timed_turn(steps[objective], args.turn_steps))
 
     serve_rounds(run_round)
 
@@ -217,6 +218,7 @@ def run_keras(args):
             "jit_compile": None if objective == "third_forward" else bool(model.jit_compile),
             "accumulation_steps": args.accumulation_steps,
             "dtype_policy": args.dtype_policy,
+            "turn_steps": args.turn_steps,
             "median_step_s": median,
             "samples_per_s": args.batch / median,
             # Peak RSS of the process once this objective (and those before
@@ -257,6 +259,23 @@ def serve_rounds(run_round):
         run_round()
         rounds += 1
         print(json.dumps({"round": rounds}), flush=True)
+
+
+def timed_turn(step, turn_steps):
+    """One side's turn in a lockstep round; returns its step time in seconds.
+
+    A turn of one step times that step, which follows another process's (or
+    objective's) step, with the CPU caches holding that one's data. A turn of
+    `turn_steps` > 1 runs that many consecutive steps, as `fit` runs them:
+    the first only refills the caches, and the time is the mean of the rest.
+    """
+    if turn_steps > 1:
+        step()
+    timed = max(turn_steps - 1, 1)
+    started = time.perf_counter()
+    for _ in range(timed):
+        step()
+    return (time.perf_counter() - started) / timed
 
 
 def train_step_function(model, batch):
@@ -411,6 +430,7 @@ def keras_command(args, size, objectives, seed):
         "--threads", str(args.threads), "--warmup", str(args.warmup), "--jit", args.jit,
         "--accumulation-steps", str(args.accumulation_steps),
         "--dtype-policy", args.dtype_policy, "--seed", str(seed),
+        "--turn-steps", str(args.turn_steps),
     ] + (["--fused-adamw"] if args.fused_adamw else [])
 
 
@@ -421,6 +441,7 @@ def open_clip_command(args, size):
         "--batch", str(args.batch), "--threads", str(args.threads), "--warmup", str(args.warmup),
         "--lr", str(LEARNING_RATE), "--beta2", str(BETA_2), "--eps", str(EPSILON),
         "--wd", str(WEIGHT_DECAY), "--adamw-impl", args.open_clip_adamw,
+        "--turn-steps", str(args.turn_steps),
     ]
 
 
@@ -582,6 +603,13 @@ def print_table(rows, targets):
         print(f"{entry['size']:<12} {entry['backend']:<10} " + "\n    ".join(parts))
 
 
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small"])
@@ -592,6 +620,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--turn-steps", type=positive_int, default=1,
+                        help="consecutive steps per side and turn; above 1 the first refills the caches "
+                             "and the rest are timed, as fit's steps follow each other (see timed_turn)")
     parser.add_argument("--jit", default="fastest", choices=("fastest", "auto", "true", "false"),
                         help="compile(jit_compile=...): 'fastest' is XLA on TensorFlow and JAX, eager "
                              "PyTorch (torch.compile measured no faster); 'auto' is Keras's choice")

@@ -353,14 +353,41 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     subprocess.run(
         [sys.executable, script, "--sizes", "tiny", "--backends", keras.backend.backend(),
          "--objectives", "clip", "third_forward", "--process-per-objective", "--batch", "8",
-         "--warmup", "1", "--steps", "2", "--output", separate],
+         "--warmup", "1", "--steps", "2", "--turn-steps", "2", "--output", separate],
         check=True, capture_output=True,
     )
     runs = json.load(open(separate))["runs"]
     assert [run["objective"] for run in runs] == ["clip", "third_forward"]
     assert len({run["process_id"] for run in runs}) == 2
+    # One time per round, whatever the steps per turn.
+    assert all(run["turn_steps"] == 2 and len(run["step_times_s"]) == 2 for run in runs)
     with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
         subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
+
+
+def test_a_turn_times_the_steps_after_its_first(monkeypatch):
+    import subprocess
+    import sys
+
+    train_step = load_script("benchmarks/train_step.py")
+    calls = []
+    clock = iter([10.0, 16.0])
+    monkeypatch.setattr(train_step.time, "perf_counter", lambda: next(clock))
+    # Four steps: the first untimed, the 6 s of the other three averaged.
+    assert train_step.timed_turn(lambda: calls.append("step"), 4) == pytest.approx(2.0)
+    assert len(calls) == 4
+    clock = iter([10.0, 13.0])
+    assert train_step.timed_turn(lambda: calls.append("step"), 1) == pytest.approx(3.0)
+    assert len(calls) == 5
+    # open_clip's worker takes the same protocol and timing from train_step.py.
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "openclip_lockstep.py")
+    usage = subprocess.run([sys.executable, script, "--help"], check=True, capture_output=True, text=True)
+    assert "--turn-steps" in usage.stdout
+    rejected = subprocess.run(
+        [sys.executable, script, "--open-clip-step", "x", "--config", "{}", "--turn-steps", "0"],
+        capture_output=True, text=True,
+    )
+    assert rejected.returncode == 2 and "must be a positive integer" in rejected.stderr
 
 
 def test_tower_breakdown_times_each_tower_both_ways(tmp_path):
