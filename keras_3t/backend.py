@@ -131,10 +131,15 @@ def check_micro_batches(images, steps):
 # --- TensorFlow: GradientTape ---------------------------------------------
 
 
-def _tensorflow_train_step(model, data):
+def _tensorflow_value_and_gradients(model, count):
+    """The `value_and_gradients` of a TensorFlow step on `count` replicas.
+
+    Each call chains after the previous call's gradients (accumulation's
+    micro-batch passes); gradients are dense where accumulation sums them,
+    and zeros for variables the objective does not reach.
+    """
     import tensorflow as tf
 
-    count = replicas().count
     previous_gradients = []
 
     def value_and_gradients(objective, variables):
@@ -156,8 +161,17 @@ def _tensorflow_train_step(model, data):
         previous_gradients[:] = gradients
         return values, gradients
 
+    return value_and_gradients
+
+
+def _tensorflow_train_step(model, data):
+    import tensorflow as tf
+
     values, gradients = _values_and_gradients(
-        model, _unpack_batch(data), value_and_gradients, model.trainable_variables
+        model,
+        _unpack_batch(data),
+        _tensorflow_value_and_gradients(model, replicas().count),
+        model.trainable_variables,
     )
     if model.accumulation_steps > 1:
         # No variable changes before every gradient is computed. The

@@ -155,19 +155,13 @@ def model_checks(strategy):
 
         @tf.function
         def objective_and_gradients(distributed):
-            def value_and_gradients(objective, variables):
-                with tf.GradientTape() as tape:
-                    values = objective()
-                    share = values["loss"] / strategy.num_replicas_in_sync
-                gradients = tape.gradient(share, variables)
-                return values, [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                                for g, v in zip(gradients, variables)]
-
             def replica_fn(local_batch):
                 # The train step's gradients, accumulated or not.
                 values, gradients = backend._values_and_gradients(
-                    model, local_batch, value_and_gradients, model.trainable_variables)
-                return values["loss"], gradients
+                    model, local_batch,
+                    backend._tensorflow_value_and_gradients(model, strategy.num_replicas_in_sync),
+                    model.trainable_variables)
+                return values["loss"], [tf.convert_to_tensor(g) for g in gradients]
 
             values, grads = strategy.run(replica_fn, args=(distributed,))
             mean = strategy.reduce("MEAN", values, axis=None)
