@@ -32,7 +32,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step  # noqa: E402 (the sibling script: same models, batch and step)
@@ -174,9 +173,7 @@ def run_worker(args):
 
     def run_round():
         for part in PARTS:
-            started = time.perf_counter()
-            functions[part]()
-            times[part].append(time.perf_counter() - started)
+            times[part].append(train_step.timed_turn(functions[part], 1))
 
     train_step.serve_rounds(run_round)
     result = summarize(times, args)
