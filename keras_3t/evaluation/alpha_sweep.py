@@ -1,21 +1,11 @@
 """The α sweep: every metric along the convex combination of 3T and its third tower."""
 
-import numpy as np
-
+from keras_3t.evaluation.embedding import combine_paths
 from keras_3t.evaluation.evaluate import check_tasks
 from keras_3t.evaluation.evaluate import embed_tasks
 from keras_3t.evaluation.evaluate import metrics_from_embeddings
 
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
-
-
-def _combine(main, third, alpha):
-    """[√α main, √(1−α) third], as `encode_image` / `encode_text` build it."""
-    if alpha == 1.0:
-        return main
-    weight_main = np.float32(np.sqrt(alpha))
-    weight_third = np.float32(np.sqrt(1.0 - alpha))
-    return np.concatenate([weight_main * main, weight_third * third], axis=-1)
 
 
 def alpha_sweep(
@@ -32,7 +22,9 @@ def alpha_sweep(
     The embeddings at α are `[√α f, √(1−α) h_g]` (images) and
     `[√α g, √(1−α) g_h]` (texts); α = 1 is 3T, α = 0 the third-tower path.
     Everything is embedded twice (main towers, third-tower path), not once
-    per α, and combined per α.
+    per α, and combined per α; the zero-shot classifier of each path is
+    averaged over the templates and normalised on its own before it is
+    combined, so every class score is exactly s_α.
 
     Args:
         model: a `ThreeTowerModel` with objective "3t".
@@ -63,19 +55,42 @@ def alpha_sweep(
     }
     table = []
     for alpha in alphas:
-        embeddings = {name: _combine(main[name], third[name], alpha) for name in main}
+        embeddings = {name: combine_paths(main[name], third[name], alpha) for name in main}
         table.append({"alpha": alpha, **metrics_from_embeddings(tasks, embeddings)})
     return table
 
 
-def plot_alpha_sweep(table, path, metrics=None, title="Metrics along the α combination"):
-    """Plots metric vs α, one line per metric, to a PNG file.
+# Legend and panel names of the metrics `evaluate_model` returns.
+METRIC_NAMES = {
+    "zero_shot_top1": "zero-shot top-1",
+    "zero_shot_top5": "zero-shot top-5",
+    **{
+        f"{direction}_r{k}": f"{name} R@{k}"
+        for direction, name in (("image_to_text", "image→text"), ("text_to_image", "text→image"))
+        for k in (1, 5, 10)
+    },
+}
+
+
+def plot_alpha_sweep(
+    table,
+    path,
+    metrics=None,
+    title="Metrics along the α combination",
+    references=None,
+    chance=None,
+):
+    """Plots each metric against α, one panel per metric, to a PNG file.
 
     Args:
         table: the list of dicts `alpha_sweep` returns.
         path: the PNG file to write.
-        metrics: the metric names to plot (default: all but `*_std`).
+        metrics: the metric names to plot (default: all but the few-shot
+            probe's `*_std` and `*_l2`).
         title: the figure title.
+        references: optional `{model name: {metric: value}}`, e.g. the
+            CLIP and LiT baselines' metrics, drawn as dashed horizontal lines.
+        chance: optional `{metric: value}`, drawn as a dotted grey line.
 
     Returns:
         `path`.
@@ -88,20 +103,37 @@ def plot_alpha_sweep(table, path, metrics=None, title="Metrics along the α comb
     if not table:
         raise ValueError("The α-sweep table is empty.")
     if metrics is None:
-        metrics = [k for k in table[0] if k != "alpha" and not k.endswith("_std")]
+        metrics = [k for k in table[0] if k != "alpha" and not k.endswith(("_std", "_l2"))]
     unknown = [m for m in metrics if m not in table[0]]
     if unknown:
         raise ValueError(f"Metrics {unknown} are not in the table; it has {sorted(table[0])}.")
+    references = references or {}
+    chance = chance or {}
     alphas = [row["alpha"] for row in table]
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for metric in metrics:
-        axes.plot(alphas, [row[metric] for row in table], marker="o", label=metric)
-    axes.set_xlabel("α (0: third-tower path, 1: 3T main towers)")
-    axes.set_ylabel("metric")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="best")
+    columns = min(len(metrics), 3)
+    rows = -(-len(metrics) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False, sharex=True
+    )
+    styles = ["--", "-."]
+    for axis, metric in zip(axes.flat, metrics):
+        axis.plot(alphas, [row[metric] for row in table], marker="o", color="C0", label="3T along α")
+        for (name, values), style, colour in zip(references.items(), styles * 4, ("C1", "C2", "C3", "C4")):
+            if metric in values:
+                axis.axhline(values[metric], linestyle=style, color=colour, label=name)
+        if metric in chance:
+            axis.axhline(chance[metric], linestyle=":", color="grey", label="chance")
+        axis.set_title(METRIC_NAMES.get(metric, metric))
+        axis.set_xlabel("α (0: third-tower path, 1: 3T's towers)")
+        axis.set_ylabel("accuracy" if "zero_shot" in metric else "recall")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(metrics) :]:
+        axis.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower right" if len(metrics) % columns else "upper right",
+                  fontsize="small")
+    figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

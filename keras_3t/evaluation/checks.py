@@ -1,6 +1,14 @@
 """Input checks shared by the evaluation functions."""
 
+import numbers
+
 import numpy as np
+
+
+def check_alpha(alpha):
+    """Raises unless `alpha` is a real number in [0, 1]."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}.")
 
 
 def check_same_dim(first, second, what):

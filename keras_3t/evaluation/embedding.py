@@ -6,6 +6,21 @@ import keras
 import numpy as np
 
 
+def combine_paths(main, third, alpha):
+    """`[√α main, √(1−α) third]`, as `encode_image` / `encode_text` build it.
+
+    Args:
+        main: `(N, d)` L2-normalised embeddings of the main towers.
+        third: `(N, d)` L2-normalised embeddings of the third-tower path.
+        alpha: the convex-combination weight in [0, 1]; at 1, `main` alone.
+    """
+    if alpha == 1.0:
+        return main
+    weight_main = np.float32(np.sqrt(alpha))
+    weight_third = np.float32(np.sqrt(1.0 - alpha))
+    return np.concatenate([weight_main * main, weight_third * third], axis=-1)
+
+
 def _batches(data, batch_size, key):
     """Yields batches of a NumPy array / dict of arrays, or of a dataset's batches."""
     if isinstance(data, dict) or isinstance(data, np.ndarray) or keras.ops.is_tensor(data):

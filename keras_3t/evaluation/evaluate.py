@@ -17,7 +17,8 @@ from keras_3t.evaluation.embedding import embed_images
 from keras_3t.evaluation.embedding import embed_texts
 from keras_3t.evaluation.few_shot import few_shot_linear_probe
 from keras_3t.evaluation.retrieval import retrieval_metrics
-from keras_3t.evaluation.zero_shot import classifier_from_prompt_embeddings
+from keras_3t.evaluation.zero_shot import classifier_from_paths
+from keras_3t.evaluation.zero_shot import embed_prompts_by_path
 from keras_3t.evaluation.zero_shot import prompts
 from keras_3t.evaluation.zero_shot import tokenize
 from keras_3t.evaluation.zero_shot import top_k_accuracy
@@ -47,7 +48,11 @@ def check_tasks(**tasks):
 
 
 def embed_tasks(model, tasks, alpha, batch_size=256, verbose=0):
-    """Embeds every image and text the tasks need, at one alpha."""
+    """Embeds every image and text the tasks need, at one alpha.
+
+    A zero-shot task gives its classifier (`"zero_shot_classifier"`), built
+    from each path's prompt embeddings (`classifier_from_paths`).
+    """
     images = lambda data: embed_images(model, data, alpha, batch_size, verbose)
     texts = lambda data: embed_texts(model, data, alpha, batch_size, verbose)
     embeddings = {}
@@ -58,8 +63,11 @@ def embed_tasks(model, tasks, alpha, batch_size=256, verbose=0):
         task = tasks["zero_shot"]
         embeddings["zero_shot_images"] = images(task["images"])
         prompt_texts = prompts(task["class_names"], task.get("templates"))
-        embeddings["zero_shot_prompts"] = texts(
-            tokenize(task["tokenizer"], prompt_texts, model.text_tower.sequence_length)
+        inputs = tokenize(task["tokenizer"], prompt_texts, model.text_tower.sequence_length)
+        embeddings["zero_shot_classifier"] = classifier_from_paths(
+            embed_prompts_by_path(model, inputs, alpha, batch_size),
+            len(task["class_names"]),
+            alpha,
         )
     if "few_shot" in tasks:
         embeddings["few_shot_train"] = images(tasks["few_shot"]["train_images"])
@@ -80,10 +88,9 @@ def metrics_from_embeddings(tasks, embeddings):
         )
     if "zero_shot" in tasks:
         task = tasks["zero_shot"]
-        classifier = classifier_from_prompt_embeddings(
-            embeddings["zero_shot_prompts"], len(task["class_names"])
+        accuracy = top_k_accuracy(
+            embeddings["zero_shot_images"], task["labels"], embeddings["zero_shot_classifier"]
         )
-        accuracy = top_k_accuracy(embeddings["zero_shot_images"], task["labels"], classifier)
         metrics.update({f"zero_shot_{k}": v for k, v in accuracy.items()})
     if "few_shot" in tasks:
         task = tasks["few_shot"]

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from keras_3t.evaluation.checks import check_alpha
+from keras_3t.evaluation.embedding import combine_paths
 from keras_3t.evaluation.embedding import embed_images
 from keras_3t.evaluation.embedding import embed_texts
 
@@ -85,19 +87,65 @@ def prompts(class_names, templates=None):
 
 
 def classifier_from_prompt_embeddings(prompt_embeddings, num_classes):
-    """Averages each class's prompt embeddings and renormalises."""
+    """Averages each class's prompt embeddings of one path and renormalises.
+
+    Args:
+        prompt_embeddings: `(num_classes × num_templates, dim)`, class-major,
+            from one path (the main text tower, or the third-tower path).
+        num_classes: how many classes.
+    """
     per_class = prompt_embeddings.reshape(num_classes, -1, prompt_embeddings.shape[-1])
     mean = per_class.mean(axis=1)
     return mean / (np.linalg.norm(mean, axis=1, keepdims=True) + 1e-8)
 
 
+def embed_prompts_by_path(model, inputs, alpha=1.0, batch_size=256):
+    """Prompt embeddings of each path the α-combination needs.
+
+    Returns `{"main": g}` at α = 1, and `{"main": g, "third": g_h}` below,
+    each L2-normalised and unweighted.
+    """
+    check_alpha(alpha)
+    main = embed_texts(model, inputs, alpha=1.0, batch_size=batch_size)
+    if alpha == 1.0:
+        return {"main": main}
+    # At α = 0 the encoder returns [0 · g, g_h]: keep the third-tower part.
+    third = embed_texts(model, inputs, alpha=0.0, batch_size=batch_size)[:, main.shape[-1] :]
+    return {"main": main, "third": third}
+
+
+def classifier_from_paths(prompt_embeddings, num_classes, alpha=1.0):
+    """The zero-shot classifier at α from each path's prompt embeddings.
+
+    Each path's class embedding is averaged over the templates and
+    normalised on its own, then the two are weighted as the images are,
+    `[√α ḡ, √(1−α) ḡ_h]`, so an image's score for a class is exactly
+    s_α = α⟨f, ḡ⟩ + (1−α)⟨h_g, ḡ_h⟩. (Renormalising the concatenated mean
+    instead would scale each path by how much its templates agree, and so
+    shift the effective α from class to class.)
+
+    Args:
+        prompt_embeddings: `{"main": ...}` and, for α < 1, `{"third": ...}`,
+            as `embed_prompts_by_path` returns.
+        num_classes: how many classes.
+        alpha: the convex-combination weight.
+    """
+    main = classifier_from_prompt_embeddings(prompt_embeddings["main"], num_classes)
+    if alpha == 1.0:
+        return main
+    third = classifier_from_prompt_embeddings(prompt_embeddings["third"], num_classes)
+    return combine_paths(main, third, alpha)
+
+
 def zero_shot_classifier(
     model, class_names, templates=None, tokenizer=None, alpha=1.0, batch_size=256
 ):
-    """A zero-shot classifier: one normalised text embedding per class.
+    """A zero-shot classifier: one text embedding per class.
 
     Each template filled with each class name is embedded; a class's
-    embeddings are averaged and renormalised (the CLIP protocol).
+    embeddings are averaged and renormalised (the CLIP protocol). Below
+    α = 1 this is done for each path separately (`classifier_from_paths`),
+    so that the scores are exactly s_α.
 
     Args:
         model: a `ThreeTowerModel` (or any object with `encode_text` and a
@@ -129,8 +177,8 @@ def zero_shot_classifier(
         )
     texts = prompts(class_names, templates)
     inputs = tokenize(tokenizer, texts, model.text_tower.sequence_length)
-    embeddings = embed_texts(model, inputs, alpha=alpha, batch_size=batch_size)
-    return classifier_from_prompt_embeddings(embeddings, len(list(class_names)))
+    embeddings = embed_prompts_by_path(model, inputs, alpha, batch_size)
+    return classifier_from_paths(embeddings, len(list(class_names)), alpha)
 
 
 def top_k_accuracy(image_embeddings, labels, classifier, ks=(1, 5)):
