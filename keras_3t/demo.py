@@ -82,8 +82,8 @@ def prepare_data(regime, budget, seed, train_digits=digit_scenes.DEFAULT_TRAIN_D
 def evaluation_tasks(preprocessor, budget, seed):
     """Held-out retrieval and zero-shot tasks, for `evaluate_model`.
 
-    Evaluation follows the paper: clean benchmarks, whatever the training
-    data.
+    Evaluation is on clean scenes (exact captions), whatever the training
+    data, as image-text benchmarks such as COCO are clean.
     """
     test = scenes_with_distinct_captions(
         digit_scenes.make_scenes(budget["test_scenes"], "test", "clean", seed)

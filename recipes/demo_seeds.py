@@ -3,8 +3,8 @@
 Runs `keras-3t demo --mismatched` for each regime and seed into
 `runs/results/<regime>_seed<seed>/` (a run whose results.json exists is
 reused, not redone), then prints one Markdown table per regime: each
-metric's mean ± standard deviation over seeds, and how often each of the
-paper's expectations held.
+metric's mean ± standard deviation over seeds, and in how many seeds each
+of the paper's statements held.
 
     KERAS_BACKEND=torch python recipes/demo_seeds.py --seeds 0 1 2
 """
@@ -40,24 +40,40 @@ def rows(runs):
     return table
 
 
-def expectations(runs):
-    """The paper's expectations (3T_METHOD.md), checked per seed on I→T R@1."""
-    key = "image_to_text_r1"
-    checks = {
-        "3T > CLIP": lambda m: m["3T"] > m["CLIP"],
-        "3T > LiT": lambda m: m["3T"] > m["LiT"],
-        "LiT mismatched < CLIP": lambda m: m["LiT mismatched"] < m["CLIP"],
-        "3T mismatched ≥ CLIP − 0.02": lambda m: m["3T mismatched"] >= m["CLIP"] - 0.02,
-        "some α in (0, 1) ≥ both ends (3T)": lambda m: m["best_inner_alpha"] >= max(m["3T"], m["3T α=0"]),
-    }
-    held = {name: 0 for name in checks}
-    for run in runs:
-        values = {name: run["models"][name]["metrics"][key] for name in MODELS}
-        sweep = run["models"]["3T"]["alpha_sweep"]
-        values["3T α=0"] = sweep[0][key]
-        values["best_inner_alpha"] = max(row[key] for row in sweep if 0.0 < row["alpha"] < 1.0)
-        for name, check in checks.items():
-            held[name] += bool(check(values))
+# The paper's statements (its abstract, and its introduction on LiT with a
+# Places365 model), each as a check of one seed's results: (statement,
+# metric, check). The matched classifier plays JFT / ImageNet-21k, the
+# mismatched one Places365.
+RETRIEVAL = ("image_to_text_r1", "text_to_image_r1")
+STATEMENTS = [
+    *[("retrieval: 3T > LiT", key, lambda m: m["3T"] > m["LiT"]) for key in RETRIEVAL],
+    *[("retrieval: 3T > CLIP", key, lambda m: m["3T"] > m["CLIP"]) for key in RETRIEVAL],
+    ("classification: 3T > CLIP", "zero_shot_top1", lambda m: m["3T"] > m["CLIP"]),
+    ("classification, mismatched (Places365-like): 3T > LiT", "zero_shot_top1",
+     lambda m: m["3T mismatched"] > m["LiT mismatched"]),
+    ("LiT mismatched < CLIP", "zero_shot_top1", lambda m: m["LiT mismatched"] < m["CLIP"]),
+]
+# Not a statement of the paper: the paper finds 3T behind LiT with JFT and
+# ahead with ImageNet-21k, so this one is counted, not expected.
+OBSERVATIONS = [
+    ("classification, matched: 3T > LiT", "zero_shot_top1", lambda m: m["3T"] > m["LiT"]),
+    ("keras-3t's α-combination: some α in (0, 1) ≥ both ends (3T)", "image_to_text_r1",
+     lambda m: m["best_inner_alpha"] >= max(m["3T"], m["3T α=0"])),
+]
+
+
+def expectations(runs, checks=STATEMENTS + OBSERVATIONS):
+    """How many runs each check holds in: `{(statement, metric): count}`."""
+    held = {}
+    for statement, key, check in checks:
+        count = 0
+        for run in runs:
+            values = {name: run["models"][name]["metrics"][key] for name in MODELS}
+            sweep = run["models"]["3T"]["alpha_sweep"]
+            values["3T α=0"] = sweep[0][key]
+            values["best_inner_alpha"] = max(row[key] for row in sweep if 0.0 < row["alpha"] < 1.0)
+            count += bool(check(values))
+        held[statement, key] = count
     return held
 
 
@@ -71,10 +87,15 @@ def markdown(runs):
             cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Expectations on image→text R@1, seeds where each held (of {len(runs)}):")
+    lines.append(f"Seeds (of {len(runs)}) where each of the paper's statements held:")
     lines.append("")
-    for name, count in expectations(runs).items():
-        lines.append(f"- {name}: {count}/{len(runs)}")
+    for (statement, key), count in expectations(runs, STATEMENTS).items():
+        lines.append(f"- {statement} ({demo.COLUMNS[key]}): {count}/{len(runs)}")
+    lines.append("")
+    lines.append("Counted, not expected:")
+    lines.append("")
+    for (statement, key), count in expectations(runs, OBSERVATIONS).items():
+        lines.append(f"- {statement} ({demo.COLUMNS[key]}): {count}/{len(runs)}")
     return "\n".join(lines)
 
 

@@ -20,8 +20,9 @@ evaluates them on the held-out test scenes, as `keras-3t demo` does:
   of its first seeds.
 - At the end (and with `--summarize-only`, from whatever has finished) it
   writes `ROOT/summary.json` (per cell and model: every metric's values,
-  mean and standard deviation over seeds; 3T − LiT and 3T − CLIP per seed)
-  and `ROOT/regime_map.png`, heatmaps of 3T − LiT and 3T − CLIP for
+  mean and standard deviation over seeds; 3T − LiT and 3T − CLIP per seed),
+  `ROOT/summary.md` (the same as a Markdown table, also printed) and
+  `ROOT/regime_map.png`, heatmaps of 3T − LiT and 3T − CLIP for
   image→text R@1 and zero-shot top-1, each cell's mean ± std over seeds.
 - `--publish` copies the summary, the per-run JSONs and the plot into
   `docs/results/regime_map/` and `docs/images/regime_map.png`.
@@ -190,6 +191,36 @@ def summarize(runs, labelled, pairs):
             "cells": cells}
 
 
+def markdown_map(summary):
+    """The map as Markdown: per cell, the models' means and 3T's differences.
+
+    "held" counts the seeds in which 3T beat the baseline on that metric.
+    """
+    lines = [
+        "| L | P | seeds | third tower held-out | metric | CLIP | LiT | 3T | 3T − LiT (held) "
+        "| 3T − CLIP (held) | 3T at best α |",
+        "|---" * 11 + "|",
+    ]
+    for cell in summary["cells"]:
+        for key, name in (*MAP_METRICS, ("text_to_image_r1", "text→image R@1")):
+            means = {label: cell["metrics"][label][key]["mean"] for label in ("CLIP", "LiT", "3T")}
+            differences = []
+            for baseline in BASELINES:
+                values = [a - b for a, b in zip(cell["metrics"]["3T"][key]["values"],
+                                                 cell["metrics"][baseline][key]["values"])]
+                held = sum(value > 0 for value in values)
+                differences.append(
+                    f"{np.mean(values):+.3f} ± {np.std(values):.3f} ({held}/{len(values)})")
+            lines.append(
+                f"| {cell['labelled_digits']} | {cell['train_digits']} | {len(cell['seeds'])} "
+                f"| {cell['third_tower_held_out_accuracy']:.3f} | {name} "
+                f"| {means['CLIP']:.3f} | {means['LiT']:.3f} | {means['3T']:.3f} "
+                f"| {differences[0]} | {differences[1]} "
+                f"| {cell['best_alpha_3t'][key]['mean']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
 def plot_map(summary, path):
     """Heatmaps of 3T − LiT and 3T − CLIP, one row per metric; mean ± std per cell."""
     import matplotlib
@@ -216,8 +247,9 @@ def plot_map(summary, path):
             image = axis.imshow(mean, cmap="RdBu", vmin=-limit, vmax=limit, origin="lower")
             for i in range(len(labelled)):
                 for j in range(len(pairs)):
+                    dark = np.isfinite(mean[i, j]) and abs(mean[i, j]) > 0.6 * limit
                     axis.text(j, i, text.get((i, j), "not run"), ha="center", va="center",
-                              fontsize=9)
+                              fontsize=9, color="white" if dark else "black")
             axis.set_xticks(range(len(pairs)), [str(p) for p in pairs])
             axis.set_yticks(range(len(labelled)), [str(l) for l in labelled])
             axis.set_xlabel("P: source digits in the image-caption pairs")
@@ -236,6 +268,7 @@ def publish(root, summary_path, plot_path, runs):
     target = os.path.join("docs", "results", "regime_map")
     os.makedirs(os.path.join(target, "runs"), exist_ok=True)
     shutil.copyfile(summary_path, os.path.join(target, "summary.json"))
+    shutil.copyfile(os.path.join(root, "summary.md"), os.path.join(target, "summary.md"))
     for name in runs:
         shutil.copyfile(os.path.join(root, "runs", name, "results.json"),
                         os.path.join(target, "runs", f"{name}.json"))
@@ -284,7 +317,11 @@ def main(argv=None):
     with open(summary_path, "w") as file:
         json.dump(summary, file, indent=2)
     plot_path = plot_map(summary, os.path.join(args.root, "regime_map.png"))
-    print(f"wrote {summary_path} and {plot_path} ({len(summary['cells'])} cells)")
+    table = markdown_map(summary)
+    with open(os.path.join(args.root, "summary.md"), "w") as file:
+        file.write(table + "\n")
+    print(table)
+    print(f"wrote {summary_path}, summary.md and {plot_path} ({len(summary['cells'])} cells)")
     if args.publish:
         publish(args.root, summary_path, plot_path, runs)
     return summary

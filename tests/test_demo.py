@@ -79,7 +79,7 @@ def _fake_run(itr, alphas_itr):
     return {"models": models, "backend": "torch"}
 
 
-def test_seed_summary_counts_where_the_papers_expectations_hold():
+def test_seed_summary_counts_where_the_papers_statements_hold():
     demo_seeds = load_script("recipes/demo_seeds.py")
     holds = _fake_run(
         {"CLIP": 0.3, "LiT": 0.2, "3T": 0.4, "LiT mismatched": 0.1, "3T mismatched": 0.29},
@@ -89,12 +89,16 @@ def test_seed_summary_counts_where_the_papers_expectations_hold():
         {"CLIP": 0.3, "LiT": 0.5, "3T": 0.2, "LiT mismatched": 0.35, "3T mismatched": 0.1},
         [0.3, 0.25, 0.2, 0.2, 0.2],
     )
-    assert demo_seeds.expectations([holds, fails]) == {name: 1 for name in demo_seeds.expectations([holds])}
+    checks = demo_seeds.STATEMENTS + demo_seeds.OBSERVATIONS
     assert set(demo_seeds.expectations([holds]).values()) == {1}
+    assert set(demo_seeds.expectations([fails]).values()) == {0}
+    assert demo_seeds.expectations([holds, fails]) == {
+        (statement, key): 1 for statement, key, _ in checks}
     table = demo_seeds.markdown([holds, fails])
     assert "| CLIP | 0.300 ± 0.000 |" in table
     assert "| 3T | 0.300 ± 0.100 |" in table
     assert "| 3T α=0.50 | 0.325 ± 0.125 |" in table
+    assert "- retrieval: 3T > LiT (T→I R@1): 1/2" in table
 
 
 @pytest.mark.skipif(

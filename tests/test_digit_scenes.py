@@ -23,10 +23,35 @@ def test_scenes_are_deterministic_per_seed():
     assert not np.array_equal(first["images"], other["images"])
 
 
+@pytest.mark.parametrize("labelled, pairs", [(150, 300), (500, 2500), (1500, 2500)])
+def test_pools_are_disjoint_and_nested_by_size(labelled, pairs):
+    pools = digit_scenes.source_pools(5000, labelled_digits=labelled, train_digits=pairs)
+    assert {name: len(pool) for name, pool in pools.items()} == {
+        "pretrain": labelled, "train": pairs, "validation": 500, "test": 500}
+    union = np.concatenate(list(pools.values()))
+    assert len(union) == len(np.unique(union))
+    # A larger pool holds the smaller one; validation and test never move.
+    largest = digit_scenes.source_pools(5000, labelled_digits=1500, train_digits=2500)
+    for name in pools:
+        assert set(pools[name].tolist()) <= set(largest[name].tolist())
+    assert all(np.array_equal(pools[name], largest[name]) for name in ("validation", "test"))
+    # Sorted indices of label-sorted digits: every pool mixes all ten digits.
+    labels = SOURCE[1]
+    for pool in pools.values():
+        assert np.bincount(labels[pool], minlength=10).min() >= len(pool) // 20
+
+
+def test_pools_refuse_to_overlap_or_to_be_empty():
+    with pytest.raises(ValueError, match="more than the 4000 source digits"):
+        digit_scenes.source_pools(5000, labelled_digits=1600, train_digits=2500)
+    with pytest.raises(ValueError, match="labelled_digits must be a positive integer"):
+        digit_scenes.source_pools(5000, labelled_digits=0)
+    with pytest.raises(ValueError, match="train_digits must be a positive integer"):
+        digit_scenes.source_pools(5000, train_digits=2.5)
+
+
 def test_splits_and_the_pretraining_pool_share_no_source_digit():
     pools = digit_scenes.source_pools(5000)
-    union = np.concatenate(list(pools.values()))
-    assert len(union) == len(np.unique(union)) == 5000
     used = {}
     for split in ("train", "validation", "test"):
         ids = _scenes(split=split)["source_ids"]
@@ -111,28 +136,30 @@ def test_bad_arguments():
         _scenes(regime="noisy")
 
 
-def test_web_training_scenes_draw_on_a_small_fixed_pool_of_mixed_digits():
-    pool = set(digit_scenes.source_pools(5000)["train"].tolist())
-    web = _scenes(2000, regime="web")
-    ids = set(web["source_ids"][web["source_ids"] >= 0].tolist())
-    assert ids <= pool and len(ids) <= digit_scenes.WEB_TRAIN_SOURCE_DIGITS
-    assert set(web["digits"][web["digits"] >= 0].tolist()) == set(range(10))
-    clean = _scenes(2000, regime="clean")
-    assert len(set(clean["source_ids"][clean["source_ids"] >= 0].tolist())) > 3 * len(ids)
-    # Evaluation splits are not restricted by the regime.
-    test = _scenes(2000, split="test", regime="web")
-    assert len(set(test["source_ids"][test["source_ids"] >= 0].tolist())) > len(ids)
+@pytest.mark.parametrize("regime", ["web", "clean"])
+def test_training_scenes_draw_on_the_train_pool_of_p_digits(regime):
+    for pairs in (300, digit_scenes.DEFAULT_TRAIN_DIGITS):
+        pool = set(digit_scenes.source_pools(5000, train_digits=pairs)["train"].tolist())
+        scenes = _scenes(4000, regime=regime, train_digits=pairs)
+        ids = set(scenes["source_ids"][scenes["source_ids"] >= 0].tolist())
+        # 4,000 scenes hold ~8,000 digits: nearly every digit of the pool.
+        assert ids <= pool and len(ids) > 0.9 * pairs
+        assert set(scenes["digits"][scenes["digits"] >= 0].tolist()) == set(range(10))
+    # Evaluation splits do not depend on P.
+    for key, value in _scenes(50, split="test", train_digits=300).items():
+        np.testing.assert_array_equal(value, _scenes(50, split="test")[key])
 
 
 @pytest.mark.parametrize("task", sorted(digit_scenes.PRETRAINING_TASKS))
 def test_pretraining_scenes_come_from_the_pretrain_pool_only(task):
-    pools = digit_scenes.source_pools(5000)
-    train = digit_scenes.pretraining_scenes(task, "train", copies=1, source=SOURCE)
+    pools = digit_scenes.source_pools(5000, labelled_digits=150)
+    train = digit_scenes.pretraining_scenes(task, "train", copies=2, source=SOURCE,
+                                            labelled_digits=150)
     held_out = digit_scenes.pretraining_scenes(task, "held_out", copies=1, source=SOURCE)
     train_ids, held_ids = set(train["source_ids"]), set(held_out["source_ids"])
-    assert train_ids | held_ids == set(pools["pretrain"].tolist())
-    assert not train_ids & held_ids
-    assert len(held_ids) == round(digit_scenes.PRETRAINING_HELD_OUT * len(pools["pretrain"]))
+    assert train_ids == set(pools["pretrain"].tolist()) and len(train["labels"]) == 300
+    # Held out: the validation pool, which no classifier or training scene uses.
+    assert held_ids == set(pools["validation"].tolist())
     num_classes = len(digit_scenes.PRETRAINING_TASKS[task])
     for part in (train, held_out):
         assert set(part["labels"].tolist()) == set(range(num_classes))

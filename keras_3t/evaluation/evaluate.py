@@ -8,7 +8,8 @@ A task is a plain dict:
 - zero_shot: `{"images", "labels", "class_names", "tokenizer"}` and
   optionally `"templates"`;
 - few_shot: `{"train_images", "train_labels", "test_images",
-  "test_labels"}` and optionally `"shots"`.
+  "test_labels"}` and optionally `"shots"` and `"l2_regularization"`
+  (see `few_shot_linear_probe`).
 """
 
 import numpy as np
@@ -94,7 +95,7 @@ def metrics_from_embeddings(tasks, embeddings):
         metrics.update({f"zero_shot_{k}": v for k, v in accuracy.items()})
     if "few_shot" in tasks:
         task = tasks["few_shot"]
-        options = {"shots": task["shots"]} if "shots" in task else {}
+        options = {key: task[key] for key in ("shots", "l2_regularization") if key in task}
         metrics.update(
             few_shot_linear_probe(
                 embeddings["few_shot_train"],

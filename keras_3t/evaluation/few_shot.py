@@ -8,7 +8,7 @@ from keras_3t.evaluation.checks import positive_integers
 
 DEFAULT_SHOTS = (1, 5, 10, 25)
 # The ridge penalties leave-one-out cross-validation chooses from: 10⁻³ to
-# 10⁴ in half-decade steps, for features of unit average variance.
+# 10⁴ in half-decade steps, for features of unit total variance.
 DEFAULT_L2_GRID = tuple(float(10**e) for e in np.arange(-3.0, 4.5, 0.5))
 
 
@@ -30,13 +30,15 @@ def _check_embeddings_and_labels(embeddings, labels, name):
 def _standardize(train, test):
     """Centres by the training mean and divides by one scalar for all features.
 
-    The scalar is the root mean of the features' training variances, so the
-    features have unit variance on average while keeping their relative
-    scales: a per-feature scaling would undo the √α and √(1−α) weights of
-    the α-combination, and give the same probe at every α in (0, 1).
+    The scalar is the root of the features' total training variance (the
+    RMS distance of the examples from their mean), so the features keep
+    their relative scales: a per-feature scaling would undo the √α and
+    √(1−α) weights of the α-combination, and give the same probe at every α
+    in (0, 1). Features that are constant (the zero half of the combination
+    at α = 0) change nothing.
     """
     mean = ops.mean(train, axis=0)
-    scale = ops.sqrt(ops.mean(ops.var(train, axis=0))) + 1e-6
+    scale = ops.sqrt(ops.sum(ops.var(train, axis=0))) + 1e-6
     return (train - mean) / scale, (test - mean) / scale
 
 
@@ -98,10 +100,12 @@ def leave_one_out_errors(train_features, train_targets, l2_grid):
 def choose_l2_regularization(train_features, train_targets, l2_grid=DEFAULT_L2_GRID):
     """The λ of the grid with the lowest leave-one-out error on the shots.
 
-    Ties go to the larger λ. Only the training shots are used.
+    Only the training shots are used. Errors within 0.1 % of the lowest count
+    as ties and go to the larger λ: where the error is flat in λ, float
+    rounding would otherwise decide.
     """
     errors = leave_one_out_errors(train_features, train_targets, l2_grid)
-    best = np.flatnonzero(errors <= errors.min() * (1 + 1e-6))
+    best = np.flatnonzero(errors <= errors.min() * (1 + 1e-3))
     return float(l2_grid[best[-1]])
 
 
@@ -138,7 +142,7 @@ def few_shot_linear_probe(
         shots: the shot counts k.
         num_draws: draws of the k-shot sets per k.
         l2_regularization: `"cv"` to choose λ from `l2_grid`, or a fixed λ
-            (relative to features of unit average variance).
+            (relative to features of unit total variance).
         l2_grid: the λ values `"cv"` chooses from; default
             `DEFAULT_L2_GRID`, 10⁻³ to 10⁴ in half-decade steps.
         seed: the draws use `numpy.random.default_rng(seed + draw)`.

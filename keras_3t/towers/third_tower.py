@@ -12,7 +12,7 @@ class ThirdTower(BackboneTower):
     The backbone is always frozen: never trained, always run in inference
     mode, no gradient into it. Its pooled pre-logit features `e(x)` go
     through two learnable linear heads: `h_f = B_f e`, aligned with the image
-    tower, and `h_g = B_g e`, aligned with the text tower (3T_METHOD.md). With
+    tower, and `h_g = B_g e`, aligned with the text tower (docs/method.md). With
     `shared_head=True` one head serves both.
 
     Calling the tower returns a dict with `"features"` (e),
