@@ -28,7 +28,8 @@ from tests.test_preprocessing import _preprocessor
 TINY = ["3t_tiny", "lit_tiny", "clip_tiny"]
 PAPER = ["3t_vitb16", "lit_vitb16", "clip_vitb16", "3t_vitl16", "lit_vitl16", "clip_vitl16"]
 # Embeddings of 3t_tiny on fixed inputs, written on PyTorch by
-# `python tests/test_presets.py`; every backend must reproduce them.
+# `KERAS_BACKEND=torch python -m tests.test_presets`; every backend must
+# reproduce them.
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "3t_tiny_embeddings.npz")
 REFERENCE_CAPTIONS = ["a 3 above a 7", "a 1", "two digits: 0 and 5", "a 9 left of a 2"]
 
@@ -139,7 +140,7 @@ def test_3t_tiny_reproduces_its_recorded_results(three_t_tiny):
 @pytest.mark.parametrize("name, at_least", [("lit_tiny", 0.9), ("clip_tiny", 0.25)])
 def test_lit_and_clip_tiny_load_trained(name, at_least):
     # Zero-shot digit classification on held-out scenes (chance 0.1); the
-    # demo measured 0.976 (LiT) and 0.400 (CLIP) on 500 of them.
+    # demo measured 0.944 (LiT) and 0.394 (CLIP) on 500 of them.
     task = digit_scenes.single_digit_task(200, "test", seed=1)
     model = presets.load(name)
     metrics = evaluate_model(model, zero_shot={**task, "tokenizer": model.preprocessor})
