@@ -4,6 +4,7 @@ built from them. Used by the demo, `recipes/pretrain_third_tower.py` and the tes
 
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -96,6 +97,7 @@ def pretrain_third_tower(
     batch_size=128,
     seed=0,
     command=None,
+    overwrite=False,
 ):
     """Pretrains a `digit_backbone` classifier and saves it as a keras-hub preset.
 
@@ -107,19 +109,24 @@ def pretrain_third_tower(
 
     Args:
         task: `"digit"` (matched third tower) or `"thickness"` (mismatched).
-        output: the preset folder to write; it must not exist.
+        output: the preset folder to write. It is written beside the target
+            (`<output>.partial`) and moved into place once complete, so a
+            failed run leaves an existing folder as it was.
         labelled_digits: L, the size of the pretrain pool.
         steps: optimizer steps.
         batch_size: scenes per step.
         seed: the scenes' and the initialisation's seed.
         command: the command line to record in `metadata.json`.
+        overwrite: replace an existing `output` (else it is an error).
 
     Returns:
         The metadata written to `output/metadata.json`: the task, L, the
         held-out accuracy (`held_out_accuracy`), and the command.
     """
-    if os.path.exists(output):
+    if os.path.exists(output) and not overwrite:
         raise FileExistsError(f"{output} exists: remove it or choose another folder.")
+    staging = output.rstrip(os.sep) + ".partial"
+    shutil.rmtree(staging, ignore_errors=True)
     keras.utils.set_random_seed(seed)
     copies = -(-steps * batch_size // labelled_digits)  # ceil
     train = digit_scenes.pretraining_scenes(
@@ -143,7 +150,7 @@ def pretrain_third_tower(
     accuracy = held_out_accuracy(classifier, task)
     # A fresh optimizer: the preset keeps the weights, not AdamW's state.
     classifier.compile()
-    classifier.save_to_preset(output)
+    classifier.save_to_preset(staging)
     metadata = {
         "task": task,
         "class_names": train["class_names"],
@@ -157,8 +164,11 @@ def pretrain_third_tower(
         "training_seconds": round(time.time() - start),
         "command": command,
     }
-    with open(os.path.join(output, "metadata.json"), "w") as file:
+    with open(os.path.join(staging, "metadata.json"), "w") as file:
         json.dump(metadata, file, indent=2)
+    if os.path.exists(output):
+        shutil.rmtree(output)
+    os.rename(staging, output)
     return metadata
 
 

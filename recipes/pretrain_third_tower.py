@@ -20,7 +20,6 @@ any keras-hub model; the whole classifier with `ImageClassifier.from_preset(path
 
 import argparse
 import os
-import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,21 +48,15 @@ def main():
         f"KERAS_BACKEND={keras.backend.backend()} python recipes/pretrain_third_tower.py "
         + " ".join(sys.argv[1:])
     )
-    # Written beside the target and swapped in only once complete, so a failed
-    # run leaves an existing preset as it was.
-    staging = output.rstrip(os.sep) + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
     metadata = pretrain_third_tower(
         args.task,
-        staging,
+        output,
         labelled_digits=args.labelled_digits,
         steps=args.steps,
         seed=args.seed,
         command=command,
+        overwrite=args.overwrite,
     )
-    if os.path.exists(output):
-        shutil.rmtree(output)
-    os.rename(staging, output)
     print(f"held-out accuracy ({args.task}): {metadata['held_out_accuracy']:.4f}")
     print(f"saved {output}")
 

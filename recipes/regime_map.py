@@ -85,13 +85,10 @@ def third_tower(root, labelled, pretrain_steps, command):
     """The matched third tower pretrained on L labelled digits: made once, then loaded."""
     path = preset_path("digit", os.path.join(root, "third_towers", f"L{labelled}"))
     if not os.path.isdir(path):
-        staging = path + ".partial"
-        shutil.rmtree(staging, ignore_errors=True)
         print(f"\n=== pretraining the third tower on L = {labelled} labelled digits ===", flush=True)
         pretrain_third_tower(
-            "digit", staging, labelled_digits=labelled, steps=pretrain_steps, command=command
+            "digit", path, labelled_digits=labelled, steps=pretrain_steps, command=command
         )
-        os.rename(staging, path)
     with open(os.path.join(path, "metadata.json")) as file:
         accuracy = json.load(file)["held_out_accuracy"]
     return keras_hub.models.Backbone.from_preset(path), accuracy
