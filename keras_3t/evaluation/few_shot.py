@@ -86,11 +86,12 @@ def leave_one_out_errors(train_features, train_targets, l2_grid):
     num_examples = train_features.shape[0]
     eigenvalues, eigenvectors = ops.eigh(ops.matmul(x, ops.transpose(x)))
     eigenvalues = ops.maximum(eigenvalues, 0.0)
-    projected = ops.matmul(ops.transpose(eigenvectors), y - ops.mean(y, axis=0))
+    target_mean = ops.mean(y, axis=0)
+    projected = ops.matmul(ops.transpose(eigenvectors), y - target_mean)
     errors = []
     for l2 in l2_grid:
         shrink = eigenvalues / (eigenvalues + l2)
-        fitted = ops.mean(y, axis=0) + ops.matmul(eigenvectors, shrink[:, None] * projected)
+        fitted = target_mean + ops.matmul(eigenvectors, shrink[:, None] * projected)
         leverage = 1.0 / num_examples + ops.sum(eigenvectors**2 * shrink[None, :], axis=1)
         residuals = (y - fitted) / ops.maximum(1.0 - leverage, 1e-6)[:, None]
         errors.append(ops.convert_to_numpy(ops.mean(residuals**2)))
