@@ -10,16 +10,17 @@ runs meanwhile, so ratios compare steps taken moments apart, not processes
 run minutes apart.
 
 The model, batch, loss and optimizer are those of
-../shared/bench/openclip_step.py (imported from there, `--open-clip-step`):
-open_clip's `CLIP` from the same config, `ClipLoss`, torch's AdamW with
-open_clip's weight-decay groups, the logit scale clamped after each step;
-the step is the body of open_clip's `train_one_epoch`.
+benchmarks/openclip_step.py (imported from beside this script, or from
+`--open-clip-step`): open_clip's `CLIP` from the same config, `ClipLoss`,
+torch's AdamW with open_clip's weight-decay groups, the logit scale clamped
+after each step; the step is the body of open_clip's `train_one_epoch`.
 """
 
 import argparse
 import importlib.util
 import json
 import math
+import os
 import resource
 import statistics
 
@@ -29,6 +30,8 @@ import statistics
 from train_step import positive_int
 from train_step import serve_rounds
 from train_step import timed_turn
+
+OPENCLIP_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openclip_step.py")
 
 
 def load_openclip_step(path):
@@ -83,7 +86,8 @@ def build_step(args, bench):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--open-clip-step", required=True, help="path of ../shared/bench/openclip_step.py")
+    parser.add_argument("--open-clip-step", default=OPENCLIP_STEP,
+                        help="path of open_clip's step timer (default: openclip_step.py beside this script)")
     parser.add_argument("--config", required=True, help="JSON string or file (openclip_step.py's format)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)

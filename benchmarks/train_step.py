@@ -26,10 +26,10 @@ default, one step, each timed step follows another process's.
   objective in a process of its own, so that no other model in the process
   shares its caches and memory);
 - open_clip 3.3.0's CLIP on the same architecture (`--open-clip`: the python
-  of a virtual environment made by ../shared/bench/setup_openclip_venv.sh),
+  of a virtual environment made by `bash benchmarks/setup_openclip_venv.sh`),
   stepped by benchmarks/openclip_lockstep.py with the model, batch and
-  optimizer of the shared step timer openclip_step.py (found beside that
-  script or given with `--open-clip-step`).
+  optimizer of open_clip's step timer benchmarks/openclip_step.py (or the
+  one given with `--open-clip-step`).
 
 Both sides: pre-LN ViT with class-token pooling and a bias-free patch
 embedding, causal text transformer pooled at the last token, bias-free
@@ -67,6 +67,7 @@ import tempfile
 import time
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+OPENCLIP_STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "openclip_step.py")
 BACKENDS = ("tensorflow", "jax", "torch")
 OBJECTIVES = ("clip", "lit", "3t", "3t_cached", "third_forward")
 BOOTSTRAP_SAMPLES = 2000
@@ -634,8 +635,8 @@ def main():
     parser.add_argument("--fused-adamw", action="store_true",
                         help="keras-3t's AdamW(fused=True): one torch._fused_adamw_ kernel on PyTorch")
     parser.add_argument("--open-clip", help="python of an open_clip virtual environment (omit: keras-3t only)")
-    parser.add_argument("--open-clip-step", default=os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "bench", "openclip_step.py"))
+    parser.add_argument("--open-clip-step", default=OPENCLIP_STEP,
+                        help="open_clip's step timer (default: openclip_step.py beside this script)")
     parser.add_argument("--open-clip-adamw", default="foreach", choices=("default", "foreach", "fused"))
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds each round's random order of sides and objectives (repeat r: seed + r)")
