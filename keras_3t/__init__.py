@@ -1,27 +1,66 @@
-"""keras-3t: Three Towers (3T) contrastive image-text learning for Keras 3."""
+"""keras-3t: Three Towers (3T) contrastive image-text learning for Keras 3.
 
-from keras_3t import callbacks
-from keras_3t import checkpoint
-from keras_3t import data
-from keras_3t import datasets
-from keras_3t import digit_models
-from keras_3t import evaluation
-from keras_3t import losses
-from keras_3t import objective_metrics
-from keras_3t import optimization
-from keras_3t import preprocessing
-from keras_3t import presets
-from keras_3t import saving
-from keras_3t import towers
-from keras_3t import tuning
-from keras_3t.checkpoint import TrainingCheckpoint
-from keras_3t.losses import contrastive_loss
-from keras_3t.losses import sigmoid_contrastive_loss
-from keras_3t.model import ThreeTowerModel
-from keras_3t.preprocessing import ThreeTowerPreprocessor
-from keras_3t.towers import ImageTower
-from keras_3t.towers import TextTower
-from keras_3t.towers import ThirdTower
-from keras_3t.tuning import ThreeTowerHyperModel
+Names load on first use, so `import keras_3t` costs nothing until they are
+needed, and the command line can quiet TensorFlow's logging before
+TensorFlow loads. `keras_3t.tuning` (KerasTuner) and the main job's modules
+(`keras_3t.demo`, `keras_3t.digit_models`, `keras_3t.datasets`) load only when
+asked for.
+
+Example:
+>>> import keras_3t
+>>> keras_3t.ThreeTowerModel.__name__
+'ThreeTowerModel'
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_NAMES = {
+    "ImageConverter": "keras_3t.image_converter",
+    "ImageTower": "keras_3t.towers",
+    "TextTower": "keras_3t.towers",
+    "ThirdTower": "keras_3t.towers",
+    "ThreeTowerHyperModel": "keras_3t.tuning",
+    "ThreeTowerModel": "keras_3t.model",
+    "ThreeTowerPreprocessor": "keras_3t.preprocessing",
+    "TrainingCheckpoint": "keras_3t.checkpoint",
+    "contrastive_loss": "keras_3t.losses",
+    "sigmoid_contrastive_loss": "keras_3t.losses",
+}
+_SUBMODULES = (
+    "callbacks",
+    "checkpoint",
+    "data",
+    "datasets",
+    "demo",
+    "digit_models",
+    "evaluation",
+    "image_converter",
+    "losses",
+    "objective_metrics",
+    "optimization",
+    "preprocessing",
+    "presets",
+    "saving",
+    "towers",
+    "tuning",
+)
+
+__all__ = sorted(_NAMES) + list(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"keras_3t.{name}")
+    else:
+        raise AttributeError(f"module 'keras_3t' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,19 +1,58 @@
-"""`python -m keras_3t demo ...` (also the `keras-3t` console script)."""
+"""The `keras-3t` command (also `python -m keras_3t`).
 
-import os
+    keras-3t [--version] [--verbose] demo [options]
+
+TensorFlow loads only once a command runs, after its native log lines are
+filtered (`keras_3t.console`), so `--help` and `--version` answer at once.
+"""
+
+import argparse
 import sys
 
-COMMANDS = ("demo",)
+from keras_3t import __version__
+
+COMMANDS = {
+    "demo": "the main job: CLIP, LiT and 3T trained and evaluated on the "
+    "embedded handwritten-digit scenes (keras-3t demo --help for its options)",
+}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="keras-3t",
+        description="Three Towers (3T) contrastive image-text learning for Keras 3.",
+        epilog="commands:\n"
+        + "\n".join(f"  {name:8s}{help}" for name, help in COMMANDS.items())
+        + "\n\nThe backend is Keras's: KERAS_BACKEND=jax|tensorflow|torch keras-3t demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"keras-3t {__version__}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's, absl's and CUDA's native log lines (also KERAS_3T_VERBOSE=1)",
+    )
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="command",
+                        help=", ".join(sorted(COMMANDS)))
+    parser.add_argument("options", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    if not argv:
+        parser.print_usage(sys.stderr)
+        parser.exit(2, f"keras-3t: name a command: {', '.join(sorted(COMMANDS))}\n")
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
-        sys.exit(f"usage: keras-3t {{{','.join(COMMANDS)}}} [options]; e.g. keras-3t demo --help")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from keras_3t import demo
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    options = [option for option in args.options if option != "--verbose"]
+    verbose = args.verbose or len(options) < len(args.options)
 
-    demo.main(argv[1:])
+    from keras_3t.console import quiet_native_logs
+
+    quiet_native_logs(verbose=True if verbose else None)
+    if args.command == "demo":
+        from keras_3t import demo
+
+        demo.main(options)
 
 
 if __name__ == "__main__":

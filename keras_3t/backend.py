@@ -6,6 +6,7 @@ here differentiate it and apply the optimizer the way each backend requires,
 and give the losses the data-parallel group they run in (`replicas()`).
 """
 
+import contextlib
 import functools
 import weakref
 
@@ -641,6 +642,20 @@ def torch_adam_update(optimizer, gradients, variables, learning_rate, fused=Fals
         torch._foreach_div_(updates, denominators)
         torch._foreach_add_(values, updates, alpha=-1)
     return True
+
+
+def no_gradients():
+    """A context in which nothing records gradients: inference.
+
+    PyTorch's autograd records every op on weights that require grad, so
+    outputs would keep a graph (and refuse `np.asarray`); JAX and TensorFlow
+    record only inside their gradient functions.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()
 
 
 _STEPS = {

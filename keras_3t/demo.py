@@ -32,6 +32,7 @@ from keras_3t.digit_models import load_third_tower_backbone
 from keras_3t.evaluation import alpha_sweep
 from keras_3t.evaluation import evaluate_model
 from keras_3t.evaluation import plot_alpha_sweep
+from keras_3t.extras import require
 from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.preprocessing import caption_tokenizer
 from keras_3t.preprocessing import caption_vocabulary
@@ -196,12 +197,8 @@ def plot_alpha_sweeps(results, tasks, output):
 
 def plot_training_curves(results, path):
     """Training loss (image-text pair) and total loss per epoch, per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
+    figure = require("matplotlib.figure").Figure(figsize=(10, 4))
+    axes = figure.subplots(1, 2)
     for name, result in results.items():
         history = result["history"]
         epochs = np.arange(1, len(history["loss"]) + 1)
@@ -217,14 +214,16 @@ def plot_training_curves(results, path):
     axes[0].legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-    pyplot.close(figure)
     return path
 
 
 def default_output(args):
     suffix = "_mismatched" if args.mismatched else ""
     quick = "_quick" if args.quick else ""
-    return os.path.join("runs", f"demo_{args.regime}{suffix}{quick}_seed{args.seed}")
+    # Named by backend too: runs on two backends keep their own results.
+    return os.path.join(
+        "runs", f"demo_{keras.backend.backend()}_{args.regime}{suffix}{quick}_seed{args.seed}"
+    )
 
 
 def parse_args(argv):
@@ -236,10 +235,12 @@ def parse_args(argv):
                         help="also train LiT and 3T with the mismatched (stroke thickness) third tower")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None, help="default: runs/demo_<regime>[_mismatched]_seed<seed>")
+    parser.add_argument("--output", default=None, help="default: runs/demo_<backend>_<regime>[_mismatched][_quick]_seed<seed>")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder's results")
     parser.add_argument("--save-presets", metavar="DIR", default=None,
                         help="also save the trained CLIP, LiT and 3T as presets DIR/{clip,lit,3t}_tiny")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's, absl's and CUDA's native log lines")
     return parser.parse_args(argv)
 
 

@@ -19,7 +19,7 @@ from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
 
 # keras-hub preset folders written by recipes/pretrain_third_tower.py.
-SAVED_MODELS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "saved_models")
+SAVED_MODELS = registry.saved_models_dir()
 # The pretraining task (`digit_scenes.PRETRAINING_TASKS`) of each shipped
 # third tower: the matched one names the digit, the mismatched one stroke
 # thickness.
@@ -65,9 +65,9 @@ def load_third_tower_backbone(which="matched", directory=SAVED_MODELS):
     path = preset_path(THIRD_TOWER_TASKS[which], directory)
     if not os.path.isdir(path):
         raise FileNotFoundError(
-            f"No pretrained {which} third tower at {path}. The presets ship in "
-            "the repository's saved_models/ (install it with `pip install -e .` "
-            "from a clone), or remake them with "
+            f"No pretrained {which} third tower at {path}. The shipped ones "
+            "install with keras-3t (keras_3t.saved_models); reinstall it, or "
+            "remake them with "
             "`python recipes/pretrain_third_tower.py`."
         )
     return keras_hub.models.Backbone.from_preset(path)

@@ -1,12 +1,15 @@
 """ThreeTowerModel: 3T, LiT and CLIP in one model and one training loop."""
 
 import math
+import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_3t import backend
+from keras_3t.image_converter import ImageConverter
+from keras_3t.image_converter import check_value_range
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
@@ -69,6 +72,11 @@ class ThreeTowerModel(keras.Model):
             does not call it (map it over the data set); it is kept and
             saved with the model so captions are tokenized the same way
             after loading.
+        image_converter: optional `keras_3t.ImageConverter`; by default one
+            for the image tower's size and channels. `encode_image` uses it
+            on images that are not yet float, in [0, 1], at that size
+            (photos as uint8 arrays of any size, say); map it over a
+            `tf.data` pipeline of raw images. Saved with the model.
 
     Example:
     >>> import keras_hub
@@ -106,6 +114,7 @@ class ThreeTowerModel(keras.Model):
         adaptor_input="pooled",
         local_loss=False,
         preprocessor=None,
+        image_converter=None,
         **kwargs,
     ):
         _check_arguments(
@@ -124,6 +133,11 @@ class ThreeTowerModel(keras.Model):
         self.text_tower = text_tower
         self.third_tower = third_tower
         self.preprocessor = preprocessor
+        if image_converter is None:
+            height, width, channels = image_tower.image_shape
+            size = None if height is None or width is None else (height, width)
+            image_converter = ImageConverter(image_size=size, channels=channels)
+        self.image_converter = image_converter
         if objective == "3t":
             self.image_adaptor = keras.layers.Dense(
                 third_tower.embedding_dim, use_bias=False, name="image_adaptor"
@@ -449,45 +463,59 @@ class ThreeTowerModel(keras.Model):
 
         Returns a dict with `"image_embeddings"` (if `inputs` has
         `"images"`) and `"text_embeddings"` (if it has `"token_ids"`),
-        L2-normalised, at alpha = 1.
+        L2-normalised, at alpha = 1, as backend tensors.
         """
         outputs = {}
         if "images" in inputs:
-            outputs["image_embeddings"] = self.encode_image(inputs["images"])
+            self._check_images(inputs["images"])
+            outputs["image_embeddings"] = self._image_embeddings(inputs["images"], 1.0)
         if "token_ids" in inputs:
-            outputs["text_embeddings"] = self.encode_text(inputs)
+            self._check_text(inputs)
+            outputs["text_embeddings"] = self._text_embeddings(inputs, 1.0)
         return outputs
 
     def encode_image(self, images, alpha=1.0):
         """L2-normalised image embeddings, optionally the α-combination.
 
+        Runs without recording gradients and returns a NumPy array on every
+        backend.
+
         Args:
-            images: float `(batch, height, width, channels)`.
+            images: a batch `(batch, height, width, channels)`: floats in
+                [0, 1] at the towers' size, or anything `image_converter`
+                takes (uint8 0-255, any size, gray or RGB; or a list of
+                images of different sizes), which it converts.
             alpha: float in [0, 1]. At 1, f(x). Below 1 (3T models only),
                 `[√α f(x), √(1−α) h_g(x)]`, whose dot product with
                 `encode_text(..., alpha)` is s_α = α⟨f, g⟩ + (1−α)⟨h_g, g_h⟩.
+
+        Returns:
+            float32 NumPy array `(batch, dim)`.
         """
-        self._check_alpha(alpha)
-        self._check_images(images)
-        f = _normalized(self.image_tower(images, training=False)["embedding"])
-        if alpha == 1.0:
-            return f
-        h_g = _normalized(self.third_tower(images)["text_head"])
-        return ops.concatenate(
-            [math.sqrt(alpha) * f, math.sqrt(1.0 - alpha) * h_g], axis=-1
-        )
+        alpha = self._check_alpha(alpha)
+        images = self._image_batch(images)
+        with backend.no_gradients():
+            return ops.convert_to_numpy(self._image_embeddings(images, alpha))
 
     def encode_text(self, inputs, alpha=1.0):
         """L2-normalised text embeddings, optionally the α-combination.
 
+        Runs without recording gradients and returns a NumPy array on every
+        backend.
+
         Args:
-            inputs: dict with `"token_ids"` int `(batch, length)` and
-                `"padding_mask"` bool `(batch, length)`; or, for a model
-                with a `preprocessor`, a list of caption strings.
+            inputs: a list of caption strings (for a model with a
+                `preprocessor`), or a dict with `"token_ids"` int
+                `(batch, length)` and `"padding_mask"` bool `(batch, length)`.
             alpha: float in [0, 1]. At 1, g(t). Below 1 (3T models only),
                 `[√α g(t), √(1−α) g_h(t)]`.
+
+        Returns:
+            float32 NumPy array `(batch, dim)`.
         """
-        self._check_alpha(alpha)
+        alpha = self._check_alpha(alpha)
+        if isinstance(inputs, (list, tuple, np.ndarray)) and len(inputs) == 0:
+            raise ValueError("encode_text got no captions: pass a list of strings.")
         if _are_strings(inputs):
             if self.preprocessor is None:
                 raise ValueError(
@@ -498,6 +526,19 @@ class ThreeTowerModel(keras.Model):
                 )
             inputs = self.preprocessor(list(np.asarray(inputs).reshape(-1)))
         self._check_text(inputs)
+        with backend.no_gradients():
+            return ops.convert_to_numpy(self._text_embeddings(inputs, alpha))
+
+    def _image_embeddings(self, images, alpha):
+        f = _normalized(self.image_tower(images, training=False)["embedding"])
+        if alpha == 1.0:
+            return f
+        h_g = _normalized(self.third_tower(images)["text_head"])
+        return ops.concatenate(
+            [math.sqrt(alpha) * f, math.sqrt(1.0 - alpha) * h_g], axis=-1
+        )
+
+    def _text_embeddings(self, inputs, alpha):
         text = self.text_tower(inputs, training=False)
         g = _normalized(text["embedding"])
         if alpha == 1.0:
@@ -510,16 +551,58 @@ class ThreeTowerModel(keras.Model):
     # --- Input checks -----------------------------------------------------
 
     def _check_alpha(self, alpha):
-        if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        """alpha as a Python float; NumPy scalars are numbers too."""
+        if isinstance(alpha, np.ndarray) and alpha.ndim == 0:
+            alpha = alpha.item()
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, numbers.Real)
+            or not 0.0 <= alpha <= 1.0
+        ):
             raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}.")
+        alpha = float(alpha)
         if alpha < 1.0 and self.objective != "3t":
             raise ValueError(
                 f"alpha < 1 combines the main towers with the third tower, "
                 f"which only a '3t' model has; this model's objective is "
                 f"{self.objective!r}, so alpha must be 1 (got {alpha})."
             )
+        return alpha
+
+    def _image_batch(self, images):
+        """Images as the towers take them, through `image_converter` if needed."""
+        if isinstance(images, dict):
+            raise TypeError(
+                f"encode_image takes images, not {_describe(images)}: pass the "
+                "batch's images (e.g. batch['images'])."
+            )
+        if isinstance(images, (str, bytes, list, tuple)) or not hasattr(images, "shape"):
+            return ops.convert_to_numpy(self.image_converter(images))
+        if len(images.shape) != 4:
+            raise ValueError(
+                "images must be a batch (batch, height, width, channels) or a "
+                f"list of images; got shape {tuple(images.shape)}. For one "
+                "image, pass images[None] or [image]."
+            )
+        ready = keras.backend.standardize_dtype(images.dtype).startswith("float") and all(
+            expected is None or got == expected
+            for got, expected in zip(images.shape[1:], self.image_tower.image_shape)
+        )
+        if not ready:
+            return ops.convert_to_numpy(self.image_converter(images))
+        self._check_images(images)
+        check_value_range(*(float(ops.convert_to_numpy(f(images))) for f in (ops.min, ops.max)))
+        return images
 
     def _check_images(self, images):
+        dtype = keras.backend.standardize_dtype(images.dtype)
+        if not dtype.startswith(("float", "bfloat")):
+            raise ValueError(
+                f"images must be floats in [0, 1]; got {dtype}. Convert raw "
+                "images with model.image_converter (uint8 0-255 is scaled to "
+                "[0, 1]), e.g. mapped over the tf.data pipeline; "
+                "model.encode_image does it for you."
+            )
         shape = tuple(images.shape)
         if len(shape) != 4:
             raise ValueError(
@@ -644,6 +727,7 @@ class ThreeTowerModel(keras.Model):
                 "logit_bias_init": self.logit_bias_init,
                 "adaptor_input": self.adaptor_input,
                 "local_loss": self.local_loss,
+                "image_converter": keras.layers.serialize(self.image_converter),
                 "preprocessor": (
                     None
                     if self.preprocessor is None
@@ -662,7 +746,7 @@ class ThreeTowerModel(keras.Model):
         # Checked before any tower is built; configs written before the
         # version was recorded have none, and load.
         check_version(config.pop(VERSION_KEY, None), "This ThreeTowerModel config")
-        for key in ("image_tower", "text_tower", "third_tower", "preprocessor"):
+        for key in ("image_tower", "text_tower", "third_tower", "preprocessor", "image_converter"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.layers.deserialize(config[key])
         return cls(**config)
@@ -720,6 +804,9 @@ def _are_strings(value):
 def _describe(value):
     if isinstance(value, dict):
         return f"a dict with keys {sorted(value)}"
+    if isinstance(value, (list, tuple)) and value:
+        kinds = sorted({type(item).__name__ for item in value})
+        return f"a {type(value).__name__} of {', '.join(kinds)}"
     return f"a {type(value).__name__}"
 
 

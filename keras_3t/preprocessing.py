@@ -6,6 +6,8 @@ import keras_hub
 import numpy as np
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
+from keras_3t.image_converter import to_unit_range
+
 # Ids 0 and 1: padding (the packer's pad value) and unknown word pieces.
 RESERVED_TOKENS = ("[PAD]", "[UNK]")
 EMPTY_CAPTION = (
@@ -66,8 +68,9 @@ class ThreeTowerPreprocessor(keras_hub.models.Preprocessor):
     """Maps `{"images", "captions"}` to a `ThreeTowerModel` batch.
 
     Captions are tokenized and right-padded (or cut) to `sequence_length`;
-    images are cast to float32. The output is `{"images", "token_ids",
-    "padding_mask"}` (without `"images"` when the input has none, or when
+    images become float32 in [0, 1] (integer images are scaled: uint8 / 255;
+    resizing is `ThreeTowerModel.image_converter`'s job). The output is
+    `{"images", "token_ids", "padding_mask"}` (without `"images"` when the input has none, or when
     it is a plain list of captions). Like every keras-hub preprocessor it
     runs inside `tf.data.Dataset.map` whatever the Keras backend, and on
     Python data eagerly. The tokenizer is saved with the model (its
@@ -125,7 +128,7 @@ class ThreeTowerPreprocessor(keras_hub.models.Preprocessor):
             tf.debugging.assert_positive(lengths, message=EMPTY_CAPTION)
         batch = {"token_ids": token_ids, "padding_mask": padding_mask}
         if isinstance(x, dict) and x.get("images") is not None:
-            batch["images"] = tf.cast(x["images"], "float32")
+            batch["images"] = to_unit_range(tf.convert_to_tensor(x["images"]))
         return batch
 
     def get_config(self):

@@ -23,13 +23,15 @@ import math
 import os
 
 import keras
-import keras_tuner
 
 from keras_3t.callbacks import EvaluationCallback
 from keras_3t.evaluation.evaluate import check_tasks
+from keras_3t.extras import require
 from keras_3t.model import ThreeTowerModel
 from keras_3t.presets import loading
 from keras_3t.towers import ThirdTower
+
+keras_tuner = require("keras_tuner")
 
 SEARCH_SPACE = {
     "learning_rate": ("float", {"min_value": 1e-4, "max_value": 1e-2, "sampling": "log"}),

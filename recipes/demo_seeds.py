@@ -13,9 +13,14 @@ import argparse
 import json
 import os
 
-import numpy as np
+from keras_3t.console import quiet_native_logs
 
-from keras_3t import demo
+# Before TensorFlow loads; KERAS_3T_VERBOSE=1 keeps its native log lines.
+quiet_native_logs()
+
+import numpy as np  # noqa: E402
+
+from keras_3t import demo  # noqa: E402
 
 MODELS = ("CLIP", "LiT", "3T", "LiT mismatched", "3T mismatched")
 

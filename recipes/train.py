@@ -44,7 +44,10 @@ import os
 import shutil
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from keras_3t.console import quiet_native_logs  # noqa: E402
+
+# Before TensorFlow loads; KERAS_3T_VERBOSE=1 keeps its native log lines.
+quiet_native_logs()
 
 import keras  # noqa: E402
 

@@ -127,7 +127,7 @@ def test_3t_tiny_reproduces_its_recorded_results(three_t_tiny):
     from keras_3t.demo import BUDGETS
     from keras_3t.demo import evaluation_tasks
 
-    folder = os.path.join(presets.loading.REPOSITORY, presets.PRESETS["3t_tiny"]["weights"])
+    folder = presets.registry.shipped_path(presets.PRESETS["3t_tiny"]["weights"])
     with open(os.path.join(folder, "metadata.json")) as file:
         metadata = json.load(file)
     model = three_t_tiny

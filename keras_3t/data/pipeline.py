@@ -143,7 +143,7 @@ def make_dataset(
             with tf.control_dependencies([done]):
                 image = tf.identity(image)
         else:
-            image = _decode(example["image"], example["image_id"], on_bad_data)
+            image = _decode(example["image"], example["image_id"], on_bad_data, _source(example))
         crop_seed = tf.stack([base_seed, tf.cast(index, tf.int64)])
         if training and random_crop_scale is not None:
             image = _random_resized_crop(image, image_size, random_crop_scale, crop_seed)
@@ -202,8 +202,7 @@ def _drop_or_check_empty_captions(examples, on_bad_data, bad_data):
         def check(example):
             assertion = tf.debugging.Assert(
                 non_empty(example),
-                ["Empty caption for image_id", example["image_id"],
-                 "- pass on_bad_data='skip' to drop and count such examples."],
+                [_bad_example_message("Empty caption", example["image_id"], _source(example))],
             )
             with tf.control_dependencies([assertion]):
                 return tf.nest.map_structure(tf.identity, example)
@@ -218,25 +217,79 @@ def _drop_or_check_empty_captions(examples, on_bad_data, bad_data):
     return examples.filter(keep)
 
 
-def _decode(image, image_id, on_bad_data):
+def _decode(image, image_id, on_bad_data, source=None):
+    """Decodes an image to float32 RGB in [0, 1].
+
+    Encoded images (strings) decode with `tf.io.decode_image`. With
+    `on_bad_data="raise"` an image that does not decode, for whatever
+    reason (unknown format, truncated, corrupt), fails an assertion whose
+    message names `source` (e.g. `"captions.csv, line 9: images/x.jpg"`)
+    and `image_id`; with `"skip"` the decode's own error is left to the
+    caller's `ignore_errors`.
+    """
     import tensorflow as tf
 
     if image.dtype == tf.string:
         if on_bad_data == "raise":
-            signature_ok = tf.reduce_any(
-                [tf.strings.substr(image, 0, len(s)) == s for s in IMAGE_SIGNATURES]
-            )
-            assertion = tf.debugging.Assert(
-                signature_ok,
-                ["Undecodable image (not JPEG, PNG, GIF or BMP data) for image_id",
-                 image_id, "- pass on_bad_data='skip' to drop and count such examples."],
-            )
-            with tf.control_dependencies([assertion]):
-                image = tf.identity(image)
-        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+            image = _decode_or_fail(image, image_id, source)
+        else:
+            image = _decode_encoded(image)
     elif image.shape.rank == 3 and image.shape[-1] == 1:
         image = tf.image.grayscale_to_rgb(image)
     return tf.image.convert_image_dtype(image, tf.float32)
+
+
+def _decode_encoded(image):
+    import tensorflow as tf
+
+    return tf.io.decode_image(image, channels=3, expand_animations=False)
+
+
+def _decode_or_fail(encoded, image_id, source):
+    """Decoded uint8 image, or an assertion error naming the example.
+
+    The decode runs in a one-element dataset whose errors are ignored,
+    followed by a fallback element flagged as failed: the first element
+    left says whether the decode worked. So any decode error is caught (not
+    only the ones a check of the bytes could predict), in the graph, and
+    only the decode's: errors of the rest of the pipeline pass unchanged.
+    """
+    import tensorflow as tf
+
+    decoded = (
+        tf.data.Dataset.from_tensors(encoded)
+        .map(lambda data: (_decode_encoded(data), tf.constant(True)))
+        .ignore_errors()
+        .concatenate(tf.data.Dataset.from_tensors((tf.zeros([0, 0, 3], tf.uint8), tf.constant(False))))
+    )
+    image, ok = decoded.take(1).get_single_element()
+    known_format = tf.reduce_any(
+        [tf.strings.substr(encoded, 0, len(s)) == s for s in IMAGE_SIGNATURES]
+    )
+    reason = tf.where(known_format, "truncated or corrupt", "not JPEG, PNG, GIF or BMP data")
+    what = tf.strings.join(["Undecodable image (", reason, ")"])
+    assertion = tf.debugging.Assert(ok, [_bad_example_message(what, image_id, source)])
+    with tf.control_dependencies([assertion]):
+        return tf.identity(image)
+
+
+def _bad_example_message(what, image_id, source):
+    """`"<what> for image_id <id> in <source> - pass on_bad_data='skip' ..."`."""
+    import tensorflow as tf
+
+    parts = [what, " for image_id ", tf.strings.as_string(image_id)]
+    if source is not None:
+        parts += [" in ", source]
+    parts.append(" - pass on_bad_data='skip' to drop and count such examples.")
+    return tf.strings.join(parts)
+
+
+def _source(example):
+    """Where an example comes from (`"captions.csv, line 9: images/x.jpg"`), if its source says."""
+    import tensorflow as tf
+
+    source = example.get("source")
+    return source if source is not None and source.dtype == tf.string else None
 
 
 def _random_resized_crop(image, size, scale, seed):
@@ -292,7 +345,7 @@ def retrieval_task(examples, preprocessor, image_size, max_images=None, batch_si
         examples = examples.take(max_images)
 
     def load(example):
-        image = _decode(example["image"], example["image_id"], "raise")
+        image = _decode(example["image"], example["image_id"], "raise", _source(example))
         return _resize_and_center_crop(image, image_size), example["captions"]
 
     images, captions, owners = [], [], []

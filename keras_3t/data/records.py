@@ -68,8 +68,9 @@ def write_tfrecords(examples, output_dir, num_shards=8, on_bad_data="raise", jpe
             problem = _problem(image, caption)
             if problem:
                 if on_bad_data == "raise":
+                    where = f", {example['source'].decode()}" if "source" in example else ""
                     raise ValueError(
-                        f"Example {index} (image_id {int(example['image_id'])}): {problem}. "
+                        f"Example {index} (image_id {int(example['image_id'])}{where}): {problem}. "
                         "Pass on_bad_data='skip' to leave such examples out."
                     )
                 skipped["undecodable_image" if "image" in problem else "empty_caption"] += 1
@@ -121,6 +122,9 @@ def _problem(image, caption):
 def from_tfrecords(path, num_shards=1, shard_index=0):
     """Examples from TFRecords written by `write_tfrecords`.
 
+    Each example's `"source"` says where it was read: `"<file>, record
+    index <n>"` (counted from 0 in its file).
+
     Args:
         path: the folder `write_tfrecords` wrote, or a glob of shard files.
         num_shards, shard_index: read every `num_shards`-th file starting at
@@ -143,15 +147,25 @@ def from_tfrecords(path, num_shards=1, shard_index=0):
         "caption": tf.io.FixedLenFeature([], tf.string),
         "image_id": tf.io.FixedLenFeature([], tf.int64),
     }
+
+    def records(file):
+        # Each record with where it is, for errors about its example.
+        return tf.data.TFRecordDataset(file).enumerate().map(
+            lambda index, record: (record, tf.strings.join(
+                [file, ", record index ", tf.strings.as_string(index)]))
+        )
+
+    def parse(record, source):
+        return {**tf.io.parse_single_example(record, features), "source": source}
+
     return (
         tf.data.Dataset.from_tensor_slices(files)
         .shard(num_shards, shard_index)
         .interleave(
-            tf.data.TFRecordDataset,
+            records,
             cycle_length=min(len(files), 4),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        .map(lambda record: tf.io.parse_single_example(record, features),
-             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     )

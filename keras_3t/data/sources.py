@@ -4,7 +4,10 @@ Every source is a `tf.data.Dataset` of examples `{"image", "caption",
 "image_id"}`: `image` is encoded bytes (a string) or a decoded uint8
 `(height, width, 3)` array, `caption` a string, `image_id` an int64 shared by
 every caption of one image. With `per_caption=False` an example holds every
-caption of its image as `"captions"` instead (retrieval evaluation).
+caption of its image as `"captions"` instead (retrieval evaluation). Sources
+that read files also give `"source"`, a string saying where the example was
+read (`"captions.csv, line 9: images/x.jpg"`), which `make_dataset` names in
+its errors about the example and does not pass on.
 """
 
 import csv
@@ -150,7 +153,10 @@ def from_caption_file(
     Rows naming the same image share an `image_id`. Image files are checked
     here: a missing one raises `FileNotFoundError` naming the row, or with
     `on_bad_data="skip"` is dropped and counted in `bad_data`. Undecodable
-    images and empty captions are caught by `make_dataset`.
+    images and empty captions are caught by `make_dataset`, whose errors
+    name the row from each example's `"source"`: `"<path>, line <line>:
+    <image file>"` (with `per_caption=False`, the first line naming the
+    image).
 
     Args:
         path: a `.csv` / `.tsv` (with a header) or `.jsonl` file.
@@ -161,7 +167,7 @@ def from_caption_file(
         bad_data: a `keras_3t.data.BadDataCounter`; needed with `"skip"`.
     """
     _check_mode(on_bad_data, bad_data)
-    images, captions, ids, missing = [], [], [], []
+    images, captions, ids, lines, missing = [], [], [], [], []
     id_of = {}
     for line, image, caption in read_caption_file(path, image_root, image_column, caption_column):
         if not os.path.isfile(image):
@@ -170,6 +176,7 @@ def from_caption_file(
         images.append(image)
         captions.append(caption)
         ids.append(id_of.setdefault(image, len(id_of)))
+        lines.append(line)
     if missing:
         line, image = missing[0]
         if on_bad_data == "raise":
@@ -184,21 +191,32 @@ def from_caption_file(
     if not images:
         raise ValueError(f"{path} has no usable rows.")
     if per_caption:
-        columns = {"image": images, "caption": captions, "image_id": np.asarray(ids, "int64")}
+        columns = {"image": images, "caption": captions, "image_id": np.asarray(ids, "int64"),
+                   "line": np.asarray(lines, "int64")}
     else:
-        grouped = {}
-        for image, caption in zip(images, captions):
+        grouped, first_line = {}, {}
+        for image, caption, line in zip(images, captions, lines):
             grouped.setdefault(image, []).append(caption)
+            first_line.setdefault(image, line)
         paths = list(grouped)
         columns = {
             "image": paths,
             "captions": tf.ragged.constant([grouped[p] for p in paths]),
             "image_id": np.arange(len(paths), dtype="int64"),
+            "line": np.asarray([first_line[p] for p in paths], "int64"),
         }
-    return tf.data.Dataset.from_tensor_slices(columns).map(
-        lambda x: {**x, "image": tf.io.read_file(x["image"])},
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+
+    def read(row):
+        # The line is kept as a number and spelled out per example, so the
+        # source column costs 8 bytes a row however long the paths are.
+        example = {key: value for key, value in row.items() if key != "line"}
+        example["image"] = tf.io.read_file(row["image"])
+        example["source"] = tf.strings.join(
+            [path, ", line ", tf.strings.as_string(row["line"]), ": ", row["image"]]
+        )
+        return example
+
+    return tf.data.Dataset.from_tensor_slices(columns).map(read, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _check_mode(on_bad_data, bad_data):

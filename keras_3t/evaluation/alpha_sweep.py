@@ -4,6 +4,7 @@ from keras_3t.evaluation.embedding import combine_paths
 from keras_3t.evaluation.evaluate import check_tasks
 from keras_3t.evaluation.evaluate import embed_tasks
 from keras_3t.evaluation.evaluate import metrics_from_embeddings
+from keras_3t.extras import require
 
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
@@ -95,10 +96,8 @@ def plot_alpha_sweep(
     Returns:
         `path`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure without pyplot: no global state, no GUI backend chosen.
+    Figure = require("matplotlib.figure").Figure
 
     if not table:
         raise ValueError("The α-sweep table is empty.")
@@ -112,9 +111,8 @@ def plot_alpha_sweep(
     alphas = [row["alpha"] for row in table]
     columns = min(len(metrics), 3)
     rows = -(-len(metrics) // columns)
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False, sharex=True
-    )
+    figure = Figure(figsize=(4 * columns, 3.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False, sharex=True)
     styles = ["--", "-."]
     for axis, metric in zip(axes.flat, metrics):
         axis.plot(alphas, [row[metric] for row in table], marker="o", color="C0", label="3T along α")
@@ -135,5 +133,4 @@ def plot_alpha_sweep(
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path

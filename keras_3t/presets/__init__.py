@@ -7,6 +7,7 @@ from keras_3t.presets.loading import names
 from keras_3t.presets.preset_dir import parameter_counts
 from keras_3t.presets.preset_dir import save_to_preset
 from keras_3t.presets.registry import PRESETS
+from keras_3t.presets.registry import saved_models_dir
 
 # `keras_3t.presets.list()`, as keras-hub and open_clip users expect; within
 # this package the builtin `list` is not used.

@@ -9,6 +9,8 @@ import keras_hub
 from keras_3t.model import ThreeTowerModel
 from keras_3t.presets import preset_dir
 from keras_3t.presets.registry import PRESETS
+from keras_3t.presets.registry import SAVED_MODELS_PREFIX
+from keras_3t.presets.registry import shipped_path
 from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import check_no_code
@@ -18,9 +20,7 @@ from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-# Registry paths starting with this are folders in the repository.
-SAVED_MODELS_PREFIX = "saved_models/"
+SHIPPED = "the package data keras_3t.saved_models"
 MODEL_OVERRIDES = (
     "loss",
     "pair_weights",
@@ -162,12 +162,6 @@ def _registered(name):
     )
 
 
-def _saved_models_path(path):
-    if path.startswith(SAVED_MODELS_PREFIX):
-        return os.path.join(REPOSITORY, path)
-    return None
-
-
 def _load_registered(name, weights, third_tower, third_tower_weights, preprocessor, overrides):
     preset = PRESETS[name]
     trained = preset["weights"] if weights else None
@@ -180,12 +174,12 @@ def _load_registered(name, weights, third_tower, third_tower_weights, preprocess
         raise ValueError(f"{name} is a CLIP model: it has no third tower to replace.")
     if preset["objective"] != "3t" and "shared_head" in overrides:
         raise ValueError(f"shared_head configures 3T's third tower; {name} is a {preset['objective']} model.")
-    trained_dir = _saved_models_path(trained) if trained else None
+    trained_dir = shipped_path(trained) if trained else None
     if trained_dir and not preset_dir.is_preset_dir(trained_dir):
         raise WeightsUnavailableError(
             f"The trained weights of {name!r} are not at {trained_dir}. They ship "
-            "in the repository's saved_models/ (install from a clone with "
-            "`pip install -e .`); or pass weights=False for fresh weights."
+            f"inside keras-3t ({SHIPPED}), which this installation lacks: "
+            "reinstall keras-3t; or pass weights=False for fresh weights."
         )
     tower_configs = {
         role: dict(preset[role] or {}, **overrides.get(role, {}))
@@ -275,7 +269,7 @@ def _pretrained_backbone(tower_config, replacement, fetch):
             )
         return replacement
     source = replacement or tower_config["preset"]
-    local = _saved_models_path(source) or source
+    local = shipped_path(source) or source
     if not fetch:
         if replacement is None:
             return _backbone(tower_config)
@@ -286,9 +280,9 @@ def _pretrained_backbone(tower_config, replacement, fetch):
 def _fetch(source, local, load_weights):
     if source.startswith(SAVED_MODELS_PREFIX) and not os.path.isdir(local):
         raise WeightsUnavailableError(
-            f"The pretrained tower {source!r} is not at {local}: it ships in "
-            "the repository's saved_models/ (install from a clone with "
-            "`pip install -e .`). Pass third_tower_weights=False to build it "
+            f"The pretrained tower {source!r} is not at {local}: it ships "
+            f"inside keras-3t ({SHIPPED}), which this installation lacks: "
+            "reinstall keras-3t, or pass third_tower_weights=False to build it "
             "with fresh weights."
         )
     try:
@@ -309,12 +303,12 @@ def _registered_preprocessor(name, preset, preprocessor, trained_dir):
         return preprocessor or None
     spec = preset["preprocessor"]
     if spec == "saved":
-        folder = trained_dir or _saved_models_path(preset["weights"])
+        folder = trained_dir or shipped_path(preset["weights"])
         if not preset_dir.is_preset_dir(folder):
             raise WeightsUnavailableError(
-                f"The tokenizer of {name!r} ships in {folder}, which is missing; "
-                "install from a clone with `pip install -e .`, or pass "
-                "preprocessor=False."
+                f"The tokenizer of {name!r} ships in {folder}, which is missing "
+                f"from this installation ({SHIPPED}): reinstall keras-3t, or "
+                "pass preprocessor=False."
             )
         return preset_dir.read_preprocessor(folder)
     try:
