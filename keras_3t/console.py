@@ -18,8 +18,8 @@ import threading
 
 # Setting this (or `keras-3t --verbose`) keeps every native line.
 VERBOSE_ENVIRONMENT = "KERAS_3T_VERBOSE"
-# absl / glog's native prefix: severity, date, time, thread, file:line].
-NATIVE_LINE = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^ \]]+:\d+\] ")
+# absl / glog's native prefix: severity and date, time, thread, file:line].
+NATIVE_LINE = re.compile(rb"^[IWEF]\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
 NATIVE_NOTICES = (b"WARNING: All log messages before absl::InitializeLog() is called",)
 
 

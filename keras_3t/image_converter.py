@@ -39,7 +39,7 @@ class ImageConverter(keras.layers.Layer):
     >>> converter = ImageConverter(image_size=(56, 56))
     >>> photo = np.full((120, 80, 3), 255, dtype="uint8")  # any size, 0-255
     >>> images = converter(photo[None])
-    >>> tuple(images.shape), float(images.numpy().max())
+    >>> tuple(images.shape), round(float(images.numpy().max()), 4)
     ((1, 56, 56, 3), 1.0)
     """
 

@@ -19,6 +19,11 @@ from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import check_version
 from keras_3t.saving import current_version
 
+# Imported for their registrations: `from_config` deserializes the towers
+# and the preprocessor by their registered names.
+from keras_3t import preprocessing  # noqa: F401, E402
+from keras_3t import towers  # noqa: F401, E402
+
 OBJECTIVES = ("3t", "lit", "clip")
 LOSSES = ("softmax", "sigmoid")
 ADAPTOR_INPUTS = ("pooled", "embedding")
@@ -133,11 +138,7 @@ class ThreeTowerModel(keras.Model):
         self.text_tower = text_tower
         self.third_tower = third_tower
         self.preprocessor = preprocessor
-        if image_converter is None:
-            height, width, channels = image_tower.image_shape
-            size = None if height is None or width is None else (height, width)
-            image_converter = ImageConverter(image_size=size, channels=channels)
-        self.image_converter = image_converter
+        self.image_converter = image_converter or _default_image_converter(image_tower)
         if objective == "3t":
             self.image_adaptor = keras.layers.Dense(
                 third_tower.embedding_dim, use_bias=False, name="image_adaptor"
@@ -584,9 +585,11 @@ class ThreeTowerModel(keras.Model):
                 f"list of images; got shape {tuple(images.shape)}. For one "
                 "image, pass images[None] or [image]."
             )
-        ready = keras.backend.standardize_dtype(images.dtype).startswith("float") and all(
-            expected is None or got == expected
-            for got, expected in zip(images.shape[1:], self.image_tower.image_shape)
+        size, channels = self.image_converter.image_size, self.image_converter.channels
+        ready = (
+            keras.backend.standardize_dtype(images.dtype).startswith("float")
+            and (size is None or tuple(images.shape[1:3]) == tuple(size))
+            and images.shape[3] == channels
         )
         if not ready:
             return ops.convert_to_numpy(self.image_converter(images))
@@ -787,6 +790,13 @@ class ThreeTowerModel(keras.Model):
         from keras_3t.presets import load
 
         return load(name_or_path, safe_mode=safe_mode, **kwargs)
+
+
+def _default_image_converter(image_tower):
+    """Converts to the backbone's input size and channels (any size if unset)."""
+    height, width, channels = tuple(image_tower.backbone.input_shape[1:])
+    size = None if height is None or width is None else (height, width)
+    return ImageConverter(image_size=size, channels=channels or 3)
 
 
 def _normalized(embedding):

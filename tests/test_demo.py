@@ -1,71 +1,10 @@
-import json
 import os
 
 import keras
 import pytest
 
 from keras_3t import demo
-from keras_3t.__main__ import main as cli
 from tests.conftest import load_script
-
-
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch",
-    reason="one backend is enough for the end-to-end run; torch is the fastest here",
-)
-def test_quick_demo_writes_results_for_all_three_models(tmp_path):
-    output = str(tmp_path / "run")
-    presets_dir = str(tmp_path / "presets")
-    summary = demo.main(["--quick", "--output", output, "--save-presets", presets_dir])
-    with open(os.path.join(output, "results.json")) as file:
-        written = json.load(file)
-    assert set(written["models"]) == {"CLIP", "LiT", "3T"}
-    assert written["models"]["3T"]["objective"] == "3t"
-    for result in written["models"].values():
-        assert set(demo.COLUMNS) <= set(result["metrics"])
-        assert all(0.0 <= result["metrics"][k] <= 1.0 for k in demo.COLUMNS)
-        assert len(result["history"]["loss"]) == demo.BUDGETS["quick"]["epochs"]
-    alphas = [row["alpha"] for row in written["models"]["3T"]["alpha_sweep"]]
-    assert alphas == list(demo.ALPHAS)
-    # α = 1 of the sweep is the 3T model itself.
-    assert written["models"]["3T"]["alpha_sweep"][-1]["image_to_text_r1"] == pytest.approx(
-        written["models"]["3T"]["metrics"]["image_to_text_r1"]
-    )
-    for name in ("results.md", "training_curves.png", "alpha_sweep.png"):
-        assert os.path.getsize(os.path.join(output, name)) > 0
-    assert summary["models"].keys() == written["models"].keys()
-
-    # --save-presets: each trained model reloads with its tokenizer and
-    # scores what the run recorded.
-    from keras_3t import presets
-    from keras_3t.evaluation import evaluate_model
-
-    for name, objective in (("CLIP", "clip"), ("LiT", "lit"), ("3T", "3t")):
-        model = presets.load(os.path.join(presets_dir, f"{objective}_tiny"))
-        assert model.objective == objective
-        tasks = demo.evaluation_tasks(model.preprocessor, demo.BUDGETS["quick"], seed=0)
-        metrics = evaluate_model(model, zero_shot=tasks["zero_shot"])
-        assert metrics["zero_shot_top1"] == pytest.approx(
-            written["models"][name]["metrics"]["zero_shot_top1"], abs=1e-6
-        )
-
-    # An earlier run's folder is never overwritten without --overwrite.
-    before = os.path.getmtime(os.path.join(output, "results.json"))
-    with pytest.raises(SystemExit, match="--overwrite"):
-        demo.main(["--quick", "--output", output])
-    assert os.path.getmtime(os.path.join(output, "results.json")) == before
-
-
-def test_cli_names_its_commands():
-    with pytest.raises(SystemExit, match="keras-3t demo"):
-        cli([])
-    with pytest.raises(SystemExit, match="usage"):
-        cli(["train"])
-
-
-def test_default_output_folder_names_the_run():
-    args = demo.parse_args(["--regime", "clean", "--mismatched", "--seed", "2"])
-    assert demo.default_output(args) == os.path.join("runs", "demo_clean_mismatched_seed2")
 
 
 def _fake_run(itr, alphas_itr):

