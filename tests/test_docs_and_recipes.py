@@ -38,3 +38,12 @@ def test_quickstart_recipe_trains_and_saves(tmp_path):
     assert keras.saving.load_model(saved).objective == "3t"
     again = subprocess.run(command, env=env, capture_output=True, text=True)
     assert again.returncode != 0 and "pass --overwrite" in again.stderr
+
+
+def test_readme_image_example_prints_what_the_readme_shows(tmp_path, monkeypatch, capsys):
+    section = (ROOT / "README.md").read_text().split("## In code", 1)[1]
+    code = PYTHON_BLOCK.search(section).group(1)
+    shown = re.search(r"```text\n(.*?)```", section, re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "<README>", "exec"), {"__name__": "__readme__"})
+    assert capsys.readouterr().out == shown
