@@ -5,9 +5,8 @@
 
 The 3T target is a step no slower than CLIP's plus one forward pass of the
 frozen third tower. `ThreeTowerModel.embed_batch` runs the third tower
-before the trainable towers; at commit 0702b2b it ran after them, and that
-commit's version of this script also times the order used now
-(`3t_third_first`). On PyTorch (eager, so parts of a step can be timed; on
+before the trainable towers (docs/benchmarks.md compares the other order,
+timed by commit 0702b2b's version of this script as `3t_third_first`). On PyTorch (eager, so parts of a step can be timed; on
 TensorFlow and JAX the step is one compiled function) this times, in one
 process with the steps interleaved round-robin:
 
