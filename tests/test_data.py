@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -74,6 +75,9 @@ def test_caption_files_yield_every_row_with_shared_image_ids(image_folder, write
     assert [e["caption"].decode() for e in examples] == [c for _, c in _caption_rows(names)]
     ids = [int(e["image_id"]) for e in examples]
     assert ids == [0, 1, 2, 3, 4, 5, 0]
+    # Where each example was read, for errors about it: CSV rows start on line 2, after the header.
+    first_line = 2 if suffix == "csv" else 1
+    assert examples[6]["source"].decode() == f"{path}, line {first_line + 6}: {os.path.join(folder, names[0])}"
     decoded = tf.io.decode_png(examples[2]["image"]).numpy()
     np.testing.assert_array_equal(decoded, pixels[2])
 
@@ -235,6 +239,135 @@ def test_bad_data_raises_by_default(image_folder, tmp_path, bad_row, message):
     _write_csv(path, rows)
     with pytest.raises(FileNotFoundError, match="line 10.*missing.png"):
         data.from_caption_file(path, folder)
+
+
+def _encoded(encode):
+    pixels = np.random.default_rng(1).integers(0, 256, size=(12, 14, 3), dtype=np.uint8)
+    return encode(pixels).numpy()
+
+
+def _truncated(encode):
+    """A real image encoded by `encode`, cut in half (its header intact)."""
+    encoded = _encoded(encode)
+    return encoded[: len(encoded) // 2]
+
+
+def _corrupt_in_the_middle(encode):
+    """A real image with ten bytes in its middle zeroed (its header and end intact)."""
+    encoded = _encoded(encode)
+    middle = len(encoded) // 2
+    return encoded[:middle] + bytes(10) + encoded[middle + 10:]
+
+
+# Images whose header looks right but which do not decode.
+BROKEN = {"truncated jpeg": ("cut.jpg", lambda: _truncated(tf.io.encode_jpeg)),
+          "truncated png": ("cut.png", lambda: _truncated(tf.io.encode_png)),
+          "corrupt png": ("corrupt.png", lambda: _corrupt_in_the_middle(tf.io.encode_png))}
+
+
+def _error_text(error):
+    # tf.debugging.Assert prints its message C-escaped: ' comes as \'.
+    return str(error).replace("\\'", "'")
+
+
+def _with_a_broken_image(folder, names, kind):
+    name, make = BROKEN[kind]
+    with open(os.path.join(folder, name), "wb") as file:
+        file.write(make())
+    path = os.path.join(folder, "captions.csv")
+    # Lines 2-8 are good rows (image_ids 0-5); line 9 names the bad image, image_id 6.
+    _write_csv(path, _caption_rows(names) + [(name, "a red circle")])
+    return path, os.path.join(folder, name)
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_broken_image_stops_the_pipeline_naming_file_line_and_image_id(image_folder, kind):
+    folder, names, _ = image_folder
+    path, image = _with_a_broken_image(folder, names, kind)
+    # The first training batch holds all eight rows (shuffled); evaluation reads them in order.
+    training = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE,
+                                 batch_size=8, seed=0)
+    evaluation = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE,
+                                   batch_size=4, training=False)
+    for read in (lambda: next(iter(training)), lambda: list(evaluation)):
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            read()
+        text = _error_text(error.value)
+        assert f"Undecodable image (truncated or corrupt) for image_id 6 in {path}, line 9: {image} " in text
+        assert "on_bad_data='skip' to drop and count such examples" in text
+
+    # write_tfrecords refuses it too, naming the row.
+    with pytest.raises(ValueError, match=re.escape(f"image_id 6, {path}, line 9: {image})")):
+        data.write_tfrecords(data.from_caption_file(path, folder), os.path.join(folder, "records"))
+
+
+def test_fit_stops_on_a_truncated_image_naming_it(image_folder):
+    folder, names, _ = image_folder
+    path, image = _with_a_broken_image(folder, names, "truncated jpeg")
+    dataset = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE,
+                                batch_size=8, seed=0)
+    model = tiny_model("3t")
+    model.compile()
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+    text = _error_text(error.value)
+    assert f"image_id 6 in {path}, line 9: {image}" in text and "on_bad_data='skip'" in text
+
+
+def test_broken_images_are_skipped_and_counted(image_folder):
+    folder, names, _ = image_folder
+    rows = _caption_rows(names)
+    for kind, (name, make) in BROKEN.items():
+        with open(os.path.join(folder, name), "wb") as file:
+            file.write(make())
+        rows.append((name, f"a {kind}"))
+    path = os.path.join(folder, "captions.csv")
+    _write_csv(path, rows)
+    counter = data.BadDataCounter()
+    dataset = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE,
+                                batch_size=4, training=False, on_bad_data="skip", bad_data=counter)
+    batches = list(dataset.as_numpy_iterator())
+    assert sum(len(b["images"]) for b in batches) == len(_caption_rows(names))
+    assert counter.counts() == {"missing_file": 0, "undecodable_image": len(BROKEN), "empty_caption": 0}
+    assert sorted(batches[0]) == ["images", "padding_mask", "token_ids"]
+
+
+def test_other_sources_name_what_they_know_of_a_bad_example(image_folder):
+    folder, names, _ = image_folder
+    name, make = BROKEN["truncated jpeg"]
+    with open(os.path.join(folder, name), "wb") as file:
+        file.write(make())
+    # A per-image caption file (retrieval): the first line naming the image.
+    path = os.path.join(folder, "captions.jsonl")
+    _write_jsonl(path, [(name, "a red circle")] + _caption_rows(names) + [(name, "a blue circle")])
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        data.retrieval_task(data.from_caption_file(path, folder, per_caption=False),
+                            _preprocessor(), IMAGE_SIZE)
+    assert f"image_id 0 in {path}, line 1: {os.path.join(folder, name)}" in _error_text(error.value)
+
+    # TFRecords: the record file and the record's index in it.
+    records = os.path.join(folder, "foreign.tfrecord")
+    with tf.io.TFRecordWriter(records) as writer:
+        for index, image in enumerate([names[0], name, names[1]]):
+            with open(os.path.join(folder, image), "rb") as file:
+                encoded = file.read()
+            feature = {
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+                "caption": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a red square"])),
+                "image_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[10 + index])),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        list(data.make_dataset(data.from_tfrecords(records), _preprocessor(), IMAGE_SIZE, 2,
+                               training=False))
+    assert f"image_id 11 in {records}, record index 1 - pass on_bad_data='skip'" in _error_text(error.value)
+
+    # Decoded images with no file (TFDS): the image_id; an empty caption is named the same way.
+    examples = tf.data.Dataset.from_tensor_slices(
+        {"image": np.zeros((3, 8, 8, 3), "uint8"), "caption": ["a", " ", "b"], "image_id": [4, 5, 6]})
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 2, training=False))
+    assert "Empty caption for image_id 5 - pass on_bad_data='skip'" in _error_text(error.value)
 
 
 def test_skip_mode_needs_a_counter():

@@ -8,6 +8,11 @@ from keras_3t.data.sources import _check_mode
 RANDOM_CROP_SCALE = (0.9, 1.0)
 # Image formats `tf.io.decode_image` reads, by their first bytes.
 IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+# A 1×1 black PNG: what the decode check falls back to when an image fails.
+_FALLBACK_IMAGE = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+    "0000000c49444154089963606060000000040001a30a15e30000000049454e44ae426082"
+)
 
 
 def make_dataset(
@@ -38,10 +43,14 @@ def make_dataset(
     central crop. Captions are tokenized with the model's
     `preprocessor` after batching. Training batches drop the remainder.
 
-    Bad examples: an empty caption or an image that does not decode raises
+    Bad examples: an empty caption or an image that does not decode (for
+    any reason: not image data, truncated, corrupt) raises
     (`on_bad_data="raise"`, the default: nothing trains on garbage silently)
-    or is dropped and counted in `bad_data` (`"skip"`; log the counts with
-    `keras_3t.data.BadDataReport(bad_data)`).
+    an `InvalidArgumentError` as the dataset is read, naming the example's
+    `image_id` and where it was read (its `"source"`, e.g. `"captions.csv,
+    line 9: images/x.jpg"`), or is dropped and counted in `bad_data`
+    (`"skip"`; log the counts with `keras_3t.data.BadDataReport(bad_data)`).
+    `"source"` is not passed on to the batches.
 
     Args:
         examples: a source dataset (`from_tfds`, `from_caption_file`,
@@ -248,21 +257,23 @@ def _decode_encoded(image):
 def _decode_or_fail(encoded, image_id, source):
     """The decoded uint8 image, or an assertion error naming the example.
 
-    The decode runs in a one-element dataset whose errors are ignored,
-    followed by a fallback element flagged as failed: the first element
-    left says whether the decode worked. So any decode error is caught (an
-    unknown format, a truncated or corrupt file: whatever
-    `tf.io.decode_image` refuses), in the graph, and only the decode's.
+    The decode runs in a small dataset of two images, this one and a valid
+    1×1 fallback, each flagged by whether it is this one: errors are
+    ignored there, so the first element left is this image decoded, or the
+    fallback if it failed. Any decode error is caught this way (an unknown
+    format, a truncated or corrupt file: whatever `tf.io.decode_image`
+    refuses), in the graph, and only the decode's. The fallback is decoded
+    only when this image fails.
     """
     import tensorflow as tf
 
     decoded = (
-        tf.data.Dataset.from_tensors(encoded)
-        .map(lambda data: (_decode_encoded(data), tf.constant(True)))
+        tf.data.Dataset.from_tensor_slices((tf.stack([encoded, _FALLBACK_IMAGE]), [True, False]))
+        .map(lambda data, first: (_decode_encoded(data), first))
         .ignore_errors()
-        .concatenate(tf.data.Dataset.from_tensors((tf.zeros([0, 0, 3], tf.uint8), tf.constant(False))))
+        .take(1)
     )
-    image, ok = decoded.take(1).get_single_element()
+    image, ok = decoded.get_single_element()
 
     def message():
         known_format = tf.reduce_any(
