@@ -57,6 +57,9 @@ class ImageConverter(keras.layers.Layer):
             raise ValueError(f"channels must be 1 or 3; got {channels!r}.")
         self.image_size = image_size
         self.channels = channels
+        # No weights: built from the start. An unbuilt sublayer would make
+        # Keras build the model again on the first batch of `fit`.
+        self.built = True
 
     def __call__(self, images):
         # Plain TensorFlow on every backend (it must run inside tf.data), so

@@ -195,3 +195,9 @@ def test_call_returns_backend_tensors(model):
     outputs = model({"images": batch["images"], **text_of(batch)})
     assert keras.ops.is_tensor(outputs["image_embeddings"])
     assert tuple(outputs["text_embeddings"].shape) == (2, 16)
+
+
+def test_a_new_model_has_every_layer_built(model):
+    """An unbuilt sublayer (the converter has no weights) would make `fit`
+    rebuild the model on its first batch, and change what training draws."""
+    assert [layer.name for layer in model._flatten_layers() if not layer.built] == []
