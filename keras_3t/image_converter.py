@@ -136,9 +136,10 @@ def resize_and_center_crop(images, size):
 
     target = tf.constant(size, tf.float32)
     shape = tf.cast(tf.shape(images)[-3:-1], tf.float32)
-    scale = tf.reduce_max(target / shape)
-    scaled = tf.cast(tf.math.ceil(shape * scale), tf.int32)
-    images = tf.image.resize(images, scaled, antialias=True)
+    # Scaled so the side that needs the larger factor fits exactly.
+    side = tf.argmax(target / shape)
+    scaled = tf.math.ceil(shape * tf.gather(target, side) / tf.gather(shape, side))
+    images = tf.image.resize(images, tf.cast(scaled, tf.int32), antialias=True)
     return tf.image.resize_with_crop_or_pad(images, size[0], size[1])
 
 

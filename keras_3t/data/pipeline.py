@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_3t.data.sources import _check_mode
+from keras_3t.image_converter import resize_and_center_crop
 
 # open_clip's default for CLIP training: crops of 90–100 % of the image area.
 RANDOM_CROP_SCALE = (0.9, 1.0)
@@ -157,7 +158,7 @@ def make_dataset(
         if training and random_crop_scale is not None:
             image = _random_resized_crop(image, image_size, random_crop_scale, crop_seed)
         else:
-            image = _resize_and_center_crop(image, image_size)
+            image = resize_and_center_crop(image, (image_size, image_size))
         if training and flip:
             image = tf.image.stateless_random_flip_left_right(image, crop_seed + 1)
         loaded = {"images": image, "captions": example["caption"]}
@@ -329,15 +330,6 @@ def _random_resized_crop(image, size, scale, seed):
     return tf.image.resize(crop, (size, size), antialias=True)
 
 
-def _resize_and_center_crop(image, size):
-    import tensorflow as tf
-
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scaled = tf.cast(tf.math.ceil(shape * size / tf.reduce_min(shape)), tf.int32)
-    image = tf.image.resize(image, scaled, antialias=True)
-    return tf.image.resize_with_crop_or_pad(image, size, size)
-
-
 def retrieval_task(examples, preprocessor, image_size, max_images=None, batch_size=64):
     """A retrieval task for `keras_3t.evaluation.evaluate_model` from a source.
 
@@ -367,7 +359,7 @@ def retrieval_task(examples, preprocessor, image_size, max_images=None, batch_si
 
     def load(example):
         image = _decode(example["image"], example["image_id"], "raise", _source(example))
-        return _resize_and_center_crop(image, image_size), example["captions"]
+        return resize_and_center_crop(image, (image_size, image_size)), example["captions"]
 
     images, captions, owners = [], [], []
     for index, (image, image_captions) in enumerate(

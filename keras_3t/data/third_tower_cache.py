@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 
 from keras_3t.data.pipeline import _decode
-from keras_3t.data.pipeline import _resize_and_center_crop
+from keras_3t.image_converter import resize_and_center_crop
 
 FILES = ("features.npy", "image_ids.npy", "image_hashes.npy", "manifest.json")
 FORMAT_VERSION = 1
@@ -119,7 +119,7 @@ def write_third_tower_cache(
     def load(example):
         image = _decode(example["image"], example["image_id"], "raise")
         return {
-            "images": _resize_and_center_crop(image, image_size),
+            "images": resize_and_center_crop(image, (image_size, image_size)),
             "image_id": example["image_id"],
             "image_hash": image_hash(example["image"]),
         }
