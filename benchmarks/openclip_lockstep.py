@@ -54,15 +54,7 @@ def build_step(args, bench):
     torch.manual_seed(0)
     model = CLIP(embed_dim, vision, text)
     model.train()
-    # open_clip's main.py: no weight decay on gains, biases and the logit scale.
-    def exclude(name, parameter):
-        return parameter.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
-        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": args.wd},
-    ]
+    groups = bench.parameter_groups(model, args.wd)
     implementation = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(args.adamw_impl, {})
     optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, args.beta2), eps=args.eps, **implementation)
     loss_function = ClipLoss(cache_labels=True)

@@ -209,6 +209,20 @@ def count(parameters):
     return int(sum(parameter.numel() for parameter in parameters))
 
 
+def parameter_groups(model, weight_decay):
+    """AdamW groups as open_clip's training script makes them: no weight decay
+    on gains, biases and the logit scale."""
+
+    def exclude(name, parameter):
+        return parameter.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+    named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    return [
+        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
+        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": weight_decay},
+    ]
+
+
 def run_steps(args):
     import numpy as np
     import torch
@@ -241,15 +255,7 @@ def run_steps(args):
     total_parameters = count(model.parameters())
     text_parameters = total_parameters - vision_parameters - logit_parameters
 
-    # As open_clip's training script: no weight decay on gains, biases and the logit scale.
-    def exclude(name, parameter):
-        return parameter.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
-
-    named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
-        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": args.wd},
-    ]
+    groups = parameter_groups(model, args.wd)
     optimizer_kwargs = dict(lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps)
     if args.adamw_impl == "foreach":
         optimizer_kwargs["foreach"] = True
