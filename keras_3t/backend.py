@@ -519,6 +519,34 @@ def assert_batch_size_at_least_two(images):
         )
 
 
+# The variable groups of Keras's JAX train and test states, in their order.
+JAX_TRAIN_STATE = ("trainable_variables", "non_trainable_variables", "optimizer_variables", "metrics_variables")
+JAX_TEST_STATE = ("trainable_variables", "non_trainable_variables", "metrics_variables")
+
+
+def keep_weights_on_error(model, step_function, state_keys):
+    """On JAX, a step that raises leaves the model's weights in place.
+
+    Keras's JAX `fit` / `evaluate` take the variables' values out of the
+    model when they start and put them back when they end; a step that raises
+    in between (a refused batch, say) would leave the model without weights.
+    Here the values the step was given are put back before the error goes on.
+    """
+    if keras.backend.backend() != "jax":
+        return step_function
+
+    def step_keeping_weights(state, data):
+        try:
+            return step_function(state, data)
+        except Exception:
+            model._jax_state = dict(zip(state_keys, state))
+            model._jax_state_synced = False
+            model.jax_state_sync()
+            raise
+
+    return step_keeping_weights
+
+
 def raise_value_errors(step_function):
     """Re-raises TensorFlow's run-time batch-size checks as ValueErrors."""
     if keras.backend.backend() != "tensorflow":

@@ -315,7 +315,9 @@ class ThreeTowerModel(keras.Model):
         if self.train_function is None or force:
             backend.synchronize_weights(self)
             super().make_train_function(force=True)
-            self.train_function = backend.raise_value_errors(self.train_function)
+            self.train_function = backend.keep_weights_on_error(
+                self, backend.raise_value_errors(self.train_function), backend.JAX_TRAIN_STATE
+            )
         return self.train_function
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -328,7 +330,9 @@ class ThreeTowerModel(keras.Model):
     def make_test_function(self, force=False):
         if self.test_function is None or force:
             super().make_test_function(force=True)
-            self.test_function = backend.raise_value_errors(self.test_function)
+            self.test_function = backend.keep_weights_on_error(
+                self, backend.raise_value_errors(self.test_function), backend.JAX_TEST_STATE
+            )
         return self.test_function
 
     @property

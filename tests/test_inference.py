@@ -149,12 +149,18 @@ def test_alpha_takes_numpy_scalars_and_refuses_the_rest(model, photos):
             model.encode_image(images, alpha=alpha)
 
 
-def test_training_batches_of_uint8_images_are_refused(model):
+def test_batches_of_uint8_images_are_refused_and_the_model_kept(model, photos):
+    before = model.encode_image(photos[1])
     batch = toy_batch(4, image_size=IMAGE_SIZE, seed=0)
     batch["images"] = (batch["images"] * 255).astype("uint8")
     model.compile()
     with pytest.raises(ValueError, match="image_converter"):
         model.fit(batch, batch_size=4, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="image_converter"):
+        model.evaluate(batch, batch_size=4, verbose=0)
+    # The refused steps left every weight in place (Keras's JAX loops take
+    # them out of the model while they run).
+    np.testing.assert_array_equal(model.encode_image(photos[1]), before)
 
 
 def test_zero_shot_uses_the_models_preprocessor(model, photos):
