@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -40,9 +41,17 @@ def native_lines(text):
 def wheel_site(tmp_path_factory):
     """The wheel built from this checkout, installed (not editable) into a folder."""
     root = tmp_path_factory.mktemp("wheel")
+    # Built from a copy of what the wheel is made of: the checkout stays clean
+    # (no build/ folder) and nothing else in it can leak into the wheel.
+    source = root / "source"
+    for folder in ("keras_3t", "saved_models"):
+        shutil.copytree(os.path.join(ROOT, folder), source / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(os.path.join(ROOT, name), source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--quiet", "--wheel-dir", str(root / "dist"), ROOT],
+         "--quiet", "--wheel-dir", str(root / "dist"), str(source)],
         check=True, capture_output=True,
     )
     (wheel,) = glob.glob(str(root / "dist" / "keras_3t-*.whl"))
