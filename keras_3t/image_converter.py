@@ -85,7 +85,7 @@ class ImageConverter(keras.layers.Layer):
                 "(height, width, channels) or a list of images; got shape "
                 f"{tuple(images.shape)}."
             )
-        return self._resize(self._channels(to_unit_range(images)))
+        return self._convert(images)
 
     def _convert_one(self, image):
         if image.shape.rank == 2:
@@ -95,7 +95,11 @@ class ImageConverter(keras.layers.Layer):
                 "Each image must be (height, width) or (height, width, "
                 f"channels); got shape {tuple(image.shape)}."
             )
-        return self._resize(self._channels(to_unit_range(image)))
+        return self._convert(image)
+
+    def _convert(self, images):
+        """One image or a batch: values, then channels, then size."""
+        return self._resize(self._channels(to_unit_range(images)))
 
     def _channels(self, images):
         import tensorflow as tf

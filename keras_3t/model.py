@@ -591,7 +591,7 @@ class ThreeTowerModel(keras.Model):
             )
         size, channels = self.image_converter.image_size, self.image_converter.channels
         ready = (
-            keras.backend.standardize_dtype(images.dtype).startswith("float")
+            _is_float(images.dtype)
             and (size is None or tuple(images.shape[1:3]) == tuple(size))
             and images.shape[3] == channels
         )
@@ -602,8 +602,8 @@ class ThreeTowerModel(keras.Model):
         return images
 
     def _check_images(self, images):
-        dtype = keras.backend.standardize_dtype(images.dtype)
-        if not dtype.startswith(("float", "bfloat")):
+        if not _is_float(images.dtype):
+            dtype = keras.backend.standardize_dtype(images.dtype)
             raise ValueError(
                 f"images must be floats in [0, 1]; got {dtype}. Convert raw "
                 "images with model.image_converter (uint8 0-255 is scaled to "
@@ -616,10 +616,10 @@ class ThreeTowerModel(keras.Model):
                 "images must be a float batch of shape (batch, height, width, "
                 f"channels); got rank {len(shape)}, shape {shape}."
             )
-        towers = [self.image_tower]
+        image_towers = [self.image_tower]
         if self.third_tower is not None:
-            towers.append(self.third_tower)
-        for tower in towers:
+            image_towers.append(self.third_tower)
+        for tower in image_towers:
             for axis, (got, expected) in enumerate(
                 zip(shape[1:], tower.image_shape)
             ):
@@ -801,6 +801,10 @@ def _default_image_converter(image_tower):
     height, width, channels = tuple(image_tower.backbone.input_shape[1:])
     size = None if height is None or width is None else (height, width)
     return ImageConverter(image_size=size, channels=channels or 3)
+
+
+def _is_float(dtype):
+    return keras.backend.standardize_dtype(dtype).startswith(("float", "bfloat"))
 
 
 def _normalized(embedding):

@@ -24,7 +24,7 @@ OPTIONAL_MODULES = ("keras_tuner", "mlxtend", "matplotlib")
 
 def run_python(code, cwd=None, **env):
     """`python -c code` in a fresh process; returns (returncode, stdout, stderr)."""
-    environment = dict(os.environ, **env)
+    environment = dict(os.environ)
     environment.pop(console.VERBOSE_ENVIRONMENT, None)
     environment.update(env)
     process = subprocess.run(
