@@ -117,6 +117,16 @@ def plot_objective(rows, objective, path):
     plt.close(figure)
 
 
+def require_a_completed_trial(tuner):
+    """KerasTuner logs a failed trial and moves on; with none completed there is no best model."""
+    trials = list(tuner.oracle.trials.values())
+    if any(trial.status == "COMPLETED" for trial in trials):
+        return
+    failed = [trial for trial in trials if trial.status == "FAILED"]
+    reason = failed[0].message.strip() if failed and failed[0].message else "no trial ran"
+    raise RuntimeError(f"No trial of the sweep completed ({len(failed)} failed). The first failure:\n{reason}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     tuner_dir = os.path.join(args.output, "tuner")
@@ -137,6 +147,7 @@ def main(argv=None):
     hypermodel = ThreeTowerHyperModel("3t_tiny", evaluation=tasks, search=search, seed=args.seed)
     tuner = make_tuner(args, hypermodel, args.output)
     tuner.search(dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, verbose=2)
+    require_a_completed_trial(tuner)
 
     rows = trial_rows(tuner, search)
     write_results(rows, search, args.output)

@@ -126,3 +126,12 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
     started = [line for line in resumed.stdout.splitlines() if "Running Trial #" in line]
     assert started == ["Search: Running Trial #2", "Search: Running Trial #3"]
     assert [row["status"] for row in read_results(output)] == ["COMPLETED"] * 3
+
+
+def test_a_sweep_whose_trials_all_fail_says_why(tmp_path, monkeypatch):
+    def broken_fit(self, hp, model, *args, **kwargs):
+        raise ValueError("the batch is broken")
+
+    monkeypatch.setattr(ThreeTowerHyperModel, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match=r"(?s)No trial of the sweep completed \(2 failed\).*the batch is broken"):
+        recipe().main(["--output", str(tmp_path / "sweep"), *TINY_SWEEP])
