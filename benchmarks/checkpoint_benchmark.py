@@ -74,14 +74,19 @@ def main():
     work = tempfile.mkdtemp(prefix="checkpoint_benchmark-")
     try:
         plain = os.path.join(work, "plain.weights.h5")
-        times = {"save_weights": [], "checkpoint_save": [], "load_weights": [], "checkpoint_restore": []}
+        times = {
+            "save_weights": [],
+            "checkpoint_save": [],
+            "load_weights": [],
+            "checkpoint_restore": [],
+        }
         for repeat in range(args.repeats):
             folder = os.path.join(work, f"run{repeat}")
             times["save_weights"].append(timed(lambda: model.save_weights(plain, overwrite=True)))
             times["checkpoint_save"].append(timed(lambda: save_checkpoint(model, folder)))
             times["load_weights"].append(timed(lambda: model.load_weights(plain)))
             times["checkpoint_restore"].append(timed(lambda: restore_checkpoint(model, folder)))
-        (_, saved), = list_checkpoints(folder)
+        ((_, saved),) = list_checkpoints(folder)
         size = sum(os.path.getsize(os.path.join(saved, name)) for name in os.listdir(saved))
     finally:
         shutil.rmtree(work)
@@ -96,13 +101,17 @@ def main():
         "restore_ratio": median["checkpoint_restore"] / median["load_weights"],
         "times": times,
     }
-    print("| backend | preset | checkpoint size | save_weights | checkpoint save | ratio "
-          "| load_weights | checkpoint restore | ratio |")
+    print(
+        "| backend | preset | checkpoint size | save_weights | checkpoint save | ratio "
+        "| load_weights | checkpoint restore | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {result['backend']} | {args.preset} | {size / 2**20:.1f} MiB "
-          f"| {median['save_weights']:.3f} s | {median['checkpoint_save']:.3f} s | {result['save_ratio']:.2f} "
-          f"| {median['load_weights']:.3f} s | {median['checkpoint_restore']:.3f} s "
-          f"| {result['restore_ratio']:.2f} |")
+    print(
+        f"| {result['backend']} | {args.preset} | {size / 2**20:.1f} MiB "
+        f"| {median['save_weights']:.3f} s | {median['checkpoint_save']:.3f} s | {result['save_ratio']:.2f} "
+        f"| {median['load_weights']:.3f} s | {median['checkpoint_restore']:.3f} s "
+        f"| {result['restore_ratio']:.2f} |"
+    )
     if args.output:
         with open(args.output, "w") as file:
             json.dump(result, file, indent=2)

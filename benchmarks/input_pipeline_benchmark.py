@@ -43,8 +43,12 @@ def synthetic_examples(count, seed=0):
     images, captions = [], []
     for _ in range(count):
         colour = rng.uniform(size=(3,))
-        image = colour * (0.5 + 0.5 * np.stack([x, y, 1 - x], -1)) + rng.normal(0, 0.05, (256, 256, 3))
-        images.append(tf.io.encode_jpeg((np.clip(image, 0, 1) * 255).astype("uint8"), quality=90).numpy())
+        image = colour * (0.5 + 0.5 * np.stack([x, y, 1 - x], -1)) + rng.normal(
+            0, 0.05, (256, 256, 3)
+        )
+        images.append(
+            tf.io.encode_jpeg((np.clip(image, 0, 1) * 255).astype("uint8"), quality=90).numpy()
+        )
         captions.append(" ".join(rng.choice(WORDS, size=rng.integers(5, 15))))
     return tf.data.Dataset.from_tensor_slices(
         {"image": images, "caption": captions, "image_id": np.arange(count)}
@@ -62,12 +66,16 @@ def pipeline_rate(records, preprocessor, batch_size, batches):
 
 
 def training_rate(batch_size, steps):
-    model = keras_3t.presets.load("3t_vitb16", weights=False, third_tower_weights=False, preprocessor=False)
+    model = keras_3t.presets.load(
+        "3t_vitb16", weights=False, third_tower_weights=False, preprocessor=False
+    )
     rng = np.random.default_rng(0)
     length = model.text_tower.sequence_length
     batch = {
         "images": rng.uniform(size=(batch_size, 224, 224, 3)).astype("float32"),
-        "token_ids": rng.integers(1, model.text_tower.vocabulary_size, (batch_size, length)).astype("int32"),
+        "token_ids": rng.integers(1, model.text_tower.vocabulary_size, (batch_size, length)).astype(
+            "int32"
+        ),
         "padding_mask": np.ones((batch_size, length), bool),
     }
     dataset = tf.data.Dataset.from_tensors(batch).repeat()

@@ -45,24 +45,38 @@ def main(devices, batch, dim):
     keras.distribution.set_distribution(distribution)
     sharding = distribution.get_data_layout((batch, dim)).backend_layout
     rng = np.random.default_rng(0)
-    a, b = (jax.device_put(rng.normal(size=(batch, dim)).astype("float32"), sharding) for _ in range(2))
+    a, b = (
+        jax.device_put(rng.normal(size=(batch, dim)).astype("float32"), sharding) for _ in range(2)
+    )
     rows = []
     for name, loss in LOSSES.items():
         memory = {}
         for local in (False, True):
+
             def objective(a, b):
                 return loss(l2_normalize(a), l2_normalize(b), local)
 
             step = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)))
             compiled = step.lower(a, b).compile()
             memory["local" if local else "global"] = compiled.memory_analysis().temp_size_in_bytes
-        rows.append({"loss": name, "devices": devices, "batch": batch,
-                     "global_temp_mib": memory["global"] / 2**20, "local_temp_mib": memory["local"] / 2**20,
-                     "local_over_global": memory["local"] / memory["global"]})
-    print(f"{'loss':8} {'devices':>7} {'batch':>6} {'global MiB':>10} {'local MiB':>10} {'local/global':>12}")
+        rows.append(
+            {
+                "loss": name,
+                "devices": devices,
+                "batch": batch,
+                "global_temp_mib": memory["global"] / 2**20,
+                "local_temp_mib": memory["local"] / 2**20,
+                "local_over_global": memory["local"] / memory["global"],
+            }
+        )
+    print(
+        f"{'loss':8} {'devices':>7} {'batch':>6} {'global MiB':>10} {'local MiB':>10} {'local/global':>12}"
+    )
     for row in rows:
-        print(f"{row['loss']:8} {row['devices']:7d} {row['batch']:6d} {row['global_temp_mib']:10.1f} "
-              f"{row['local_temp_mib']:10.1f} {row['local_over_global']:12.2f}")
+        print(
+            f"{row['loss']:8} {row['devices']:7d} {row['batch']:6d} {row['global_temp_mib']:10.1f} "
+            f"{row['local_temp_mib']:10.1f} {row['local_over_global']:12.2f}"
+        )
     print(json.dumps(rows))
 
 

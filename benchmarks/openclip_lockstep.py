@@ -55,13 +55,23 @@ def build_step(args, bench):
     model = CLIP(embed_dim, vision, text)
     model.train()
     groups = bench.parameter_groups(model, args.wd)
-    implementation = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(args.adamw_impl, {})
-    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, args.beta2), eps=args.eps, **implementation)
+    implementation = {"foreach": {"foreach": True}, "fused": {"fused": True}}.get(
+        args.adamw_impl, {}
+    )
+    optimizer = torch.optim.AdamW(
+        groups, lr=args.lr, betas=(0.9, args.beta2), eps=args.eps, **implementation
+    )
     loss_function = ClipLoss(cache_labels=True)
     generator = torch.Generator().manual_seed(1)
-    size = vision.image_size if isinstance(vision.image_size, (tuple, list)) else (vision.image_size,) * 2
+    size = (
+        vision.image_size
+        if isinstance(vision.image_size, (tuple, list))
+        else (vision.image_size,) * 2
+    )
     images = torch.randn(args.batch, 3, *size, generator=generator)
-    tokens = torch.randint(1, text.vocab_size, (args.batch, text.context_length), generator=generator)
+    tokens = torch.randint(
+        1, text.vocab_size, (args.batch, text.context_length), generator=generator
+    )
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -77,10 +87,17 @@ def build_step(args, bench):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--open-clip-step", default=OPENCLIP_STEP,
-                        help="path of open_clip's step timer (default: openclip_step.py beside this script)")
-    parser.add_argument("--config", required=True, help="JSON string or file (openclip_step.py's format)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--open-clip-step",
+        default=OPENCLIP_STEP,
+        help="path of open_clip's step timer (default: openclip_step.py beside this script)",
+    )
+    parser.add_argument(
+        "--config", required=True, help="JSON string or file (openclip_step.py's format)"
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
@@ -97,14 +114,21 @@ def main():
     times = []
     serve_rounds(lambda: times.append(timed_turn(step, args.turn_steps)))
     median = statistics.median(times)
-    print(json.dumps({
-        "batch": args.batch, "threads": args.threads, "median_step_s": median,
-        "samples_per_s": args.batch / median,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "optimizer": f"torch.optim.AdamW ({args.adamw_impl})", "versions": versions,
-        "turn_steps": args.turn_steps,
-        "step_times_s": times,
-    }))
+    print(
+        json.dumps(
+            {
+                "batch": args.batch,
+                "threads": args.threads,
+                "median_step_s": median,
+                "samples_per_s": args.batch / median,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "optimizer": f"torch.optim.AdamW ({args.adamw_impl})",
+                "versions": versions,
+                "turn_steps": args.turn_steps,
+                "step_times_s": times,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

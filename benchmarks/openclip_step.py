@@ -81,7 +81,9 @@ class _Placeholder(type):
         return _Placeholder(f"{cls.__name__}.{attribute}", (), {"__module__": cls.__module__})
 
     def __call__(cls, *args, **kwargs):
-        raise RuntimeError(f"{cls.__module__}.{cls.__name__} is a placeholder: torchvision is not installed")
+        raise RuntimeError(
+            f"{cls.__module__}.{cls.__name__} is a placeholder: torchvision is not installed"
+        )
 
 
 def _register_torchvision_placeholders():
@@ -126,7 +128,9 @@ def import_open_clip():
     except ModuleNotFoundError:
         _register_torchvision_placeholders()
         torchvision_version = "absent (placeholder modules)"
-    except Exception as error:  # Installed but not importable, e.g. a CUDA build beside a +cpu torch.
+    except (
+        Exception
+    ) as error:  # Installed but not importable, e.g. a CUDA build beside a +cpu torch.
         raise SystemExit(
             f"torchvision is installed but does not import ({type(error).__name__}: {error}).\n"
             "Its build does not match this torch: install the matching pair, or uninstall "
@@ -191,7 +195,10 @@ def build_cfgs(config, open_clip):
             raise SystemExit(f"vision heads={heads} and head_width={vision['head_width']} disagree")
         vision["head_width"] = head_width
 
-    for tower, values, config_class in (("vision", vision, CLIPVisionCfg), ("text", text, CLIPTextCfg)):
+    for tower, values, config_class in (
+        ("vision", vision, CLIPVisionCfg),
+        ("text", text, CLIPTextCfg),
+    ):
         allowed = {field.name for field in fields(config_class)}
         unknown = set(values) - allowed
         if unknown:
@@ -214,9 +221,17 @@ def parameter_groups(model, weight_decay):
     on gains, biases and the logit scale."""
 
     def exclude(name, parameter):
-        return parameter.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        return (
+            parameter.ndim < 2
+            or "bn" in name
+            or "ln" in name
+            or "bias" in name
+            or "logit_scale" in name
+        )
 
-    named = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    named = [
+        (name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad
+    ]
     return [
         {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
         {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": weight_decay},
@@ -251,7 +266,9 @@ def run_steps(args):
     # CLIP holds the text tower's modules at its top level: the text tower is
     # what is neither the image tower nor the logit scale and bias.
     vision_parameters = count(model.visual.parameters())
-    logit_parameters = count([model.logit_scale] + ([model.logit_bias] if model.logit_bias is not None else []))
+    logit_parameters = count(
+        [model.logit_scale] + ([model.logit_bias] if model.logit_bias is not None else [])
+    )
     total_parameters = count(model.parameters())
     text_parameters = total_parameters - vision_parameters - logit_parameters
 
@@ -266,10 +283,16 @@ def run_steps(args):
     loss_function = ClipLoss(cache_labels=True) if args.loss == "clip" else SigLipLoss()
 
     generator = torch.Generator().manual_seed(args.seed + 1)
-    size = vision.image_size if isinstance(vision.image_size, (tuple, list)) else (vision.image_size,) * 2
+    size = (
+        vision.image_size
+        if isinstance(vision.image_size, (tuple, list))
+        else (vision.image_size,) * 2
+    )
     images = torch.randn(args.batch, 3, *size, generator=generator)
     # Random token ids: the text tower pools at the position of each row's largest id.
-    tokens = torch.randint(1, text.vocab_size, (args.batch, text.context_length), generator=generator)
+    tokens = torch.randint(
+        1, text.vocab_size, (args.batch, text.context_length), generator=generator
+    )
 
     def step(marks):
         optimizer.zero_grad(set_to_none=True)
@@ -302,39 +325,63 @@ def run_steps(args):
 
     median = statistics.median(times)
     best = min(times)
-    print(json.dumps({
-        "bench": "openclip_step",
-        "name": args.name,
-        "loss": args.loss,
-        "batch": args.batch,
-        "threads": args.threads,
-        "interop_threads": torch.get_num_interop_threads(),
-        "warmup": args.warmup,
-        "steps": args.steps,
-        "median_step_s": round(median, 6),
-        "min_step_s": round(best, 6),
-        "mean_step_s": round(statistics.fmean(times), 6),
-        "max_step_s": round(max(times), 6),
-        "samples_per_s": round(args.batch / median, 3),
-        "samples_per_s_best": round(args.batch / best, 3),
-        "phase_median_s": {phase: round(statistics.median(values), 6) for phase, values in phases.items()},
-        "params": {"vision": vision_parameters, "text": text_parameters, "logit": logit_parameters,
-                   "total": total_parameters},
-        "loss_first": losses[0],
-        "loss_last": losses[-1],
-        "build_s": round(build_s, 3),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "optimizer": {"name": "AdamW", "impl": args.adamw_impl, "lr": args.lr,
-                      "betas": [args.beta1, args.beta2], "eps": args.eps, "wd": args.wd},
-        "config": config,
-        "open_clip_cfg": {"embed_dim": embed_dim, "vision_head_width": vision.head_width,
-                          "vision_mlp_ratio": vision.mlp_ratio, "text_mlp_ratio": text.mlp_ratio,
-                          "quick_gelu": bool(model_kwargs.get("quick_gelu", False))},
-        "versions": {"open_clip": open_clip.__version__, "torch": torch.__version__,
-                     "torchvision": torchvision_version, "numpy": np.__version__,
-                     "python": platform.python_version()},
-        "step_times_s": [round(t, 6) for t in times],
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "openclip_step",
+                "name": args.name,
+                "loss": args.loss,
+                "batch": args.batch,
+                "threads": args.threads,
+                "interop_threads": torch.get_num_interop_threads(),
+                "warmup": args.warmup,
+                "steps": args.steps,
+                "median_step_s": round(median, 6),
+                "min_step_s": round(best, 6),
+                "mean_step_s": round(statistics.fmean(times), 6),
+                "max_step_s": round(max(times), 6),
+                "samples_per_s": round(args.batch / median, 3),
+                "samples_per_s_best": round(args.batch / best, 3),
+                "phase_median_s": {
+                    phase: round(statistics.median(values), 6) for phase, values in phases.items()
+                },
+                "params": {
+                    "vision": vision_parameters,
+                    "text": text_parameters,
+                    "logit": logit_parameters,
+                    "total": total_parameters,
+                },
+                "loss_first": losses[0],
+                "loss_last": losses[-1],
+                "build_s": round(build_s, 3),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "optimizer": {
+                    "name": "AdamW",
+                    "impl": args.adamw_impl,
+                    "lr": args.lr,
+                    "betas": [args.beta1, args.beta2],
+                    "eps": args.eps,
+                    "wd": args.wd,
+                },
+                "config": config,
+                "open_clip_cfg": {
+                    "embed_dim": embed_dim,
+                    "vision_head_width": vision.head_width,
+                    "vision_mlp_ratio": vision.mlp_ratio,
+                    "text_mlp_ratio": text.mlp_ratio,
+                    "quick_gelu": bool(model_kwargs.get("quick_gelu", False)),
+                },
+                "versions": {
+                    "open_clip": open_clip.__version__,
+                    "torch": torch.__version__,
+                    "torchvision": torchvision_version,
+                    "numpy": np.__version__,
+                    "python": platform.python_version(),
+                },
+                "step_times_s": [round(t, 6) for t in times],
+            }
+        )
+    )
 
 
 # --- loss mode ----------------------------------------------------------------
@@ -350,7 +397,9 @@ def run_loss_only(args):
     from open_clip.loss import SigLipLoss
 
     if (args.logit_scale is None) == (args.logit_scale_log is None):
-        raise SystemExit("give exactly one of --logit-scale (the factor) and --logit-scale-log (the parameter)")
+        raise SystemExit(
+            "give exactly one of --logit-scale (the factor) and --logit-scale-log (the parameter)"
+        )
     scale = args.logit_scale if args.logit_scale is not None else math.exp(args.logit_scale_log)
 
     image_embeddings = np.load(args.image_emb)
@@ -376,26 +425,44 @@ def run_loss_only(args):
 
     clip, siglip = losses(getattr(torch, args.dtype))
     clip_f64, siglip_f64 = losses(torch.float64)
-    print(json.dumps({
-        "bench": "openclip_loss",
-        "n": int(image_embeddings.shape[0]), "dim": int(image_embeddings.shape[1]), "dtype": args.dtype,
-        "normalized": bool(args.normalize),
-        "logit_scale": scale, "logit_bias": args.logit_bias,
-        "clip_loss": clip, "siglip_loss": siglip,
-        "clip_loss_f64": clip_f64, "siglip_loss_f64": siglip_f64,
-        "versions": {"open_clip": open_clip.__version__, "torch": torch.__version__,
-                     "torchvision": torchvision_version},
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "openclip_loss",
+                "n": int(image_embeddings.shape[0]),
+                "dim": int(image_embeddings.shape[1]),
+                "dtype": args.dtype,
+                "normalized": bool(args.normalize),
+                "logit_scale": scale,
+                "logit_bias": args.logit_bias,
+                "clip_loss": clip,
+                "siglip_loss": siglip,
+                "clip_loss_f64": clip_f64,
+                "siglip_loss_f64": siglip_f64,
+                "versions": {
+                    "open_clip": open_clip.__version__,
+                    "torch": torch.__version__,
+                    "torchvision": torchvision_version,
+                },
+            }
+        )
+    )
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="JSON string or JSON file's path (step mode)")
     parser.add_argument("--name", default=None, help="a label copied into the output")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--interop-threads", type=int, default=0,
-                        help="torch.set_num_interop_threads (0: torch's default)")
+    parser.add_argument(
+        "--interop-threads",
+        type=int,
+        default=0,
+        help="torch.set_num_interop_threads (0: torch's default)",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed ones")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--seed", type=int, default=0)
@@ -406,17 +473,33 @@ def main(argv=None):
     parser.add_argument("--beta2", type=float, default=0.98)
     parser.add_argument("--eps", type=float, default=1e-6)
     parser.add_argument("--wd", type=float, default=0.2)
-    parser.add_argument("--adamw-impl", choices=("default", "foreach", "fused"), default="default",
-                        help="torch's AdamW implementation ('default': torch's choice, on a CPU the for-loop one)")
-    parser.add_argument("--loss-only", action="store_true",
-                        help="print ClipLoss and SigLipLoss of two .npy arrays of embeddings")
+    parser.add_argument(
+        "--adamw-impl",
+        choices=("default", "foreach", "fused"),
+        default="default",
+        help="torch's AdamW implementation ('default': torch's choice, on a CPU the for-loop one)",
+    )
+    parser.add_argument(
+        "--loss-only",
+        action="store_true",
+        help="print ClipLoss and SigLipLoss of two .npy arrays of embeddings",
+    )
     parser.add_argument("--image-emb", help="[N, D] .npy file of image embeddings (loss mode)")
     parser.add_argument("--text-emb", help="[N, D] .npy file of text embeddings (loss mode)")
-    parser.add_argument("--logit-scale", type=float,
-                        help="factor on the cosine similarities (the exponential of the parameter)")
-    parser.add_argument("--logit-scale-log", type=float, help="the trained parameter; its exponential is applied")
-    parser.add_argument("--logit-bias", type=float, default=None, help="SigLIP's bias (omitted: none)")
-    parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings first")
+    parser.add_argument(
+        "--logit-scale",
+        type=float,
+        help="factor on the cosine similarities (the exponential of the parameter)",
+    )
+    parser.add_argument(
+        "--logit-scale-log", type=float, help="the trained parameter; its exponential is applied"
+    )
+    parser.add_argument(
+        "--logit-bias", type=float, default=None, help="SigLIP's bias (omitted: none)"
+    )
+    parser.add_argument(
+        "--normalize", action="store_true", help="L2-normalise the embeddings first"
+    )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     args = parser.parse_args(argv)
 

@@ -34,8 +34,10 @@ from keras_3t.optimization import AdamW  # noqa: E402
 def keras_update(optimizer_class, model, gradients):
     variables = [keras.Variable(w.value) for w in model.trainable_weights]
     optimizer = optimizer_class(
-        learning_rate=train_step.LEARNING_RATE, weight_decay=train_step.WEIGHT_DECAY,
-        beta_2=train_step.BETA_2, epsilon=train_step.EPSILON,
+        learning_rate=train_step.LEARNING_RATE,
+        weight_decay=train_step.WEIGHT_DECAY,
+        beta_2=train_step.BETA_2,
+        epsilon=train_step.EPSILON,
     )
     optimizer.exclude_from_weight_decay(var_list=[v for v in variables if len(v.shape) < 2])
     optimizer.build(variables)
@@ -56,8 +58,11 @@ def torch_update(model, gradients, implementation):
         {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(
-        groups, lr=train_step.LEARNING_RATE, betas=(0.9, train_step.BETA_2),
-        eps=train_step.EPSILON, **{implementation: True},
+        groups,
+        lr=train_step.LEARNING_RATE,
+        betas=(0.9, train_step.BETA_2),
+        eps=train_step.EPSILON,
+        **{implementation: True},
     )
     for parameter, gradient in zip(parameters, gradients):
         parameter.grad = gradient
@@ -69,13 +74,17 @@ def torch_update(model, gradients, implementation):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", default="vitb16_64px")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--output", help="JSON file to write (refuses to overwrite one)")
     args = parser.parse_args()
     if args.output and os.path.exists(args.output):
-        raise SystemExit(f"{args.output} exists; choose another --output (nothing was overwritten).")
+        raise SystemExit(
+            f"{args.output} exists; choose another --output (nothing was overwritten)."
+        )
     backend = keras.backend.backend()
     model = train_step.build_model(train_step.load_config(args.size), "clip")
     rng = np.random.default_rng(0)
@@ -92,7 +101,9 @@ def main():
             lambda **kwargs: AdamW(fused=True, **kwargs), model, gradients
         )
         for implementation in ("foreach", "fused"):
-            updates[f"torch.optim.AdamW({implementation}=True)"] = torch_update(model, gradients, implementation)
+            updates[f"torch.optim.AdamW({implementation}=True)"] = torch_update(
+                model, gradients, implementation
+            )
     for update in updates.values():
         update()
     times = {name: [] for name in updates}
@@ -103,18 +114,35 @@ def main():
             times[name].append(time.perf_counter() - started)
     baseline = statistics.median(times["keras.optimizers.AdamW"])
     parameters = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    print(f"{backend}, {args.size}: {parameters:,} trainable parameters in "
-          f"{len(model.trainable_weights)} weights")
+    print(
+        f"{backend}, {args.size}: {parameters:,} trainable parameters in "
+        f"{len(model.trainable_weights)} weights"
+    )
     results = []
     for name, measured in times.items():
         median = statistics.median(measured)
-        results.append({"optimizer": name, "median_s": median, "times_s": measured,
-                        "over_keras_adamw": median / baseline})
+        results.append(
+            {
+                "optimizer": name,
+                "median_s": median,
+                "times_s": measured,
+                "over_keras_adamw": median / baseline,
+            }
+        )
         print(f"{name:<34} {1000 * median:9.1f} ms  {median / baseline:6.3f} x Keras's AdamW")
     if args.output:
         with open(args.output, "w") as file:
-            json.dump({"backend": backend, "size": args.size, "parameters": parameters,
-                       "steps": args.steps, "results": results}, file, indent=1)
+            json.dump(
+                {
+                    "backend": backend,
+                    "size": args.size,
+                    "parameters": parameters,
+                    "steps": args.steps,
+                    "results": results,
+                },
+                file,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -68,13 +68,15 @@ def measure(num_images, num_texts, dim, block_size):
     from keras import ops
 
     from keras_3t.evaluation import retrieval_metrics
-    from keras_3t.evaluation.retrieval import _blocks
+    from keras_3t.evaluation.retrieval import blocks
 
     rng = np.random.default_rng(0)
     images = _normalized_embeddings(rng, num_images, dim)
     texts = images[:num_texts] + 0.5 * _normalized_embeddings(rng, num_texts, dim)
     text_to_image = np.arange(num_texts)
-    retrieval_metrics(images[:block_size], texts[:block_size], text_to_image[:block_size])  # warm-up
+    retrieval_metrics(
+        images[:block_size], texts[:block_size], text_to_image[:block_size]
+    )  # warm-up
 
     with PeakMemory() as memory:
         start = time.perf_counter()
@@ -82,9 +84,9 @@ def measure(num_images, num_texts, dim, block_size):
         retrieval_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    for t_start, t_stop in _blocks(num_texts, block_size):
+    for t_start, t_stop in blocks(num_texts, block_size):
         text_block = ops.convert_to_tensor(texts[t_start:t_stop], "float32")
-        for i_start, i_stop in _blocks(num_images, block_size):
+        for i_start, i_stop in blocks(num_images, block_size):
             image_block = ops.convert_to_tensor(images[i_start:i_stop], "float32")
             scores = ops.matmul(text_block, ops.transpose(image_block))
             ops.convert_to_numpy(scores[0, 0])  # wait for the product
@@ -105,8 +107,12 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--block-size", type=int, default=4096)
-    parser.add_argument("--max-texts", type=int, default=None,
-                        help="score only this many captions; extrapolate time to all N")
+    parser.add_argument(
+        "--max-texts",
+        type=int,
+        default=None,
+        help="score only this many captions; extrapolate time to all N",
+    )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--single", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -121,15 +127,28 @@ def main():
     for size in args.sizes:
         num_texts = min(size, args.max_texts or size)
         child = subprocess.run(
-            [sys.executable, __file__, "--single", str(size), str(num_texts),
-             "--dim", str(args.dim), "--block-size", str(args.block_size)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--single",
+                str(size),
+                str(num_texts),
+                "--dim",
+                str(args.dim),
+                "--block-size",
+                str(args.block_size),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         results.append(json.loads(child.stdout.strip().splitlines()[-1]))
 
     print(f"backend {keras.backend.backend()}, d = {args.dim}, block {args.block_size}")
-    print("| N | captions scored | floor (s) | recall@k (s) | ratio | "
-          "full-N floor (s) | full-N recall@k (s) | extra memory (MiB) | inputs (MiB) |")
+    print(
+        "| N | captions scored | floor (s) | recall@k (s) | ratio | "
+        "full-N floor (s) | full-N recall@k (s) | extra memory (MiB) | inputs (MiB) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         scale = r["num_images"] / r["num_texts"]

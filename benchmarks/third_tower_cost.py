@@ -44,8 +44,7 @@ def main():
 
     if keras.backend.backend() != "torch":
         raise SystemExit(
-            "third_tower_cost.py times parts of an eager step: run it with "
-            "KERAS_BACKEND=torch."
+            "third_tower_cost.py times parts of an eager step: run it with KERAS_BACKEND=torch."
         )
     import torch
 
@@ -88,7 +87,9 @@ def main():
         return step
 
     steps = {
-        "clip": train_step.train_step_function(clip, train_step.make_batch(config, args.batch, clip, False)),
+        "clip": train_step.train_step_function(
+            clip, train_step.make_batch(config, args.batch, clip, False)
+        ),
         "3t": variant(timed_features),
         "3t_no_grad": variant(no_grad_features),
         "third_forward": train_step.third_forward_function(three_towers, batch),
@@ -106,11 +107,18 @@ def main():
     medians = {name: 1000 * statistics.median(values) for name, values in times.items()}
     medians["third_inside_3t"] = 1000 * statistics.median(inside)
     medians["clip + third_forward"] = medians["clip"] + medians["third_forward"]
-    print(json.dumps({
-        "size": args.size, "batch": args.batch, "threads": args.threads,
-        "steps": args.steps, "torch": torch.__version__,
-        "median_ms": {name: round(value, 1) for name, value in medians.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "batch": args.batch,
+                "threads": args.threads,
+                "steps": args.steps,
+                "torch": torch.__version__,
+                "median_ms": {name: round(value, 1) for name, value in medians.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -226,23 +226,42 @@ def print_table(results):
 
 def worker_command(args, size):
     return [
-        sys.executable, os.path.abspath(__file__), "--worker", "--size", size,
-        "--batch", str(args.batch), "--threads", str(args.threads), "--warmup", str(args.warmup),
-        "--steps", str(args.steps), "--torch-operators", str(args.torch_operators),
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--size",
+        size,
+        "--batch",
+        str(args.batch),
+        "--threads",
+        str(args.threads),
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+        "--torch-operators",
+        str(args.torch_operators),
     ]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny"])
-    parser.add_argument("--backends", nargs="+", default=list(train_step.BACKENDS), choices=train_step.BACKENDS)
+    parser.add_argument(
+        "--backends", nargs="+", default=list(train_step.BACKENDS), choices=train_step.BACKENDS
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="timed rounds")
-    parser.add_argument("--seed", type=int, default=0, help="of the order of the backends in each round")
     parser.add_argument(
-        "--torch-operators", type=int, default=0, metavar="N",
+        "--seed", type=int, default=0, help="of the order of the backends in each round"
+    )
+    parser.add_argument(
+        "--torch-operators",
+        type=int,
+        default=0,
+        metavar="N",
         help="also profile the PyTorch CLIP steps and print the N operators with the most self time",
     )
     parser.add_argument("--output", help="JSON file to write (refuses to overwrite one)")
@@ -255,12 +274,16 @@ def main():
     for size in args.sizes:
         train_step.load_config(size)
     if args.output and os.path.exists(args.output):
-        raise SystemExit(f"{args.output} exists; choose another --output (nothing was overwritten).")
+        raise SystemExit(
+            f"{args.output} exists; choose another --output (nothing was overwritten)."
+        )
     results = []
     for size in args.sizes:
         workers = [
             train_step.LockstepWorker(
-                backend, worker_command(args, size), train_step.worker_environment(backend, args.threads)
+                backend,
+                worker_command(args, size),
+                train_step.worker_environment(backend, args.threads),
             )
             for backend in args.backends
         ]
@@ -268,11 +291,17 @@ def main():
             results += lines
     for result in results:
         if "torch_operators" in result:
-            print(f"PyTorch operators of {args.steps} CLIP steps at {result['size']}:\n{result['torch_operators']}")
+            print(
+                f"PyTorch operators of {args.steps} CLIP steps at {result['size']}:\n{result['torch_operators']}"
+            )
     print_table(results)
     if args.output:
         with open(args.output, "w") as file:
-            json.dump({"arguments": vars(args), "machine": train_step.machine(), "results": results}, file, indent=1)
+            json.dump(
+                {"arguments": vars(args), "machine": train_step.machine(), "results": results},
+                file,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

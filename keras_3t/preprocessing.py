@@ -94,9 +94,7 @@ class ThreeTowerPreprocessor(keras_hub.models.Preprocessor):
     def __init__(self, tokenizer, sequence_length, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(sequence_length, int) or sequence_length < 1:
-            raise ValueError(
-                f"sequence_length must be a positive int; got {sequence_length!r}."
-            )
+            raise ValueError(f"sequence_length must be a positive int; got {sequence_length!r}.")
         self.tokenizer = tokenizer
         self.sequence_length = sequence_length
         self.packer = None

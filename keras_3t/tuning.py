@@ -24,11 +24,12 @@ import os
 
 import keras
 
+from keras_3t import presets
 from keras_3t.callbacks import EvaluationCallback
 from keras_3t.evaluation.evaluate import check_tasks
 from keras_3t.extras import require
 from keras_3t.model import ThreeTowerModel
-from keras_3t.presets import loading
+from keras_3t.saving.preset_loader import registered_preset
 from keras_3t.towers import ThirdTower
 
 keras_tuner = require("keras_tuner")
@@ -122,10 +123,14 @@ class ThreeTowerHyperModel(keras_tuner.HyperModel):
                 "name from keras_3t.presets.names(), with tower configurations in "
                 "load_arguments."
             )
-        objective = loading._registered(preset)["objective"]  # raises if unknown
+        objective = registered_preset(presets.PRESETS, preset)["objective"]  # raises if unknown
         if evaluation is not None:
             check_tasks(**evaluation)
-        search = dict(search) if isinstance(search, dict) else {name: SEARCH_SPACE.get(name) for name in search}
+        search = (
+            dict(search)
+            if isinstance(search, dict)
+            else {name: SEARCH_SPACE.get(name) for name in search}
+        )
         fixed = dict(fixed or {})
         unknown = sorted((set(search) | set(fixed)) - set(SEARCH_SPACE))
         if unknown:
@@ -180,7 +185,7 @@ class ThreeTowerHyperModel(keras_tuner.HyperModel):
                 shared_head=values["shared_head"],
             )
         keras.utils.set_random_seed(self.seed)
-        model = loading.load(self.preset, weights=False, **self.load_arguments, **overrides)
+        model = presets.load(self.preset, weights=False, **self.load_arguments, **overrides)
         model.compile(learning_rate=values["learning_rate"], **self.compile_arguments)
         return model
 

@@ -20,7 +20,7 @@ quiet_native_logs()
 
 import numpy as np  # noqa: E402
 
-from keras_3t import demo  # noqa: E402
+from keras_3t.demo import main_job  # noqa: E402
 
 MODELS = ("CLIP", "LiT", "3T", "LiT mismatched", "3T mismatched")
 
@@ -29,7 +29,7 @@ def run_or_load(regime, seed, root):
     output = os.path.join(root, f"{regime}_seed{seed}")
     path = os.path.join(output, "results.json")
     if not os.path.exists(path):
-        demo.main(["--regime", regime, "--mismatched", "--seed", str(seed), "--output", output])
+        main_job.main(["--regime", regime, "--mismatched", "--seed", str(seed), "--output", output])
     with open(path) as file:
         return json.load(file)
 
@@ -54,16 +54,22 @@ STATEMENTS = [
     *[("retrieval: 3T > LiT", key, lambda m: m["3T"] > m["LiT"]) for key in RETRIEVAL],
     *[("retrieval: 3T > CLIP", key, lambda m: m["3T"] > m["CLIP"]) for key in RETRIEVAL],
     ("classification: 3T > CLIP", "zero_shot_top1", lambda m: m["3T"] > m["CLIP"]),
-    ("classification, mismatched (Places365-like): 3T > LiT", "zero_shot_top1",
-     lambda m: m["3T mismatched"] > m["LiT mismatched"]),
+    (
+        "classification, mismatched (Places365-like): 3T > LiT",
+        "zero_shot_top1",
+        lambda m: m["3T mismatched"] > m["LiT mismatched"],
+    ),
     ("LiT mismatched < CLIP", "zero_shot_top1", lambda m: m["LiT mismatched"] < m["CLIP"]),
 ]
 # Not a statement of the paper: the paper finds 3T behind LiT with JFT and
 # ahead with ImageNet-21k, so this one is counted, not expected.
 OBSERVATIONS = [
     ("classification, matched: 3T > LiT", "zero_shot_top1", lambda m: m["3T"] > m["LiT"]),
-    ("keras-3t's α-combination: some α in (0, 1) ≥ both ends (3T)", "image_to_text_r1",
-     lambda m: m["best_inner_alpha"] >= max(m["3T"], m["3T α=0"])),
+    (
+        "keras-3t's α-combination: some α in (0, 1) ≥ both ends (3T)",
+        "image_to_text_r1",
+        lambda m: m["best_inner_alpha"] >= max(m["3T"], m["3T α=0"]),
+    ),
 ]
 
 
@@ -83,11 +89,11 @@ def expectations(runs, checks=STATEMENTS + OBSERVATIONS):
 
 
 def markdown(runs):
-    lines = ["| model | " + " | ".join(demo.COLUMNS.values()) + " |"]
-    lines.append("|---" * (len(demo.COLUMNS) + 1) + "|")
+    lines = ["| model | " + " | ".join(main_job.COLUMNS.values()) + " |"]
+    lines.append("|---" * (len(main_job.COLUMNS) + 1) + "|")
     for name, metrics in rows(runs).items():
         cells = []
-        for key in demo.COLUMNS:
+        for key in main_job.COLUMNS:
             values = np.array([m[key] for m in metrics])
             cells.append(f"{values.mean():.3f} ± {values.std():.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -95,12 +101,12 @@ def markdown(runs):
     lines.append(f"Seeds (of {len(runs)}) where each of the paper's statements held:")
     lines.append("")
     for (statement, key), count in expectations(runs, STATEMENTS).items():
-        lines.append(f"- {statement} ({demo.COLUMNS[key]}): {count}/{len(runs)}")
+        lines.append(f"- {statement} ({main_job.COLUMNS[key]}): {count}/{len(runs)}")
     lines.append("")
     lines.append("Counted, not expected:")
     lines.append("")
     for (statement, key), count in expectations(runs, OBSERVATIONS).items():
-        lines.append(f"- {statement} ({demo.COLUMNS[key]}): {count}/{len(runs)}")
+        lines.append(f"- {statement} ({main_job.COLUMNS[key]}): {count}/{len(runs)}")
     return "\n".join(lines)
 
 
@@ -112,7 +118,9 @@ def main():
     args = parser.parse_args()
     for regime in args.regimes:
         runs = [run_or_load(regime, seed, args.root) for seed in args.seeds]
-        print(f"\n### Regime: {regime} ({len(runs)} seeds: {args.seeds}; backend {runs[0]['backend']})\n")
+        print(
+            f"\n### Regime: {regime} ({len(runs)} seeds: {args.seeds}; backend {runs[0]['backend']})\n"
+        )
         print(markdown(runs))
 
 

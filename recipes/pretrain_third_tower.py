@@ -1,9 +1,9 @@
 """Pretrain the embedded default's third towers and save them as keras-hub presets.
 
-Trains a keras-hub ResNet image classifier (`keras_3t.digit_models.digit_backbone`)
+Trains a keras-hub ResNet image classifier (`keras_3t.demo.digit_models.digit_backbone`)
 on single-digit scenes of the L labelled digits of the pretrain pool, which no
 train / validation / test scene uses, for a fixed budget of steps
-(`keras_3t.digit_models.pretrain_third_tower`), and saves it with
+(`keras_3t.demo.digit_models.pretrain_third_tower`), and saves it with
 `ImageClassifier.save_to_preset`, with `metadata.json` recording the command
 and the accuracy on the 500 held-out digits of the validation pool. The
 backbone then loads with `keras_hub.models.Backbone.from_preset(path)` like
@@ -29,16 +29,20 @@ quiet_native_logs()
 
 import keras  # noqa: E402
 
-from keras_3t.datasets import digit_scenes  # noqa: E402
-from keras_3t.digit_models import preset_path  # noqa: E402
-from keras_3t.digit_models import pretrain_third_tower  # noqa: E402
+from keras_3t.demo import digit_scenes  # noqa: E402
+from keras_3t.demo.digit_models import preset_path  # noqa: E402
+from keras_3t.demo.digit_models import pretrain_third_tower  # noqa: E402
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=sorted(digit_scenes.PRETRAINING_TASKS), default="digit")
-    parser.add_argument("--labelled-digits", type=int, default=digit_scenes.DEFAULT_LABELLED_DIGITS,
-                        help="L, the labelled digits of the pretrain pool")
+    parser.add_argument(
+        "--labelled-digits",
+        type=int,
+        default=digit_scenes.DEFAULT_LABELLED_DIGITS,
+        help="L, the labelled digits of the pretrain pool",
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="default: saved_models/<task>_classifier")

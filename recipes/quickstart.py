@@ -27,8 +27,8 @@ quiet_native_logs()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_3t.datasets import toy  # noqa: E402
-from keras_3t.datasets import toy_batch  # noqa: E402
+from keras_3t.demo import toy  # noqa: E402
+from keras_3t.demo.toy import toy_batch  # noqa: E402
 from keras_3t.evaluation import alpha_sweep  # noqa: E402
 from keras_3t.evaluation import evaluate_model  # noqa: E402
 from keras_3t.evaluation import plot_alpha_sweep  # noqa: E402
@@ -65,9 +65,7 @@ def pretrained_colour_classifier(seed):
     )
     data = toy_batch(2048, image_size=IMAGE_SIZE, seed=seed)
     colours = data["token_ids"][:, 0] - 1  # the caption's first token
-    history = classifier.fit(
-        data["images"], colours, batch_size=BATCH_SIZE, epochs=3, verbose=0
-    )
+    history = classifier.fit(data["images"], colours, batch_size=BATCH_SIZE, epochs=3, verbose=0)
     print(f"pretrained colour classifier: accuracy {history.history['accuracy'][-1]:.3f}")
     return backbone
 
@@ -125,14 +123,18 @@ def main():
     parser.add_argument("--objective", choices=["3t", "clip"], default="3t")
     parser.add_argument("--output", default="runs/quickstart")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's model and plot")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run's model and plot"
+    )
     args = parser.parse_args()
     backend = keras.backend.backend()
     model_path = os.path.join(args.output, f"{args.objective}_{backend}.keras")
     plot_path = os.path.join(args.output, f"alpha_sweep_{backend}.png")
     earlier = [path for path in (model_path, plot_path) if os.path.exists(path)]
     if earlier and not args.overwrite:
-        sys.exit(f"{earlier[0]} holds an earlier run's result; pass --overwrite or choose another --output.")
+        sys.exit(
+            f"{earlier[0]} holds an earlier run's result; pass --overwrite or choose another --output."
+        )
     keras.utils.set_random_seed(args.seed)
     print(f"backend: {backend}")
 

@@ -2,14 +2,14 @@
 
 For every cell of L labelled digits (the third tower's pretraining pool) ×
 P source digits (the image-caption pairs' pool), trains CLIP, LiT and 3T on
-web-like captions with the main job's budget (`keras_3t.demo.BUDGETS`) and
+web-like captions with the main job's budget (`keras_3t.demo.main_job.BUDGETS`) and
 evaluates them on the held-out test scenes, as `keras-3t demo` does:
 
     KERAS_BACKEND=torch python recipes/regime_map.py
     KERAS_BACKEND=torch python recipes/regime_map.py --publish
 
 - The matched third tower of each L is pretrained once
-  (`keras_3t.digit_models.pretrain_third_tower`, the settings of
+  (`keras_3t.demo.digit_models.pretrain_third_tower`, the settings of
   `recipes/pretrain_third_tower.py`) into `ROOT/third_towers/L<L>/`.
 - CLIP does not use the third tower, so one CLIP run per (P, seed) serves
   every L.
@@ -44,10 +44,10 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_3t import demo  # noqa: E402
-from keras_3t.datasets import digit_scenes  # noqa: E402
-from keras_3t.digit_models import preset_path  # noqa: E402
-from keras_3t.digit_models import pretrain_third_tower  # noqa: E402
+from keras_3t.demo import digit_scenes  # noqa: E402
+from keras_3t.demo import main_job  # noqa: E402
+from keras_3t.demo.digit_models import preset_path  # noqa: E402
+from keras_3t.demo.digit_models import pretrain_third_tower  # noqa: E402
 
 LABELLED = (150, 500, 1500)
 PAIRS = (300, 1000, 2500)
@@ -69,9 +69,7 @@ def run_name(objective, labelled, pairs, seed):
 
 def planned_runs(labelled, pairs, seeds, default_cell_seeds):
     """Every (objective, L, P, seed) to run, seed by seed, the default cell first."""
-    cells = sorted(
-        ((L, P) for L in labelled for P in pairs), key=lambda cell: cell != DEFAULT_CELL
-    )
+    cells = sorted(((L, P) for L in labelled for P in pairs), key=lambda cell: cell != DEFAULT_CELL)
     plan, names = [], set()
     for seed in sorted(set(seeds) | set(default_cell_seeds)):
         for L, P in cells:
@@ -88,7 +86,9 @@ def third_tower(root, labelled, pretrain_steps, command):
     """The matched third tower pretrained on L labelled digits: made once, then loaded."""
     path = preset_path("digit", os.path.join(root, "third_towers", f"L{labelled}"))
     if not os.path.isdir(path):
-        print(f"\n=== pretraining the third tower on L = {labelled} labelled digits ===", flush=True)
+        print(
+            f"\n=== pretraining the third tower on L = {labelled} labelled digits ===", flush=True
+        )
         pretrain_third_tower(
             "digit", path, labelled_digits=labelled, steps=pretrain_steps, command=command
         )
@@ -99,13 +99,13 @@ def third_tower(root, labelled, pretrain_steps, command):
 
 def train_run(root, objective, labelled, pairs, seed, budget, pretrain_steps, command):
     """Trains and evaluates one run; writes its results.json atomically."""
-    train, preprocessor, tasks = demo.prepare_data(REGIME, budget, seed, train_digits=pairs)
-    data = demo.train_dataset(train, preprocessor, budget["batch_size"], seed)
+    train, preprocessor, tasks = main_job.prepare_data(REGIME, budget, seed, train_digits=pairs)
+    data = main_job.train_dataset(train, preprocessor, budget["batch_size"], seed)
     backbone, accuracy = (None, None)
     if objective != "clip":
         backbone, accuracy = third_tower(root, labelled, pretrain_steps, command)
     name = run_name(objective, labelled, pairs, seed)
-    _, result = demo.train_and_evaluate(
+    _, result = main_job.train_and_evaluate(
         name, objective, backbone, data, preprocessor, tasks, budget, seed
     )
     result.update(
@@ -156,7 +156,8 @@ def summarize(runs, labelled, pairs):
                 run["seed"] for name, run in runs.items() if name.startswith(f"3t_L{L}_P{P}_")
             )
             seeds = [
-                s for s in seeds
+                s
+                for s in seeds
                 if run_name("lit", L, P, s) in runs and run_name("clip", L, P, s) in runs
             ]
             if not seeds:
@@ -171,24 +172,33 @@ def summarize(runs, labelled, pairs):
                 "seeds": seeds,
                 "third_tower_held_out_accuracy": models["3T"][0]["third_tower_held_out_accuracy"],
                 "metrics": {
-                    label: {key: _spread([r["metrics"][key] for r in results]) for key in demo.COLUMNS}
+                    label: {
+                        key: _spread([r["metrics"][key] for r in results])
+                        for key in main_job.COLUMNS
+                    }
                     for label, results in models.items()
                 },
                 "best_alpha_3t": {
                     key: _spread([max(row[key] for row in r["alpha_sweep"]) for r in models["3T"]])
-                    for key in demo.COLUMNS
+                    for key in main_job.COLUMNS
                 },
                 "differences": {},
             }
             for key, _ in MAP_METRICS:
                 for baseline in BASELINES:
                     cell["differences"][f"3T - {baseline} {key}"] = _spread(
-                        [a["metrics"][key] - b["metrics"][key]
-                         for a, b in zip(models["3T"], models[baseline])]
+                        [
+                            a["metrics"][key] - b["metrics"][key]
+                            for a, b in zip(models["3T"], models[baseline])
+                        ]
                     )
             cells.append(cell)
-    return {"regime": REGIME, "labelled_digits": list(labelled), "train_digits": list(pairs),
-            "cells": cells}
+    return {
+        "regime": REGIME,
+        "labelled_digits": list(labelled),
+        "train_digits": list(pairs),
+        "cells": cells,
+    }
 
 
 def markdown_map(summary):
@@ -206,11 +216,17 @@ def markdown_map(summary):
             means = {label: cell["metrics"][label][key]["mean"] for label in ("CLIP", "LiT", "3T")}
             differences = []
             for baseline in BASELINES:
-                values = [a - b for a, b in zip(cell["metrics"]["3T"][key]["values"],
-                                                 cell["metrics"][baseline][key]["values"])]
+                values = [
+                    a - b
+                    for a, b in zip(
+                        cell["metrics"]["3T"][key]["values"],
+                        cell["metrics"][baseline][key]["values"],
+                    )
+                ]
                 held = sum(value > 0 for value in values)
                 differences.append(
-                    f"{np.mean(values):+.3f} ± {np.std(values):.3f} ({held}/{len(values)})")
+                    f"{np.mean(values):+.3f} ± {np.std(values):.3f} ({held}/{len(values)})"
+                )
             lines.append(
                 f"| {cell['labelled_digits']} | {cell['train_digits']} | {len(cell['seeds'])} "
                 f"| {cell['third_tower_held_out_accuracy']:.3f} | {name} "
@@ -230,7 +246,9 @@ def plot_map(summary, path):
 
     labelled, pairs = summary["labelled_digits"], summary["train_digits"]
     figure, axes = pyplot.subplots(
-        len(MAP_METRICS), len(BASELINES), figsize=(5.2 * len(BASELINES), 4.2 * len(MAP_METRICS)),
+        len(MAP_METRICS),
+        len(BASELINES),
+        figsize=(5.2 * len(BASELINES), 4.2 * len(MAP_METRICS)),
         squeeze=False,
     )
     for row, (key, metric_name) in enumerate(MAP_METRICS):
@@ -242,14 +260,23 @@ def plot_map(summary, path):
                 i, j = labelled.index(cell["labelled_digits"]), pairs.index(cell["train_digits"])
                 spread = cell["differences"][f"3T - {baseline} {key}"]
                 mean[i, j] = spread["mean"]
-                text[i, j] = f"{spread['mean']:+.3f}\n± {spread['std']:.3f}\n(n={len(spread['values'])})"
+                text[i, j] = (
+                    f"{spread['mean']:+.3f}\n± {spread['std']:.3f}\n(n={len(spread['values'])})"
+                )
             limit = max(0.05, np.nanmax(np.abs(mean))) if np.isfinite(mean).any() else 1.0
             image = axis.imshow(mean, cmap="RdBu", vmin=-limit, vmax=limit, origin="lower")
             for i in range(len(labelled)):
                 for j in range(len(pairs)):
                     dark = np.isfinite(mean[i, j]) and abs(mean[i, j]) > 0.6 * limit
-                    axis.text(j, i, text.get((i, j), "not run"), ha="center", va="center",
-                              fontsize=9, color="white" if dark else "black")
+                    axis.text(
+                        j,
+                        i,
+                        text.get((i, j), "not run"),
+                        ha="center",
+                        va="center",
+                        fontsize=9,
+                        color="white" if dark else "black",
+                    )
             axis.set_xticks(range(len(pairs)), [str(p) for p in pairs])
             axis.set_yticks(range(len(labelled)), [str(l) for l in labelled])
             axis.set_xlabel("P: source digits in the image-caption pairs")
@@ -270,8 +297,10 @@ def publish(root, summary_path, plot_path, runs):
     shutil.copyfile(summary_path, os.path.join(target, "summary.json"))
     shutil.copyfile(os.path.join(root, "summary.md"), os.path.join(target, "summary.md"))
     for name in runs:
-        shutil.copyfile(os.path.join(root, "runs", name, "results.json"),
-                        os.path.join(target, "runs", f"{name}.json"))
+        shutil.copyfile(
+            os.path.join(root, "runs", name, "results.json"),
+            os.path.join(target, "runs", f"{name}.json"),
+        )
     shutil.copyfile(plot_path, os.path.join("docs", "images", "regime_map.png"))
     print(f"published {len(runs)} runs to {target}/ and docs/images/regime_map.png")
 
@@ -282,22 +311,32 @@ def main(argv=None):
     parser.add_argument("--labelled", type=int, nargs="+", default=list(LABELLED))
     parser.add_argument("--pairs", type=int, nargs="+", default=list(PAIRS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--default-cell-seeds", type=int, nargs="+", default=list(DEFAULT_CELL_SEEDS))
-    parser.add_argument("--budget", choices=sorted(demo.BUDGETS), default="default",
-                        help="the main job's budget per model (quick: a smoke run)")
-    parser.add_argument("--pretrain-steps", type=int, default=300,
-                        help="the third towers' pretraining steps")
-    parser.add_argument("--summarize-only", action="store_true",
-                        help="train nothing: summarize and plot the finished runs")
-    parser.add_argument("--publish", action="store_true",
-                        help="copy the summary, runs and plot into docs/")
+    parser.add_argument(
+        "--default-cell-seeds", type=int, nargs="+", default=list(DEFAULT_CELL_SEEDS)
+    )
+    parser.add_argument(
+        "--budget",
+        choices=sorted(main_job.BUDGETS),
+        default="default",
+        help="the main job's budget per model (quick: a smoke run)",
+    )
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=300, help="the third towers' pretraining steps"
+    )
+    parser.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="train nothing: summarize and plot the finished runs",
+    )
+    parser.add_argument(
+        "--publish", action="store_true", help="copy the summary, runs and plot into docs/"
+    )
     args = parser.parse_args(argv)
     for L in args.labelled:
         for P in args.pairs:
             digit_scenes.source_pools(5000, labelled_digits=L, train_digits=P)  # refuses overlap
-    command = (
-        f"KERAS_BACKEND={keras.backend.backend()} python recipes/regime_map.py "
-        + " ".join(sys.argv[1:] if argv is None else argv)
+    command = f"KERAS_BACKEND={keras.backend.backend()} python recipes/regime_map.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
     )
     if not args.summarize_only:
         plan = planned_runs(args.labelled, args.pairs, args.seeds, args.default_cell_seeds)
@@ -306,7 +345,7 @@ def main(argv=None):
         print(f"{len(plan)} runs in the map, {len(plan) - len(todo)} finished, {len(todo)} to go")
         for count, run in enumerate(todo, 1):
             print(f"\n### run {count}/{len(todo)}: {run_name(*run)}", flush=True)
-            train_run(args.root, *run, demo.BUDGETS[args.budget], args.pretrain_steps, command)
+            train_run(args.root, *run, main_job.BUDGETS[args.budget], args.pretrain_steps, command)
             keras.backend.clear_session()
             gc.collect()
     runs = load_runs(args.root)

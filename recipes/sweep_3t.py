@@ -37,32 +37,50 @@ import keras_tuner  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_3t  # noqa: E402
-from keras_3t import demo  # noqa: E402
-from keras_3t.datasets import digit_scenes  # noqa: E402
+from keras_3t import tuning  # noqa: E402
+from keras_3t.demo import digit_scenes  # noqa: E402
+from keras_3t.demo import main_job  # noqa: E402
 from keras_3t.evaluation import alpha_sweep  # noqa: E402
 from keras_3t.evaluation import evaluate_model  # noqa: E402
-from keras_3t import tuning  # noqa: E402
 from keras_3t.tuning import ThreeTowerHyperModel  # noqa: E402
 
 TUNERS = ("random", "bayesian", "hyperband")
-OBJECTIVES = ("zero_shot_top1", "image_to_text_r1", "text_to_image_r1", "image_to_text_r5", "text_to_image_r5")
+OBJECTIVES = (
+    "zero_shot_top1",
+    "image_to_text_r1",
+    "text_to_image_r1",
+    "image_to_text_r5",
+    "text_to_image_r5",
+)
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", required=True)
     parser.add_argument("--tuner", choices=TUNERS, default="random")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="image_to_text_r1",
-                        help="held-out metric to maximise (the val_ prefix is added)")
-    parser.add_argument("--max-trials", type=int, default=6, help="RandomSearch / BayesianOptimization trials")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per trial (Hyperband: the most)")
+    parser.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="image_to_text_r1",
+        help="held-out metric to maximise (the val_ prefix is added)",
+    )
+    parser.add_argument(
+        "--max-trials", type=int, default=6, help="RandomSearch / BayesianOptimization trials"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs per trial (Hyperband: the most)"
+    )
     parser.add_argument("--steps-per-epoch", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--train-scenes", type=int, default=4096)
     parser.add_argument("--test-scenes", type=int, default=400)
-    parser.add_argument("--search", nargs="+", default=None,
-                        help="knobs to search (keras_3t.tuning.SEARCH_SPACE); default: "
-                             "learning_rate weight_image_third weight_text_third temperature")
+    parser.add_argument(
+        "--search",
+        nargs="+",
+        default=None,
+        help="knobs to search (keras_3t.tuning.SEARCH_SPACE); default: "
+        "learning_rate weight_image_third weight_text_third temperature",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     return parser.parse_args(argv)
@@ -71,7 +89,10 @@ def parse_args(argv):
 def make_tuner(args, hypermodel, directory):
     common = dict(
         objective=keras_tuner.Objective(f"val_{args.objective}", direction="max"),
-        directory=directory, project_name="tuner", seed=args.seed, overwrite=False,
+        directory=directory,
+        project_name="tuner",
+        seed=args.seed,
+        overwrite=False,
     )
     if args.tuner == "hyperband":
         return keras_tuner.Hyperband(hypermodel, max_epochs=args.epochs, factor=3, **common)
@@ -124,7 +145,9 @@ def require_a_completed_trial(tuner):
         return
     failed = [trial for trial in trials if trial.status == "FAILED"]
     reason = failed[0].message.strip() if failed and failed[0].message else "no trial ran"
-    raise RuntimeError(f"No trial of the sweep completed ({len(failed)} failed). The first failure:\n{reason}")
+    raise RuntimeError(
+        f"No trial of the sweep completed ({len(failed)} failed). The first failure:\n{reason}"
+    )
 
 
 def main(argv=None):
@@ -133,15 +156,17 @@ def main(argv=None):
     if args.overwrite and os.path.isdir(args.output):
         shutil.rmtree(args.output)
     elif os.path.isdir(args.output) and os.listdir(args.output) and not os.path.isdir(tuner_dir):
-        sys.exit(f"{args.output} is not empty and holds no sweep to resume; choose another --output.")
+        sys.exit(
+            f"{args.output} is not empty and holds no sweep to resume; choose another --output."
+        )
     os.makedirs(args.output, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
 
     preprocessor = keras_3t.presets.load("3t_tiny", weights=False).preprocessor
     budget = {"train_scenes": args.train_scenes, "test_scenes": args.test_scenes}
     train = digit_scenes.make_scenes(args.train_scenes, "train", "web", args.seed)
-    tasks = demo.evaluation_tasks(preprocessor, budget, args.seed)
-    dataset = demo.train_dataset(train, preprocessor, args.batch_size, args.seed)
+    tasks = main_job.evaluation_tasks(preprocessor, budget, args.seed)
+    dataset = main_job.train_dataset(train, preprocessor, args.batch_size, args.seed)
 
     search = args.search or list(tuning.DEFAULT_SEARCH)
     hypermodel = ThreeTowerHyperModel("3t_tiny", evaluation=tasks, search=search, seed=args.seed)
@@ -170,12 +195,15 @@ def main(argv=None):
         "score_by_alpha": {str(row["alpha"]): row[args.objective] for row in by_alpha},
     }
     # Derived from the sweep, so rewritten on every (resumed) run.
-    model.save_to_preset(os.path.join(args.output, "best_preset"), overwrite=True,
-                         metadata={"sweep": summary})
+    model.save_to_preset(
+        os.path.join(args.output, "best_preset"), overwrite=True, metadata={"sweep": summary}
+    )
     with open(os.path.join(args.output, "summary.json"), "w") as file:
         json.dump(summary, file, indent=2)
-    print(f"{len(rows)} trials; best {best_trial.trial_id}: val_{args.objective} {best_trial.score:.4f} "
-          f"(reproduced {reproduced:.4f}); best α {summary['best_alpha']}: {summary['score_at_best_alpha']:.4f}")
+    print(
+        f"{len(rows)} trials; best {best_trial.trial_id}: val_{args.objective} {best_trial.score:.4f} "
+        f"(reproduced {reproduced:.4f}); best α {summary['best_alpha']}: {summary['score_at_best_alpha']:.4f}"
+    )
     return summary
 
 

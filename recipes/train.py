@@ -57,49 +57,96 @@ from keras_3t import data  # noqa: E402
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="3t_tiny", help="a name in keras_3t.presets.names() or a preset folder")
-    parser.add_argument("--from-trained", action="store_true", help="start from the preset's trained weights")
+    parser.add_argument(
+        "--preset", default="3t_tiny", help="a name in keras_3t.presets.names() or a preset folder"
+    )
+    parser.add_argument(
+        "--from-trained", action="store_true", help="start from the preset's trained weights"
+    )
     parser.add_argument("--data", required=True)
     parser.add_argument("--image-root", default=".")
     parser.add_argument("--tfds-data-dir", default=None)
     parser.add_argument("--tfds-download", action="store_true")
-    parser.add_argument("--write-tfrecords", metavar="DIR", default=None,
-                        help="convert --data to TFRecords in DIR, then train from them")
+    parser.add_argument(
+        "--write-tfrecords",
+        metavar="DIR",
+        default=None,
+        help="convert --data to TFRecords in DIR, then train from them",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-steps", type=int, default=0)
-    parser.add_argument("--on-bad-data", choices=data.sources.BAD_DATA_MODES, default="raise")
+    parser.add_argument("--on-bad-data", choices=data.bad_data.BAD_DATA_MODES, default="raise")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start over in a non-empty --output, deleting its checkpoints")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a non-empty --output, deleting its checkpoints",
+    )
     resume = parser.add_argument_group("checkpoints (docs/training.md)")
-    resume.add_argument("--resume", action="store_true",
-                        help="continue from the newest complete checkpoint in OUTPUT/checkpoints (or start)")
-    resume.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
-                        help="checkpoint every STEPS steps (default: at each epoch's end)")
+    resume.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in OUTPUT/checkpoints (or start)",
+    )
+    resume.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="checkpoint every STEPS steps (default: at each epoch's end)",
+    )
     resume.add_argument("--keep-checkpoints", type=int, default=3, metavar="K")
     speed = parser.add_argument_group("speed (docs/benchmarks.md)")
-    speed.add_argument("--third-tower-cache", metavar="DIR", default=None,
-                       help="3T: read the third tower's features from DIR, writing it first if absent; "
-                            "turns random crops off (the cache holds central crops)")
-    speed.add_argument("--accumulation-steps", type=int, default=1,
-                       help="split each batch into micro-batches; negatives stay the whole batch's")
-    speed.add_argument("--mixed-precision", action="store_true", help="compute in bfloat16 (mixed_bfloat16)")
+    speed.add_argument(
+        "--third-tower-cache",
+        metavar="DIR",
+        default=None,
+        help="3T: read the third tower's features from DIR, writing it first if absent; "
+        "turns random crops off (the cache holds central crops)",
+    )
+    speed.add_argument(
+        "--accumulation-steps",
+        type=int,
+        default=1,
+        help="split each batch into micro-batches; negatives stay the whole batch's",
+    )
+    speed.add_argument(
+        "--mixed-precision", action="store_true", help="compute in bfloat16 (mixed_bfloat16)"
+    )
     speed.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto")
     parallel = parser.add_argument_group("data parallelism (docs/distributed.md)")
-    parallel.add_argument("--data-parallel", action="store_true",
-                          help="train on every device; --batch-size is the global batch")
-    parallel.add_argument("--local-loss", action="store_true",
-                          help="each replica computes only its rows of the logits (less memory)")
-    parallel.add_argument("--cpu-devices", type=int, default=None,
-                          help="TensorFlow: split the CPU into this many devices (to try it without GPUs)")
-    parallel.add_argument("--tpu", default=None, help="TensorFlow: TPU name or address for TPUStrategy")
-    parallel.add_argument("--coordinator", default=None, help="JAX multi-host: ADDRESS:PORT of process 0")
-    parallel.add_argument("--num-processes", type=int, default=None, help="JAX multi-host: number of hosts")
-    parallel.add_argument("--process-id", type=int, default=None, help="JAX multi-host: this host's index")
+    parallel.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="train on every device; --batch-size is the global batch",
+    )
+    parallel.add_argument(
+        "--local-loss",
+        action="store_true",
+        help="each replica computes only its rows of the logits (less memory)",
+    )
+    parallel.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=None,
+        help="TensorFlow: split the CPU into this many devices (to try it without GPUs)",
+    )
+    parallel.add_argument(
+        "--tpu", default=None, help="TensorFlow: TPU name or address for TPUStrategy"
+    )
+    parallel.add_argument(
+        "--coordinator", default=None, help="JAX multi-host: ADDRESS:PORT of process 0"
+    )
+    parallel.add_argument(
+        "--num-processes", type=int, default=None, help="JAX multi-host: number of hosts"
+    )
+    parallel.add_argument(
+        "--process-id", type=int, default=None, help="JAX multi-host: this host's index"
+    )
     return parser.parse_args(argv)
 
 
@@ -129,7 +176,8 @@ def data_parallel(args):
             if args.cpu_devices:
                 cpu = tf.config.list_physical_devices("CPU")[0]
                 tf.config.set_logical_device_configuration(
-                    cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices)
+                    cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices
+                )
             devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
             strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
         # Keras splits each global batch over the replicas (and workers).
@@ -150,8 +198,10 @@ def data_parallel(args):
     import torch.distributed as dist
 
     if "WORLD_SIZE" not in os.environ:
-        sys.exit("--data-parallel on PyTorch: start one process per device with "
-                 "torchrun --nproc-per-node=N recipes/train.py ... (docs/distributed.md).")
+        sys.exit(
+            "--data-parallel on PyTorch: start one process per device with "
+            "torchrun --nproc-per-node=N recipes/train.py ... (docs/distributed.md)."
+        )
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     world, rank = dist.get_world_size(), dist.get_rank()
     if args.batch_size % world:
@@ -163,12 +213,14 @@ def data_parallel(args):
 
 def source(args, bad_data):
     if args.data.startswith("tfds:"):
-        name, _, split = args.data[len("tfds:"):].partition(":")
-        return data.from_tfds(name, split or "train", data_dir=args.tfds_data_dir,
-                              download=args.tfds_download)
+        name, _, split = args.data[len("tfds:") :].partition(":")
+        return data.from_tfds(
+            name, split or "train", data_dir=args.tfds_data_dir, download=args.tfds_download
+        )
     if args.data.endswith((".csv", ".tsv", ".jsonl", ".json")):
-        return data.from_caption_file(args.data, args.image_root,
-                                      on_bad_data=args.on_bad_data, bad_data=bad_data)
+        return data.from_caption_file(
+            args.data, args.image_root, on_bad_data=args.on_bad_data, bad_data=bad_data
+        )
     return data.from_tfrecords(args.data)
 
 
@@ -182,7 +234,9 @@ def third_tower_cache(args, model, examples, image_size, chief):
         if not chief:
             sys.exit(f"{args.third_tower_cache} does not exist: write it on one process first.")
         manifest = data.write_third_tower_cache(model, examples, args.third_tower_cache, image_size)
-        print(f"cached the third tower's features of {manifest['images']} images in {args.third_tower_cache}")
+        print(
+            f"cached the third tower's features of {manifest['images']} images in {args.third_tower_cache}"
+        )
     return data.load_third_tower_cache(args.third_tower_cache, model)
 
 
@@ -192,16 +246,23 @@ def main(argv=None):
     # them; only then does the chief write.
     if args.resume and args.overwrite:
         sys.exit("--resume continues the run in --output and --overwrite starts it over: pass one.")
-    if os.path.isdir(args.output) and os.listdir(args.output) and not (args.overwrite or args.resume):
-        sys.exit(f"{args.output} is not empty; pass --resume to continue its run, --overwrite "
-                 "to start over, or choose another --output.")
+    if (
+        os.path.isdir(args.output)
+        and os.listdir(args.output)
+        and not (args.overwrite or args.resume)
+    ):
+        sys.exit(
+            f"{args.output} is not empty; pass --resume to continue its run, --overwrite "
+            "to start over, or choose another --output."
+        )
     scope, num_shards, shard_index, input_batch_size, chief = data_parallel(args)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     with scope():
-        model = keras_3t.presets.load(args.preset, weights=args.from_trained,
-                                      local_loss=args.local_loss)
+        model = keras_3t.presets.load(
+            args.preset, weights=args.from_trained, local_loss=args.local_loss
+        )
     if model.preprocessor is None:
         sys.exit(f"{args.preset} has no tokenizer; save one with the model (see docs/presets.md).")
     image_size = model.image_tower.backbone.input_shape[1]
@@ -209,9 +270,15 @@ def main(argv=None):
     examples = source(args, bad_data)
     if args.write_tfrecords:
         if num_shards > 1:
-            sys.exit("--write-tfrecords converts once on one process; convert first, then train in parallel.")
-        manifest = data.write_tfrecords(examples, args.write_tfrecords, on_bad_data=args.on_bad_data)
-        print(f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})")
+            sys.exit(
+                "--write-tfrecords converts once on one process; convert first, then train in parallel."
+            )
+        manifest = data.write_tfrecords(
+            examples, args.write_tfrecords, on_bad_data=args.on_bad_data
+        )
+        print(
+            f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})"
+        )
         examples = data.from_tfrecords(args.write_tfrecords)
     cache = third_tower_cache(args, model, examples, image_size, chief)
     checkpoints = os.path.join(args.output, "checkpoints")
@@ -219,26 +286,45 @@ def main(argv=None):
         shutil.rmtree(checkpoints)
     try:
         checkpoint = keras_3t.callbacks.TrainingCheckpoint(
-            checkpoints, save_every_n_steps=args.checkpoint_every, keep=args.keep_checkpoints,
-            resume=args.resume, save=chief)
+            checkpoints,
+            save_every_n_steps=args.checkpoint_every,
+            keep=args.keep_checkpoints,
+            resume=args.resume,
+            save=chief,
+        )
     except (FileExistsError, keras_3t.callbacks.CheckpointError) as error:
         sys.exit(str(error))
     dataset = data.make_dataset(
-        examples, model.preprocessor, image_size, input_batch_size, seed=args.seed,
-        on_bad_data=args.on_bad_data, bad_data=bad_data,
-        num_shards=num_shards, shard_index=shard_index,
-        third_tower_cache=cache, start_step=checkpoint.initial_step,
+        examples,
+        model.preprocessor,
+        image_size,
+        input_batch_size,
+        seed=args.seed,
+        on_bad_data=args.on_bad_data,
+        bad_data=bad_data,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        third_tower_cache=cache,
+        start_step=checkpoint.initial_step,
         **({"random_crop_scale": None} if cache is not None else {}),
     )
     total = args.epochs * args.steps_per_epoch
     with scope():
-        model.compile(learning_rate=args.learning_rate, warmup_steps=args.warmup_steps, total_steps=total,
-                      accumulation_steps=args.accumulation_steps,
-                      jit_compile={"true": True, "false": False}.get(args.jit_compile, "auto"))
+        model.compile(
+            learning_rate=args.learning_rate,
+            warmup_steps=args.warmup_steps,
+            total_steps=total,
+            accumulation_steps=args.accumulation_steps,
+            jit_compile={"true": True, "false": False}.get(args.jit_compile, "auto"),
+        )
     try:
         model.fit(
-            dataset, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, shuffle=False,
-            verbose=2 if chief else 0, callbacks=[data.BadDataReport(bad_data), checkpoint],
+            dataset,
+            epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            shuffle=False,
+            verbose=2 if chief else 0,
+            callbacks=[data.BadDataReport(bad_data), checkpoint],
         )
     except (keras_3t.callbacks.NonFiniteLossError, keras_3t.callbacks.CheckpointError) as error:
         sys.exit(str(error))
@@ -251,10 +337,15 @@ def main(argv=None):
     command = f"KERAS_BACKEND={keras.backend.backend()} python recipes/train.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    model.save_to_preset(os.path.join(args.output, "preset"), overwrite=args.overwrite or args.resume,
-                         metadata={"command": command, "data": args.data, "skipped": bad_data.counts()})
-    print(f"final loss {history['loss'][-1]:.4f}; skipped {bad_data.counts()}; "
-          f"saved {os.path.join(args.output, 'preset')}")
+    model.save_to_preset(
+        os.path.join(args.output, "preset"),
+        overwrite=args.overwrite or args.resume,
+        metadata={"command": command, "data": args.data, "skipped": bad_data.counts()},
+    )
+    print(
+        f"final loss {history['loss'][-1]:.4f}; skipped {bad_data.counts()}; "
+        f"saved {os.path.join(args.output, 'preset')}"
+    )
     return history
 
 

@@ -12,7 +12,7 @@ from keras_3t import ImageTower
 from keras_3t import TextTower
 from keras_3t import ThirdTower
 from keras_3t import ThreeTowerModel
-from keras_3t.datasets import toy
+from keras_3t.demo import toy
 
 IMAGE_SIZE = 16
 SEQUENCE_LENGTH = 4
@@ -33,9 +33,7 @@ def load_script(relative_path):
 
 
 def pytest_addoption(parser):
-    parser.addoption(
-        "--run-slow", action="store_true", help="also run tests marked slow"
-    )
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -89,9 +87,7 @@ def tiny_text_tower(**kwargs):
 def tiny_model(objective="3t", third_backbone=None, shared_head=False, **kwargs):
     """A tiny 3T / LiT / CLIP model on 16×16 images and toy captions."""
     if objective == "lit":
-        image_tower = ImageTower(
-            third_backbone or tiny_resnet(), EMBEDDING_DIM, frozen=True
-        )
+        image_tower = ImageTower(third_backbone or tiny_resnet(), EMBEDDING_DIM, frozen=True)
     else:
         image_tower = ImageTower(tiny_vit(), EMBEDDING_DIM)
     third_tower = None
@@ -117,7 +113,7 @@ def write_digit_scene_captions(folder, count):
 
     import tensorflow as tf
 
-    from keras_3t.datasets import digit_scenes
+    from keras_3t.demo import digit_scenes
 
     scenes = digit_scenes.make_scenes(count, "train", "clean", seed=0)
     path = os.path.join(folder, "captions.csv")

@@ -20,7 +20,7 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from keras_3t.datasets import toy  # noqa: E402
+from keras_3t.demo import toy  # noqa: E402
 from tests.conftest import DATA_PARALLEL_MODES  # noqa: E402
 from tests.conftest import tiny_model  # noqa: E402
 
@@ -34,7 +34,7 @@ def train(distribution, local_loss=False, accumulation_steps=1):
         model = tiny_model("3t", local_loss=local_loss)
         model.compile(learning_rate=1e-2, accumulation_steps=accumulation_steps)
         loss = float(model.compute_objective(BATCH)["loss"])
-        slices = [{k: v[4 * i:4 * i + 4] for k, v in BATCH.items()} for i in range(4)]
+        slices = [{k: v[4 * i : 4 * i + 4] for k, v in BATCH.items()} for i in range(4)]
         per_device = float(np.mean([float(model.compute_objective(s)["loss"]) for s in slices]))
         history = model.fit(BATCH, batch_size=16, epochs=3, verbose=0, shuffle=False)
         weights = [np.asarray(w) for w in model.get_weights()]

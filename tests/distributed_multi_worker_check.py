@@ -32,17 +32,19 @@ def train(model, batch):
 
 
 def main(index, port0, port1, output):
-    os.environ["TF_CONFIG"] = json.dumps({
-        "cluster": {"worker": [f"127.0.0.1:{port0}", f"127.0.0.1:{port1}"]},
-        "task": {"type": "worker", "index": index},
-    })
+    os.environ["TF_CONFIG"] = json.dumps(
+        {
+            "cluster": {"worker": [f"127.0.0.1:{port0}", f"127.0.0.1:{port1}"]},
+            "task": {"type": "worker", "index": index},
+        }
+    )
     import keras
     import tensorflow as tf
 
     # The strategy must exist before any other TensorFlow op runs.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
-    from keras_3t.datasets import toy
+    from keras_3t.demo import toy
     from tests.conftest import tiny_model
 
     batch = toy.toy_batch(16, image_size=16, seed=0)
@@ -56,15 +58,19 @@ def main(index, port0, port1, output):
     single.set_weights(initial)
     single_losses, single_weights = train(single, batch)
     np.savez(output, *weights, *single_weights)
-    print(json.dumps({
-        "worker": index,
-        "replicas": strategy.num_replicas_in_sync,
-        "losses": losses,
-        "single_losses": single_losses,
-        "max_weight_difference_to_single": max(
-            float(np.max(np.abs(a - b))) for a, b in zip(weights, single_weights)
-        ),
-    }))
+    print(
+        json.dumps(
+            {
+                "worker": index,
+                "replicas": strategy.num_replicas_in_sync,
+                "losses": losses,
+                "single_losses": single_losses,
+                "max_weight_difference_to_single": max(
+                    float(np.max(np.abs(a - b))) for a, b in zip(weights, single_weights)
+                ),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def max_difference(xs, ys):
 
 def pair_loss_checks(strategy):
     """Value and gradients of each loss, on one device and over the replicas."""
-    from keras_3t import backend
+    from keras_3t import distributed
     from keras_3t.losses import contrastive_loss
     from keras_3t.losses import l2_normalize
     from keras_3t.losses import sigmoid_contrastive_loss
@@ -64,14 +64,17 @@ def pair_loss_checks(strategy):
             @tf.function
             def step():
                 def replica_fn():
-                    replicas = backend.replicas()
+                    replicas = distributed.replicas()
                     rows = 16 // replicas.count
                     start = replicas.index * rows
                     with tf.GradientTape() as tape:
                         value = loss(
-                            l2_normalize(a[start:start + rows]),
-                            l2_normalize(b[start:start + rows]),
-                            s, bias, replicas=replicas, local=local,
+                            l2_normalize(a[start : start + rows]),
+                            l2_normalize(b[start : start + rows]),
+                            s,
+                            bias,
+                            replicas=replicas,
+                            local=local,
                         )
                         share = value / replicas.count
                     return value, tape.gradient(share, [a, b, s, bias])
@@ -92,25 +95,31 @@ def pair_loss_checks(strategy):
 
 def hard_negative_checks(strategy):
     """Only cross-device negatives are hard: rows r and r + 4 are identical."""
-    from keras_3t import backend
+    from keras_3t import distributed
     from keras_3t.losses import contrastive_loss
 
     basis = np.eye(8, dtype="float32")
     a = np.concatenate([basis[:4]] * REPLICAS)  # replica r holds e0..e3
     b = a.copy()
     single = float(contrastive_loss(a, b, 20.0))
-    per_device = np.mean([float(contrastive_loss(a[i:i + 4], b[i:i + 4], 20.0)) for i in range(0, 16, 4)])
+    per_device = np.mean(
+        [float(contrastive_loss(a[i : i + 4], b[i : i + 4], 20.0)) for i in range(0, 16, 4)]
+    )
     results = {"single": single, "mean_of_per_device": float(per_device)}
     a, b = tf.constant(a), tf.constant(b)
     for local in (False, True):
+
         @tf.function
         def step():
             def replica_fn():
-                replicas = backend.replicas()
+                replicas = distributed.replicas()
                 start = replicas.index * 4
-                return contrastive_loss(a[start:start + 4], b[start:start + 4], 20.0,
-                                        replicas=replicas, local=local)
+                return contrastive_loss(
+                    a[start : start + 4], b[start : start + 4], 20.0, replicas=replicas, local=local
+                )
+
             return strategy.reduce("MEAN", strategy.run(replica_fn), axis=None)
+
         results["local" if local else "global"] = float(step())
     return results
 
@@ -119,8 +128,9 @@ def model_checks(strategy):
     """The 3T objective, its gradients and three fit steps: global, local, accumulated."""
     import keras
 
-    from keras_3t import backend
-    from keras_3t.datasets import toy
+    from keras_3t.demo import toy
+    from keras_3t.training.accumulation import values_and_gradients
+    from keras_3t.training.tensorflow import value_and_gradients_function
     from tests.conftest import DATA_PARALLEL_MODES
     from tests.conftest import tiny_model
 
@@ -133,16 +143,21 @@ def model_checks(strategy):
     with tf.GradientTape() as tape:
         single_values = single.compute_objective(batch)
     single_grads = tape.gradient(single_values["loss"], single.trainable_variables)
-    per_device = np.mean([
-        float(single.compute_objective({k: v[i:i + 4] for k, v in batch.items()})["loss"])
-        for i in range(0, 16, 4)
-    ])
+    per_device = np.mean(
+        [
+            float(single.compute_objective({k: v[i : i + 4] for k, v in batch.items()})["loss"])
+            for i in range(0, 16, 4)
+        ]
+    )
     # SGD: Adam divides each gradient entry by its own size, so float32
     # reduction noise in entries that are zero in exact arithmetic (e.g.
     # attention key biases) would become whole ±learning-rate steps.
     single.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
     single.fit(dataset, epochs=3, verbose=0)
-    results = {"single_loss": float(single_values["loss"]), "mean_of_per_device_losses": float(per_device)}
+    results = {
+        "single_loss": float(single_values["loss"]),
+        "mean_of_per_device_losses": float(per_device),
+    }
 
     # "accumulated": the global loss, each replica's 4 rows in two
     # micro-batches of 2 (the negatives still the global 16).
@@ -150,17 +165,22 @@ def model_checks(strategy):
         with strategy.scope():
             model = tiny_model("3t", local_loss=local_loss)
             model.set_weights(weights)
-            model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False,
-                          accumulation_steps=accumulation_steps)
+            model.compile(
+                optimizer=keras.optimizers.SGD(0.1),
+                jit_compile=False,
+                accumulation_steps=accumulation_steps,
+            )
 
         @tf.function
         def objective_and_gradients(distributed):
             def replica_fn(local_batch):
                 # The train step's gradients, accumulated or not.
-                values, gradients = backend._values_and_gradients(
-                    model, local_batch,
-                    backend._tensorflow_value_and_gradients(model, strategy.num_replicas_in_sync),
-                    model.trainable_variables)
+                values, gradients = values_and_gradients(
+                    model,
+                    local_batch,
+                    value_and_gradients_function(model, strategy.num_replicas_in_sync),
+                    model.trainable_variables,
+                )
                 return values["loss"], [tf.convert_to_tensor(g) for g in gradients]
 
             values, grads = strategy.run(replica_fn, args=(distributed,))
@@ -196,12 +216,16 @@ def model_checks(strategy):
 
 def main():
     strategy = make_strategy()
-    print(json.dumps({
-        "replicas": strategy.num_replicas_in_sync,
-        "pair_losses": pair_loss_checks(strategy),
-        "hard_negatives": hard_negative_checks(strategy),
-        "model": model_checks(strategy),
-    }))
+    print(
+        json.dumps(
+            {
+                "replicas": strategy.num_replicas_in_sync,
+                "pair_losses": pair_loss_checks(strategy),
+                "hard_negatives": hard_negative_checks(strategy),
+                "model": model_checks(strategy),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,20 +44,25 @@ def pair_losses(replicas=None, rank=0, world=1):
             a, b = (torch.tensor(v[rows], requires_grad=True) for v in (a0, b0))
             scale, bias = (torch.tensor(v, requires_grad=True) for v in (10.0, -5.0))
             if name == "softmax":
-                value = contrastive_loss(l2_normalize(a), l2_normalize(b), scale,
-                                         replicas=replicas, local=local)
+                value = contrastive_loss(
+                    l2_normalize(a), l2_normalize(b), scale, replicas=replicas, local=local
+                )
             else:
-                value = sigmoid_contrastive_loss(l2_normalize(a), l2_normalize(b), scale, bias,
-                                                 replicas=replicas, local=local)
+                value = sigmoid_contrastive_loss(
+                    l2_normalize(a), l2_normalize(b), scale, bias, replicas=replicas, local=local
+                )
             (value / world).backward()
-            shared = [value.detach() / world, scale.grad] + ([bias.grad] if name == "sigmoid" else [])
+            shared = [value.detach() / world, scale.grad] + (
+                [bias.grad] if name == "sigmoid" else []
+            )
             if replicas is not None:
                 # As the train step does: the processes' values average to
                 # the loss, and their gradients of shared weights add up.
                 for tensor in shared:
                     torch.distributed.all_reduce(tensor)
             results[f"{name}_{'local' if local else 'global'}"] = (
-                float(shared[0]), [g.numpy() for g in [a.grad, b.grad] + shared[1:]]
+                float(shared[0]),
+                [g.numpy() for g in [a.grad, b.grad] + shared[1:]],
             )
     return results
 
@@ -74,7 +79,7 @@ def hard_negatives(replicas=None, rank=0, world=1, local=False):
 def train(seed, rows, local=False, accumulation_steps=1):
     import keras
 
-    from keras_3t.datasets import toy
+    from keras_3t.demo import toy
     from tests.conftest import tiny_model
 
     keras.utils.set_random_seed(seed)
@@ -90,8 +95,8 @@ def train(seed, rows, local=False, accumulation_steps=1):
 def main(rank, world, port):
     import torch.distributed as dist
 
-    from keras_3t import backend
-    from keras_3t.datasets import toy
+    from keras_3t import distributed
+    from keras_3t.demo import toy
     from tests.conftest import DATA_PARALLEL_MODES
     from tests.conftest import tiny_model
 
@@ -100,8 +105,10 @@ def main(rank, world, port):
     per_device_hard = float(np.mean([hard_negatives(rank=r, world=world) for r in range(world)]))
     single_history, single_weights = train(seed=0, rows=slice(None))
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    replicas = backend.replicas()
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    replicas = distributed.replicas()
     parallel_losses = pair_losses(replicas, rank, world)
     rows = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
     result = {
@@ -130,8 +137,9 @@ def main(rank, world, port):
     # "accumulated": each process's 8 rows in two micro-batches of 4.
     for mode, (local_loss, accumulation_steps) in DATA_PARALLEL_MODES.items():
         # Process r starts from seed r: the first step broadcasts process 0's.
-        history, weights = train(seed=rank, rows=rows, local=local_loss,
-                                 accumulation_steps=accumulation_steps)
+        history, weights = train(
+            seed=rank, rows=rows, local=local_loss, accumulation_steps=accumulation_steps
+        )
         result[mode] = {
             "single_losses": single_history,
             "parallel_losses": history,

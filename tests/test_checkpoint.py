@@ -18,8 +18,8 @@ from keras_3t.callbacks import CheckpointError
 from keras_3t.callbacks import NonFiniteLossError
 from keras_3t.callbacks import TrainingCheckpoint
 from keras_3t.checkpoint import list_checkpoints
-from keras_3t.datasets import toy
-from keras_3t.datasets import toy_batch
+from keras_3t.demo import toy
+from keras_3t.demo.toy import toy_batch
 from tests.conftest import load_script
 from tests.conftest import to_numpy
 from tests.conftest import write_digit_scene_captions
@@ -49,8 +49,13 @@ def _toy_run(folder, callbacks=()):
     model.compile(learning_rate=3e-3, warmup_steps=2, total_steps=2 * STEPS_PER_EPOCH)
     checkpoint = TrainingCheckpoint(folder, save_every_n_steps=3)
     batches = tf.data.Dataset.from_tensor_slices(toy_batch(64, seed=0)).batch(8)
-    model.fit(batches.skip(checkpoint.initial_step), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
-              verbose=0, callbacks=[*callbacks, checkpoint])
+    model.fit(
+        batches.skip(checkpoint.initial_step),
+        epochs=2,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        verbose=0,
+        callbacks=[*callbacks, checkpoint],
+    )
     return model, checkpoint
 
 
@@ -75,18 +80,40 @@ def test_resume_after_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path):
 
 def _recipe(output, data_folder, *extra):
     return [
-        sys.executable, os.path.join(ROOT, "recipes", "train.py"), "--preset", "3t_tiny",
-        "--data", os.path.join(data_folder, "captions.csv"), "--image-root", data_folder,
-        "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "6", "--checkpoint-every", "2",
-        "--keep-checkpoints", "2", "--learning-rate", "3e-3", "--output", output, *extra,
+        sys.executable,
+        os.path.join(ROOT, "recipes", "train.py"),
+        "--preset",
+        "3t_tiny",
+        "--data",
+        os.path.join(data_folder, "captions.csv"),
+        "--image-root",
+        data_folder,
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "6",
+        "--checkpoint-every",
+        "2",
+        "--keep-checkpoints",
+        "2",
+        "--learning-rate",
+        "3e-3",
+        "--output",
+        output,
+        *extra,
     ]
 
 
 def _preset_weights(folder):
     arrays = {}
     with h5py.File(os.path.join(folder, "preset", "model.weights.h5"), "r") as file:
-        file.visititems(lambda name, item: arrays.__setitem__(name, item[()])
-                        if isinstance(item, h5py.Dataset) else None)
+        file.visititems(
+            lambda name, item: (
+                arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+            )
+        )
     return arrays
 
 
@@ -98,8 +125,9 @@ def test_recipe_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
     subprocess.run(_recipe(whole, data_folder), env=env, check=True, capture_output=True)
 
-    process = subprocess.Popen(_recipe(killed, data_folder), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _recipe(killed, data_folder), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoints = os.path.join(killed, "checkpoints")
     deadline = time.time() + 300
     while not list_checkpoints(checkpoints) and process.poll() is None and time.time() < deadline:
@@ -111,8 +139,9 @@ def test_recipe_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     (killed_at,) = [step for step, _ in list_checkpoints(checkpoints)][-1:]
     assert killed_at < 12
 
-    resumed = subprocess.run(_recipe(killed, data_folder, "--resume"), env=env,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        _recipe(killed, data_folder, "--resume"), env=env, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming from {os.path.join(checkpoints, f'step-{killed_at:09d}')}" in resumed.stdout
 
@@ -142,14 +171,19 @@ def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpo
     batch["third_features"] = to_numpy(model.third_tower.features(batch["images"]))
     batch["third_features"][16:24] = np.inf
     folder = str(tmp_path / "checkpoints")
-    with pytest.raises(NonFiniteLossError, match=r"step 3 \(epoch 1\): loss is nan, loss_image_third is nan, "
-                                                 r"loss_text_third is nan \(finite: loss_image_text") as error:
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"step 3 \(epoch 1\): loss is nan, loss_image_third is nan, "
+        r"loss_text_third is nan \(finite: loss_image_text",
+    ) as error:
         _toy_fit(model, folder, batch)
     assert "step-000000002" in str(error.value)
     assert [step for step, _ in list_checkpoints(folder)] == [1, 2]
     with h5py.File(os.path.join(folder, "step-000000002", "training.weights.h5"), "r") as file:
         arrays = []
-        file.visititems(lambda name, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+        file.visititems(
+            lambda name, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None
+        )
     assert arrays and all(np.isfinite(a).all() for a in arrays)
 
 
@@ -170,8 +204,13 @@ def _copy(folder, tmp_path):
 def _resume(folder, objective="clip"):
     model = toy.build_model(objective)
     model.compile()
-    model.fit(toy_batch(16, seed=0), batch_size=8, epochs=1, verbose=0,
-              callbacks=[TrainingCheckpoint(folder, save_every_n_steps=1)])
+    model.fit(
+        toy_batch(16, seed=0),
+        batch_size=8,
+        epochs=1,
+        verbose=0,
+        callbacks=[TrainingCheckpoint(folder, save_every_n_steps=1)],
+    )
 
 
 def test_a_partial_checkpoint_is_ignored(tmp_path, two_checkpoints):
@@ -186,15 +225,20 @@ def test_a_partial_checkpoint_is_ignored(tmp_path, two_checkpoints):
         TrainingCheckpoint(folder, resume=False)
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("truncate", "truncated or corrupt"),
-    ("garble", "truncated or corrupt"),
-    ("state", "not valid JSON"),
-    ("no_state", "no state.json"),
-    ("newer", "Upgrade keras-3t"),
-    ("other_model", "another model's state"),
-])
-def test_damaged_checkpoints_give_clear_errors_and_change_nothing(tmp_path, two_checkpoints, damage, message):
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate", "truncated or corrupt"),
+        ("garble", "truncated or corrupt"),
+        ("state", "not valid JSON"),
+        ("no_state", "no state.json"),
+        ("newer", "Upgrade keras-3t"),
+        ("other_model", "another model's state"),
+    ],
+)
+def test_damaged_checkpoints_give_clear_errors_and_change_nothing(
+    tmp_path, two_checkpoints, damage, message
+):
     folder = _copy(two_checkpoints, tmp_path)
     newest = os.path.join(folder, "step-000000002")
     weights, state = os.path.join(newest, "training.weights.h5"), os.path.join(newest, "state.json")

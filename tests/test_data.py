@@ -77,7 +77,10 @@ def test_caption_files_yield_every_row_with_shared_image_ids(image_folder, write
     assert ids == [0, 1, 2, 3, 4, 5, 0]
     # Where each example was read, for errors about it: CSV rows start on line 2, after the header.
     first_line = 2 if suffix == "csv" else 1
-    assert examples[6]["source"].decode() == f"{path}, line {first_line + 6}: {os.path.join(folder, names[0])}"
+    assert (
+        examples[6]["source"].decode()
+        == f"{path}, line {first_line + 6}: {os.path.join(folder, names[0])}"
+    )
     decoded = tf.io.decode_png(examples[2]["image"]).numpy()
     np.testing.assert_array_equal(decoded, pixels[2])
 
@@ -123,7 +126,9 @@ def test_tfrecords_round_trip_identical_examples(image_folder, tmp_path):
 
 def test_tfds_source_on_mocked_coco_captions():
     with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
-        per_image = list(data.from_tfds("coco_captions", "train", per_caption=False).as_numpy_iterator())
+        per_image = list(
+            data.from_tfds("coco_captions", "train", per_caption=False).as_numpy_iterator()
+        )
         per_caption = list(data.from_tfds("coco_captions", "train").as_numpy_iterator())
     assert len(per_image) == 3
     assert len(per_caption) == sum(len(e["captions"]) for e in per_image)
@@ -147,8 +152,14 @@ def test_pipeline_batches_are_model_ready_and_deterministic_with_a_seed(image_fo
     _write_csv(path, _caption_rows(names))
 
     def first_batches(seed):
-        dataset = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(),
-                                    IMAGE_SIZE, batch_size=4, seed=seed, flip=True)
+        dataset = data.make_dataset(
+            data.from_caption_file(path, folder),
+            _preprocessor(),
+            IMAGE_SIZE,
+            batch_size=4,
+            seed=seed,
+            flip=True,
+        )
         return [batch for batch in dataset.take(3).as_numpy_iterator()]
 
     one, two, other = first_batches(1), first_batches(1), first_batches(2)
@@ -158,24 +169,41 @@ def test_pipeline_batches_are_model_ready_and_deterministic_with_a_seed(image_fo
     assert any(not np.array_equal(a["images"], c["images"]) for a, c in zip(one, other))
     batch = one[0]
     assert batch["images"].shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
-    assert batch["images"].dtype == np.float32 and 0.0 <= batch["images"].min() <= batch["images"].max() <= 1.0
-    assert batch["token_ids"].shape == (4, SEQUENCE_LENGTH) and batch["padding_mask"].any(axis=1).all()
+    assert (
+        batch["images"].dtype == np.float32
+        and 0.0 <= batch["images"].min() <= batch["images"].max() <= 1.0
+    )
+    assert (
+        batch["token_ids"].shape == (4, SEQUENCE_LENGTH) and batch["padding_mask"].any(axis=1).all()
+    )
 
 
 def test_evaluation_pipeline_keeps_every_example_in_order(image_folder):
     folder, names, pixels = image_folder
     path = os.path.join(folder, "captions.csv")
     _write_csv(path, _caption_rows(names))
-    batches = list(data.make_dataset(data.from_caption_file(path, folder), _preprocessor(),
-                                     IMAGE_SIZE, batch_size=4, training=False).as_numpy_iterator())
+    batches = list(
+        data.make_dataset(
+            data.from_caption_file(path, folder),
+            _preprocessor(),
+            IMAGE_SIZE,
+            batch_size=4,
+            training=False,
+        ).as_numpy_iterator()
+    )
     assert [len(b["images"]) for b in batches] == [4, 3]
     # Each image is its file's, resized (shorter side) and centrally cropped.
     for index in range(6):
         image = pixels[index] / 255.0
         height, width = image.shape[:2]
-        scaled = tf.image.resize(image, (int(np.ceil(height * IMAGE_SIZE / min(height, width))),
-                                         int(np.ceil(width * IMAGE_SIZE / min(height, width)))),
-                                 antialias=True)
+        scaled = tf.image.resize(
+            image,
+            (
+                int(np.ceil(height * IMAGE_SIZE / min(height, width))),
+                int(np.ceil(width * IMAGE_SIZE / min(height, width))),
+            ),
+            antialias=True,
+        )
         expected = tf.image.resize_with_crop_or_pad(scaled, IMAGE_SIZE, IMAGE_SIZE).numpy()
         got = batches[index // 4]["images"][index % 4]
         np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -195,8 +223,15 @@ def test_bad_data_is_skipped_and_counted(image_folder, tmp_path):
     _write_csv(path, rows)
     source = data.from_caption_file(path, folder, on_bad_data="skip", bad_data=counter)
     assert counter.counts()["missing_file"] == 1
-    dataset = data.make_dataset(source, _preprocessor(), IMAGE_SIZE, batch_size=4, training=False,
-                                on_bad_data="skip", bad_data=counter)
+    dataset = data.make_dataset(
+        source,
+        _preprocessor(),
+        IMAGE_SIZE,
+        batch_size=4,
+        training=False,
+        on_bad_data="skip",
+        bad_data=counter,
+    )
     kept = sum(len(b["images"]) for b in dataset.as_numpy_iterator())
     assert kept == len(_caption_rows(names))
     assert counter.counts() == {"missing_file": 1, "undecodable_image": 1, "empty_caption": 1}
@@ -204,9 +239,13 @@ def test_bad_data_is_skipped_and_counted(image_folder, tmp_path):
     # TFRecords: the writer leaves bad examples out and says so in the manifest.
     records = str(tmp_path / "records")
     rows = _bad_examples(folder, names)
-    encoded = tf.data.Dataset.from_tensor_slices({
-        "image": [open(os.path.join(folder, image), "rb").read() for image, _ in rows],
-        "caption": [c for _, c in rows], "image_id": np.arange(len(rows))})
+    encoded = tf.data.Dataset.from_tensor_slices(
+        {
+            "image": [open(os.path.join(folder, image), "rb").read() for image, _ in rows],
+            "caption": [c for _, c in rows],
+            "image_id": np.arange(len(rows)),
+        }
+    )
     manifest = data.write_tfrecords(encoded, records, num_shards=2, on_bad_data="skip")
     assert manifest["skipped"] == {"undecodable_image": 1, "empty_caption": 1}
     assert manifest["examples"] == len(_caption_rows(names))
@@ -217,10 +256,13 @@ def test_bad_data_is_skipped_and_counted(image_folder, tmp_path):
     assert logs["skipped_undecodable_image"] == 1
 
 
-@pytest.mark.parametrize("bad_row, message", [
-    (("broken.png", "a red circle"), "Undecodable image"),
-    (("image_1.png", "   "), "Empty caption"),
-])
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        (("broken.png", "a red circle"), "Undecodable image"),
+        (("image_1.png", "   "), "Empty caption"),
+    ],
+)
 def test_bad_data_raises_by_default(image_folder, tmp_path, bad_row, message):
     folder, names, _ = image_folder
     with open(os.path.join(folder, "broken.png"), "wb") as file:
@@ -228,11 +270,18 @@ def test_bad_data_raises_by_default(image_folder, tmp_path, bad_row, message):
     rows = _caption_rows(names) + [bad_row]
     path = os.path.join(folder, "captions.csv")
     _write_csv(path, rows)
-    dataset = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(),
-                                IMAGE_SIZE, batch_size=4, training=False)
+    dataset = data.make_dataset(
+        data.from_caption_file(path, folder),
+        _preprocessor(),
+        IMAGE_SIZE,
+        batch_size=4,
+        training=False,
+    )
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         list(dataset.as_numpy_iterator())
-    with pytest.raises(ValueError, match=message.split()[0].lower() if "Empty" in message else "undecodable"):
+    with pytest.raises(
+        ValueError, match=message.split()[0].lower() if "Empty" in message else "undecodable"
+    ):
         data.write_tfrecords(data.from_caption_file(path, folder), str(tmp_path / "records"))
     assert not os.path.exists(tmp_path / "records") or not os.listdir(tmp_path / "records")
     rows.append(("missing.png", "a red square"))
@@ -256,13 +305,15 @@ def _corrupt_in_the_middle(encode):
     """A real image with ten bytes in its middle zeroed (its header and end intact)."""
     encoded = _encoded(encode)
     middle = len(encoded) // 2
-    return encoded[:middle] + bytes(10) + encoded[middle + 10:]
+    return encoded[:middle] + bytes(10) + encoded[middle + 10 :]
 
 
 # Images whose header looks right but which do not decode.
-BROKEN = {"truncated jpeg": ("cut.jpg", lambda: _truncated(tf.io.encode_jpeg)),
-          "truncated png": ("cut.png", lambda: _truncated(tf.io.encode_png)),
-          "corrupt png": ("corrupt.png", lambda: _corrupt_in_the_middle(tf.io.encode_png))}
+BROKEN = {
+    "truncated jpeg": ("cut.jpg", lambda: _truncated(tf.io.encode_jpeg)),
+    "truncated png": ("cut.png", lambda: _truncated(tf.io.encode_png)),
+    "corrupt png": ("corrupt.png", lambda: _corrupt_in_the_middle(tf.io.encode_png)),
+}
 
 
 def _error_text(error):
@@ -285,15 +336,24 @@ def test_a_broken_image_stops_the_pipeline_naming_file_line_and_image_id(image_f
     folder, names, _ = image_folder
     path, image = _with_a_broken_image(folder, names, kind)
     # The first training batch holds all eight rows (shuffled); evaluation reads them in order.
-    training = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE,
-                                 batch_size=8, seed=0)
-    evaluation = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE,
-                                   batch_size=4, training=False)
+    training = data.make_dataset(
+        data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE, batch_size=8, seed=0
+    )
+    evaluation = data.make_dataset(
+        data.from_caption_file(path, folder),
+        _preprocessor(),
+        IMAGE_SIZE,
+        batch_size=4,
+        training=False,
+    )
     for read in (lambda: next(iter(training)), lambda: list(evaluation)):
         with pytest.raises(tf.errors.InvalidArgumentError) as error:
             read()
         text = _error_text(error.value)
-        assert f"Undecodable image (truncated or corrupt) for image_id 6 in {path}, line 9: {image} " in text
+        assert (
+            f"Undecodable image (truncated or corrupt) for image_id 6 in {path}, line 9: {image} "
+            in text
+        )
         assert "on_bad_data='skip' to drop and count such examples" in text
 
     # write_tfrecords refuses it too, naming the row.
@@ -304,8 +364,9 @@ def test_a_broken_image_stops_the_pipeline_naming_file_line_and_image_id(image_f
 def test_fit_stops_on_a_truncated_image_naming_it(image_folder):
     folder, names, _ = image_folder
     path, image = _with_a_broken_image(folder, names, "truncated jpeg")
-    dataset = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE,
-                                batch_size=8, seed=0)
+    dataset = data.make_dataset(
+        data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE, batch_size=8, seed=0
+    )
     model = tiny_model("3t")
     model.compile()
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
@@ -324,11 +385,22 @@ def test_broken_images_are_skipped_and_counted(image_folder):
     path = os.path.join(folder, "captions.csv")
     _write_csv(path, rows)
     counter = data.BadDataCounter()
-    dataset = data.make_dataset(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE,
-                                batch_size=4, training=False, on_bad_data="skip", bad_data=counter)
+    dataset = data.make_dataset(
+        data.from_caption_file(path, folder),
+        _preprocessor(),
+        IMAGE_SIZE,
+        batch_size=4,
+        training=False,
+        on_bad_data="skip",
+        bad_data=counter,
+    )
     batches = list(dataset.as_numpy_iterator())
     assert sum(len(b["images"]) for b in batches) == len(_caption_rows(names))
-    assert counter.counts() == {"missing_file": 0, "undecodable_image": len(BROKEN), "empty_caption": 0}
+    assert counter.counts() == {
+        "missing_file": 0,
+        "undecodable_image": len(BROKEN),
+        "empty_caption": 0,
+    }
     assert sorted(batches[0]) == ["images", "padding_mask", "token_ids"]
 
 
@@ -341,8 +413,9 @@ def test_other_sources_name_what_they_know_of_a_bad_example(image_folder):
     path = os.path.join(folder, "captions.jsonl")
     _write_jsonl(path, [(name, "a red circle")] + _caption_rows(names) + [(name, "a blue circle")])
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
-        data.retrieval_task(data.from_caption_file(path, folder, per_caption=False),
-                            _preprocessor(), IMAGE_SIZE)
+        data.retrieval_task(
+            data.from_caption_file(path, folder, per_caption=False), _preprocessor(), IMAGE_SIZE
+        )
     assert f"image_id 0 in {path}, line 1: {os.path.join(folder, name)}" in _error_text(error.value)
 
     # TFRecords: the record file and the record's index in it.
@@ -356,22 +429,36 @@ def test_other_sources_name_what_they_know_of_a_bad_example(image_folder):
                 "caption": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a red square"])),
                 "image_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[10 + index])),
             }
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+            writer.write(
+                tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            )
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
-        list(data.make_dataset(data.from_tfrecords(records), _preprocessor(), IMAGE_SIZE, 2,
-                               training=False))
-    assert f"image_id 11 in {records}, record index 1 - pass on_bad_data='skip'" in _error_text(error.value)
+        list(
+            data.make_dataset(
+                data.from_tfrecords(records), _preprocessor(), IMAGE_SIZE, 2, training=False
+            )
+        )
+    assert f"image_id 11 in {records}, record index 1 - pass on_bad_data='skip'" in _error_text(
+        error.value
+    )
 
     # Decoded images with no file (TFDS): the image_id; an empty caption is named the same way.
     examples = tf.data.Dataset.from_tensor_slices(
-        {"image": np.zeros((3, 8, 8, 3), "uint8"), "caption": ["a", " ", "b"], "image_id": [4, 5, 6]})
+        {
+            "image": np.zeros((3, 8, 8, 3), "uint8"),
+            "caption": ["a", " ", "b"],
+            "image_id": [4, 5, 6],
+        }
+    )
     with pytest.raises(tf.errors.InvalidArgumentError) as error:
         list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 2, training=False))
     assert "Empty caption for image_id 5 - pass on_bad_data='skip'" in _error_text(error.value)
 
 
 def test_skip_mode_needs_a_counter():
-    examples = tf.data.Dataset.from_tensor_slices({"image": ["x"], "caption": ["a"], "image_id": [0]})
+    examples = tf.data.Dataset.from_tensor_slices(
+        {"image": ["x"], "caption": ["a"], "image_id": [0]}
+    )
     with pytest.raises(ValueError, match="BadDataCounter"):
         data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 2, on_bad_data="skip")
 
@@ -382,8 +469,9 @@ def test_the_pipeline_feeds_fit(image_folder, tmp_path):
     _write_csv(path, _caption_rows(names))
     records = str(tmp_path / "records")
     data.write_tfrecords(data.from_caption_file(path, folder), records, num_shards=2)
-    dataset = data.make_dataset(data.from_tfrecords(records), _preprocessor(), IMAGE_SIZE,
-                                batch_size=4, seed=0)
+    dataset = data.make_dataset(
+        data.from_tfrecords(records), _preprocessor(), IMAGE_SIZE, batch_size=4, seed=0
+    )
     model = tiny_model("3t")
     model.compile()
     history = model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
@@ -401,13 +489,31 @@ def test_train_recipe_trains_a_preset_on_a_caption_file_and_saves_it(tmp_path):
     recipe = load_script("recipes/train.py")
     output = str(tmp_path / "run")
     records = str(tmp_path / "records")
-    history = recipe.main([
-        "--preset", "3t_tiny", "--data", str(tmp_path / "captions.csv"),
-        "--image-root", str(tmp_path), "--write-tfrecords", records,
-        "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2", "--output", output,
-    ])
+    history = recipe.main(
+        [
+            "--preset",
+            "3t_tiny",
+            "--data",
+            str(tmp_path / "captions.csv"),
+            "--image-root",
+            str(tmp_path),
+            "--write-tfrecords",
+            records,
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "2",
+            "--output",
+            output,
+        ]
+    )
     assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
-    assert sorted(os.listdir(os.path.join(output, "checkpoints"))) == ["step-000000002", "step-000000004"]
+    assert sorted(os.listdir(os.path.join(output, "checkpoints"))) == [
+        "step-000000002",
+        "step-000000004",
+    ]
     model = presets.load(os.path.join(output, "preset"))
     assert tuple(keras.ops.shape(model.encode_text(["a 3"]))) == (1, 64)
     with pytest.raises(SystemExit, match="not empty"):
@@ -421,12 +527,19 @@ def _records_with_bad_examples(folder, names):
     with tf.io.TFRecordWriter(path) as writer:
         for index, (image, caption) in enumerate(rows):
             feature = {
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(
-                    value=[open(os.path.join(folder, image), "rb").read()])),
-                "caption": tf.train.Feature(bytes_list=tf.train.BytesList(value=[caption.encode()])),
+                "image": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(
+                        value=[open(os.path.join(folder, image), "rb").read()]
+                    )
+                ),
+                "caption": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[caption.encode()])
+                ),
                 "image_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[index])),
             }
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+            writer.write(
+                tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            )
     return data.from_tfrecords(path), {"undecodable_image": 1, "empty_caption": 1}
 
 
@@ -435,22 +548,39 @@ def _decoded_with_an_empty_caption(folder, names):
     images = np.zeros((5, 20, 20, 3), "uint8")
     captions = ["a red square", "", "a blue circle", "green", "a red circle"]
     examples = tf.data.Dataset.from_tensor_slices(
-        {"image": images, "caption": captions, "image_id": np.arange(5)})
+        {"image": images, "caption": captions, "image_id": np.arange(5)}
+    )
     return examples, {"empty_caption": 1}
 
 
-@pytest.mark.parametrize("make", [_records_with_bad_examples, _decoded_with_an_empty_caption],
-                         ids=["tfrecords", "decoded (tfds)"])
+@pytest.mark.parametrize(
+    "make",
+    [_records_with_bad_examples, _decoded_with_an_empty_caption],
+    ids=["tfrecords", "decoded (tfds)"],
+)
 def test_every_source_kind_skips_and_counts_or_raises(image_folder, make):
     folder, names, _ = image_folder
     examples, expected = make(folder, names)
     total = len(list(examples))
     with pytest.raises(tf.errors.InvalidArgumentError, match="Undecodable|Empty caption"):
-        list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 2, training=False).as_numpy_iterator())
+        list(
+            data.make_dataset(
+                examples, _preprocessor(), IMAGE_SIZE, 2, training=False
+            ).as_numpy_iterator()
+        )
     counter = data.BadDataCounter()
-    kept = sum(len(b["images"]) for b in data.make_dataset(
-        examples, _preprocessor(), IMAGE_SIZE, 2, training=False,
-        on_bad_data="skip", bad_data=counter).as_numpy_iterator())
+    kept = sum(
+        len(b["images"])
+        for b in data.make_dataset(
+            examples,
+            _preprocessor(),
+            IMAGE_SIZE,
+            2,
+            training=False,
+            on_bad_data="skip",
+            bad_data=counter,
+        ).as_numpy_iterator()
+    )
     counts = {kind: count for kind, count in counter.counts().items() if count}
     assert counts == expected and kept == total - sum(expected.values())
 
@@ -462,14 +592,26 @@ def test_an_input_context_shards_and_splits_the_global_batch(image_folder):
     examples = data.from_caption_file(path, folder)
     seen = []
     for pipeline in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
-                                             num_replicas_in_sync=2)
-        batches = list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, batch_size=4,
-                                         training=False, input_context=context).as_numpy_iterator())
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2
+        )
+        batches = list(
+            data.make_dataset(
+                examples,
+                _preprocessor(),
+                IMAGE_SIZE,
+                batch_size=4,
+                training=False,
+                input_context=context,
+            ).as_numpy_iterator()
+        )
         assert max(len(b["images"]) for b in batches) == 2  # the per-replica share of 4
         seen += [row for b in batches for row in b["token_ids"].tolist()]
-    everything = list(data.make_dataset(examples, _preprocessor(), IMAGE_SIZE, 7,
-                                        training=False).as_numpy_iterator())[0]["token_ids"].tolist()
+    everything = list(
+        data.make_dataset(
+            examples, _preprocessor(), IMAGE_SIZE, 7, training=False
+        ).as_numpy_iterator()
+    )[0]["token_ids"].tolist()
     assert sorted(seen) == sorted(everything)
 
 
@@ -489,6 +631,7 @@ def test_a_per_image_source_becomes_a_retrieval_task(image_folder):
     with pytest.raises(ValueError, match="per_caption=False"):
         data.retrieval_task(data.from_caption_file(path, folder), _preprocessor(), IMAGE_SIZE)
     with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
-        coco = data.retrieval_task(data.from_tfds("coco_captions", "val", per_caption=False),
-                                   _preprocessor(), IMAGE_SIZE)
+        coco = data.retrieval_task(
+            data.from_tfds("coco_captions", "val", per_caption=False), _preprocessor(), IMAGE_SIZE
+        )
     assert len(coco["images"]) == 2 and len(coco["text_to_image"]) >= 2

@@ -5,11 +5,11 @@ import keras_hub
 import numpy as np
 import pytest
 
-from keras_3t.digit_models import THIRD_TOWER_TASKS
-from keras_3t.digit_models import build_digit_model
-from keras_3t.digit_models import held_out_accuracy
-from keras_3t.digit_models import load_third_tower_backbone
-from keras_3t.digit_models import preset_path
+from keras_3t.demo.digit_models import THIRD_TOWER_TASKS
+from keras_3t.demo.digit_models import build_digit_model
+from keras_3t.demo.digit_models import held_out_accuracy
+from keras_3t.demo.digit_models import load_third_tower_backbone
+from keras_3t.demo.digit_models import preset_path
 from tests.conftest import to_numpy
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_3t.datasets import digit_scenes
+from keras_3t.demo import digit_scenes
 
 SOURCE = digit_scenes.load_source_digits()
 
@@ -27,7 +27,11 @@ def test_scenes_are_deterministic_per_seed():
 def test_pools_are_disjoint_and_nested_by_size(labelled, pairs):
     pools = digit_scenes.source_pools(5000, labelled_digits=labelled, train_digits=pairs)
     assert {name: len(pool) for name, pool in pools.items()} == {
-        "pretrain": labelled, "train": pairs, "validation": 500, "test": 500}
+        "pretrain": labelled,
+        "train": pairs,
+        "validation": 500,
+        "test": 500,
+    }
     union = np.concatenate(list(pools.values()))
     assert len(union) == len(np.unique(union))
     # A larger pool holds the smaller one; validation and test never move.
@@ -153,8 +157,9 @@ def test_training_scenes_draw_on_the_train_pool_of_p_digits(regime):
 @pytest.mark.parametrize("task", sorted(digit_scenes.PRETRAINING_TASKS))
 def test_pretraining_scenes_come_from_the_pretrain_pool_only(task):
     pools = digit_scenes.source_pools(5000, labelled_digits=150)
-    train = digit_scenes.pretraining_scenes(task, "train", copies=2, source=SOURCE,
-                                            labelled_digits=150)
+    train = digit_scenes.pretraining_scenes(
+        task, "train", copies=2, source=SOURCE, labelled_digits=150
+    )
     held_out = digit_scenes.pretraining_scenes(task, "held_out", copies=1, source=SOURCE)
     train_ids, held_ids = set(train["source_ids"]), set(held_out["source_ids"])
     assert train_ids == set(pools["pretrain"].tolist()) and len(train["labels"]) == 300
@@ -171,7 +176,9 @@ def test_pretraining_scenes_come_from_the_pretrain_pool_only(task):
     # Each scene shows its source digit, tinted, in one cell.
     scene, digit = train["images"][0], images[train["source_ids"][0]]
     cells = [scene[r : r + 28, c : c + 28].max(axis=-1) for r in (0, 28) for c in (0, 28)]
-    matches = [np.allclose(cell / max(cell.max(), 1e-6), digit / digit.max(), atol=1e-5) for cell in cells]
+    matches = [
+        np.allclose(cell / max(cell.max(), 1e-6), digit / digit.max(), atol=1e-5) for cell in cells
+    ]
     assert sum(matches) == 1
 
 

@@ -25,21 +25,31 @@ from tests.conftest import to_numpy
 from tests.conftest import write_digit_scene_captions
 
 HERE = os.path.dirname(__file__)
-backend_is = {name: pytest.mark.skipif(keras.backend.backend() != name, reason=f"{name} only") for name in
-              ("jax", "tensorflow", "torch")}
+backend_is = {
+    name: pytest.mark.skipif(keras.backend.backend() != name, reason=f"{name} only")
+    for name in ("jax", "tensorflow", "torch")
+}
 
 
 def run_check(script, *args):
-    result = subprocess.run([sys.executable, os.path.join(HERE, script), *map(str, args)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, os.path.join(HERE, script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def run_processes(script, argument_lists):
     """Runs one process per argument list at once; returns their JSON lines."""
     processes = [
-        subprocess.Popen([sys.executable, os.path.join(HERE, script), *map(str, args)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, os.path.join(HERE, script), *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for args in argument_lists
     ]
     outputs = [process.communicate(timeout=600) for process in processes]
@@ -59,8 +69,9 @@ def free_ports(count):
 
 
 def assert_pair_losses_match(pair_losses):
-    assert set(pair_losses) == {f"{loss}_{mode}" for loss in ("softmax", "sigmoid")
-                                for mode in ("global", "local")}
+    assert set(pair_losses) == {
+        f"{loss}_{mode}" for loss in ("softmax", "sigmoid") for mode in ("global", "local")
+    }
     for name, values in pair_losses.items():
         assert values["parallel"] == pytest.approx(values["single"], rel=1e-6), name
         assert values["max_gradient_difference"] < 1e-6, name
@@ -175,8 +186,9 @@ def test_tf_mirrored_strategy_matches_one_device_with_global_negatives():
 def test_tf_multi_worker_mirrored_strategy_two_processes(tmp_path):
     ports = free_ports(2)
     outputs = [tmp_path / f"worker_{i}.npz" for i in range(2)]
-    results = run_processes("distributed_multi_worker_check.py",
-                            [(i, *ports, outputs[i]) for i in range(2)])
+    results = run_processes(
+        "distributed_multi_worker_check.py", [(i, *ports, outputs[i]) for i in range(2)]
+    )
     assert [r["replicas"] for r in results] == [2, 2]
     assert results[0]["losses"] == results[1]["losses"]
     workers = [np.load(path) for path in outputs]
@@ -225,8 +237,19 @@ def digit_records(tmp_path_factory):
 def run_recipe(records, output, *flags, launcher=(), environment=None):
     recipe = os.path.join(HERE, "..", "recipes", "train.py")
     command = [*launcher, recipe] if launcher else [sys.executable, recipe]
-    command += ["--data", records, "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "2",
-                "--output", str(output), *flags]
+    command += [
+        "--data",
+        records,
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "2",
+        "--output",
+        str(output),
+        *flags,
+    ]
     env = dict(os.environ, **(environment or {}))
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -242,8 +265,14 @@ def test_train_recipe_data_parallel_equals_one_device(digit_records, tmp_path):
     else:
         flags, environment = [], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     single = run_recipe(digit_records, tmp_path / "single")
-    parallel = run_recipe(digit_records, tmp_path / "parallel", "--data-parallel", "--local-loss", *flags,
-                          environment=environment)
+    parallel = run_recipe(
+        digit_records,
+        tmp_path / "parallel",
+        "--data-parallel",
+        "--local-loss",
+        *flags,
+        environment=environment,
+    )
     # The same global batches from the same seed: the same losses, up to
     # float32 rounding (TensorFlow compiles the one-device step with XLA but
     # not the replicated one) that AdamW's per-entry scaling magnifies in
@@ -255,8 +284,15 @@ def test_train_recipe_data_parallel_equals_one_device(digit_records, tmp_path):
 @backend_is["torch"]
 def test_train_recipe_under_torchrun(digit_records, tmp_path):
     (port,) = free_ports(1)
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
-                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}")
+    launcher = (
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc-per-node=2",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+    )
     history = run_recipe(digit_records, tmp_path / "run", "--data-parallel", launcher=launcher)
     assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
     # Only process 0 writes: one set of outputs.

@@ -25,7 +25,14 @@ def test_docs_python_blocks_run(code, tmp_path, monkeypatch):
 
 
 def test_quickstart_recipe_trains_and_saves(tmp_path):
-    command = [sys.executable, str(ROOT / "recipes" / "quickstart.py"), "--epochs", "2", "--output", str(tmp_path)]
+    command = [
+        sys.executable,
+        str(ROOT / "recipes" / "quickstart.py"),
+        "--epochs",
+        "2",
+        "--output",
+        str(tmp_path),
+    ]
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     epochs = re.findall(r"epoch +\d+ +loss ([\d.]+) +image_text", result.stdout)

@@ -4,13 +4,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import text_of
 from conftest import tiny_model
 from conftest import to_numpy
+
 from keras_3t.callbacks import EvaluationCallback
-from keras_3t.datasets import toy
-from keras_3t.datasets import toy_batch
+from keras_3t.demo import toy
+from keras_3t.demo.toy import toy_batch
 from keras_3t.evaluation import alpha_sweep
 from keras_3t.evaluation import embed_images
 from keras_3t.evaluation import embed_texts
@@ -49,21 +49,21 @@ class BagOfWordsModel:
 
 def test_zero_shot_classifier_and_accuracy_of_a_hand_built_model():
     classes = ["cat", "dog", "car", "bus", "tree"]
-    classifier = zero_shot_classifier(
-        BagOfWordsModel(), classes, ["{}", "a {}"], word_tokenizer
-    )
+    classifier = zero_shot_classifier(BagOfWordsModel(), classes, ["{}", "a {}"], word_tokenizer)
     # By hand: mean of e_c and (e_a + e_c)/√2, renormalised.
     for row, name in zip(classifier, classes):
         expected = np.eye(len(VOCABULARY))[VOCABULARY.index(name)] * (1 + 2**-0.5)
         expected += np.eye(len(VOCABULARY))[VOCABULARY.index("a")] * 2**-0.5
         np.testing.assert_allclose(row, expected / np.linalg.norm(expected), atol=1e-6)
     one_hot = lambda word: np.eye(len(VOCABULARY))[VOCABULARY.index(word)]
-    images = np.stack([
-        one_hot("cat"),                          # right
-        one_hot("dog") + 0.1 * one_hot("bus"),   # right
-        one_hot("car") + one_hot("bus"),         # tie between car and bus: counts against
-        one_hot("tree") + 2 * one_hot("cat"),    # wrong at 1 (cat wins), right at 2
-    ])[:, None, None, :]
+    images = np.stack(
+        [
+            one_hot("cat"),  # right
+            one_hot("dog") + 0.1 * one_hot("bus"),  # right
+            one_hot("car") + one_hot("bus"),  # tie between car and bus: counts against
+            one_hot("tree") + 2 * one_hot("cat"),  # wrong at 1 (cat wins), right at 2
+        ]
+    )[:, None, None, :]
     labels = [0, 1, 2, 4]
     accuracy = zero_shot_accuracy(BagOfWordsModel(), images, labels, classifier, batch_size=3)
     assert accuracy == {"top1": 0.5, "top5": 1.0}
@@ -115,15 +115,25 @@ def _tasks(seed=0):
     batch = toy_batch(24, seed=seed)
     colours = batch["token_ids"][:, 0] - 1
     return dict(
-        retrieval={"images": batch["images"], "texts": text_of(batch),
-                   "text_to_image": np.arange(24)},
-        zero_shot={"images": batch["images"], "labels": colours,
-                   "class_names": list(toy.COLOUR_NAMES), "tokenizer": toy.tokenize,
-                   "templates": ["{} square", "a {}"]},
-        few_shot={"train_images": toy_batch(64, seed=seed + 1)["images"],
-                  "train_labels": toy_batch(64, seed=seed + 1)["token_ids"][:, 0] - 1,
-                  "test_images": batch["images"], "test_labels": colours,
-                  "shots": (1, 2)},
+        retrieval={
+            "images": batch["images"],
+            "texts": text_of(batch),
+            "text_to_image": np.arange(24),
+        },
+        zero_shot={
+            "images": batch["images"],
+            "labels": colours,
+            "class_names": list(toy.COLOUR_NAMES),
+            "tokenizer": toy.tokenize,
+            "templates": ["{} square", "a {}"],
+        },
+        few_shot={
+            "train_images": toy_batch(64, seed=seed + 1)["images"],
+            "train_labels": toy_batch(64, seed=seed + 1)["token_ids"][:, 0] - 1,
+            "test_images": batch["images"],
+            "test_labels": colours,
+            "shots": (1, 2),
+        },
     )
 
 
@@ -176,15 +186,23 @@ def test_alpha_zero_is_the_third_tower_path(model_3t):
     classifier = classifier_from_prompt_embeddings(
         g_h(_prompt_inputs(task)), len(task["class_names"])
     )
-    expected.update({
-        f"zero_shot_{k}": v
-        for k, v in top_k_accuracy(h_g(task["images"]), task["labels"], classifier).items()
-    })
+    expected.update(
+        {
+            f"zero_shot_{k}": v
+            for k, v in top_k_accuracy(h_g(task["images"]), task["labels"], classifier).items()
+        }
+    )
     task = tasks["few_shot"]
-    expected.update(few_shot_linear_probe(
-        h_g(task["train_images"]), task["train_labels"], h_g(task["test_images"]),
-        task["test_labels"], shots=task["shots"], l2_regularization=1.0,
-    ))
+    expected.update(
+        few_shot_linear_probe(
+            h_g(task["train_images"]),
+            task["train_labels"],
+            h_g(task["test_images"]),
+            task["test_labels"],
+            shots=task["shots"],
+            l2_regularization=1.0,
+        )
+    )
     assert row == {"alpha": 0.0, **expected}
 
 
@@ -223,7 +241,10 @@ def test_zero_shot_scores_are_exactly_s_alpha(model_3t, alpha):
     # scales the paths by how much each one's templates agree.
     concatenated = embed_texts(model_3t, _prompt_inputs(task), alpha=alpha)
     whole = classifier_from_prompt_embeddings(concatenated, num_classes)
-    assert np.abs(embed_images(model_3t, task["images"], alpha=alpha) @ whole.T - expected).max() > 1e-3
+    assert (
+        np.abs(embed_images(model_3t, task["images"], alpha=alpha) @ whole.T - expected).max()
+        > 1e-3
+    )
     # The α sweep and evaluate_model score zero-shot with the same classifier.
     ahead = (expected >= expected[np.arange(len(expected)), task["labels"]][:, None]).sum(1) - 1
     top1 = float(np.mean(ahead < 1))
@@ -258,7 +279,8 @@ def test_embedding_a_dataset_equals_embedding_arrays(model_3t):
         atol=1e-6,
     )
     np.testing.assert_allclose(
-        embed_texts(model_3t, dataset), embed_texts(model_3t, text_of(batch), batch_size=3),
+        embed_texts(model_3t, dataset),
+        embed_texts(model_3t, text_of(batch), batch_size=3),
         atol=1e-6,
     )
 
@@ -268,8 +290,13 @@ def test_evaluation_callback_logs_into_history_and_csv(tmp_path):
     model.compile()
     callback = EvaluationCallback(retrieval=_tasks()["retrieval"])
     csv_path = tmp_path / "log.csv"
-    history = model.fit(toy_batch(32, seed=0), batch_size=16, epochs=2, verbose=0,
-                        callbacks=[callback, keras.callbacks.CSVLogger(str(csv_path))])
+    history = model.fit(
+        toy_batch(32, seed=0),
+        batch_size=16,
+        epochs=2,
+        verbose=0,
+        callbacks=[callback, keras.callbacks.CSVLogger(str(csv_path))],
+    )
     assert len(history.history["val_image_to_text_r1"]) == 2
     header = csv_path.read_text().splitlines()[0].split(",")
     assert "val_text_to_image_r10" in header

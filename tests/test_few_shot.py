@@ -25,8 +25,9 @@ def test_ridge_scores_match_float64_reference(num_examples, dim):
     targets = 2.0 * np.eye(3)[rng.integers(0, 3, num_examples)] - 1.0
     test = rng.normal(size=(10, dim)).astype("float32")
     got = ridge_regression_predict(train, targets, test, 1.0)
-    np.testing.assert_allclose(got, reference_ridge_scores(train, targets, test, 1.0),
-                               rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(
+        got, reference_ridge_scores(train, targets, test, 1.0), rtol=2e-3, atol=2e-3
+    )
 
 
 def _clusters(seed, num_classes=4, per_class=30, dim=16, noise=0.3):
@@ -39,8 +40,16 @@ def _clusters(seed, num_classes=4, per_class=30, dim=16, noise=0.3):
 def test_probe_matches_a_reference_on_the_same_draws():
     train, train_labels = _clusters(1, noise=1.5)
     test, test_labels = _clusters(1, noise=1.5)
-    result = few_shot_linear_probe(train, train_labels, test, test_labels,
-                                   shots=(2, 5), num_draws=2, seed=7, l2_regularization=1.0)
+    result = few_shot_linear_probe(
+        train,
+        train_labels,
+        test,
+        test_labels,
+        shots=(2, 5),
+        num_draws=2,
+        seed=7,
+        l2_regularization=1.0,
+    )
     classes = np.arange(4)
     targets = 2.0 * np.eye(4)[train_labels] - 1.0
     for k in (2, 5):
@@ -61,8 +70,14 @@ def test_separable_data_is_learned_and_random_labels_are_not():
     separable = few_shot_linear_probe(train, train_labels, train, train_labels, shots=(5, 10))
     assert separable["few_shot_5"] > 0.95 and separable["few_shot_10"] > 0.95
     rng = np.random.default_rng(4)
-    random = few_shot_linear_probe(train, rng.permutation(train_labels), train,
-                                   rng.permutation(train_labels), shots=(5,), num_draws=5)
+    random = few_shot_linear_probe(
+        train,
+        rng.permutation(train_labels),
+        train,
+        rng.permutation(train_labels),
+        shots=(5,),
+        num_draws=5,
+    )
     assert random["few_shot_5"] < 0.5  # chance is 0.25
 
 
@@ -90,8 +105,12 @@ def test_draws_are_seeded():
 )
 def test_bad_input_raises_value_error(change, message):
     train, train_labels = _clusters(0)
-    arguments = dict(train_embeddings=train, train_labels=train_labels,
-                     test_embeddings=train[:8], test_labels=train_labels[:8])
+    arguments = dict(
+        train_embeddings=train,
+        train_labels=train_labels,
+        test_embeddings=train[:8],
+        test_labels=train_labels[:8],
+    )
     arguments.update(change)
     with pytest.raises(ValueError, match=message):
         few_shot_linear_probe(**arguments)
@@ -149,10 +168,17 @@ def test_the_probe_sees_the_alpha_weights_but_not_a_common_scale():
     split = np.arange(len(labels)) % 2 == 0
 
     def probe(alpha, scale=1.0):
-        features = scale * np.concatenate([np.sqrt(alpha) * informative,
-                                           np.sqrt(1 - alpha) * noise], axis=1)
-        return few_shot_linear_probe(features[split], labels[split], features[~split],
-                                     labels[~split], shots=(5,), num_draws=3)
+        features = scale * np.concatenate(
+            [np.sqrt(alpha) * informative, np.sqrt(1 - alpha) * noise], axis=1
+        )
+        return few_shot_linear_probe(
+            features[split],
+            labels[split],
+            features[~split],
+            labels[~split],
+            shots=(5,),
+            num_draws=3,
+        )
 
     accuracy = {alpha: probe(alpha)["few_shot_5"] for alpha in (0.05, 0.5, 0.95)}
     assert accuracy[0.05] < accuracy[0.5] < accuracy[0.95]

@@ -6,7 +6,7 @@ import pytest
 
 from keras_3t import ImageConverter
 from keras_3t import ThreeTowerPreprocessor
-from keras_3t.datasets import toy_batch
+from keras_3t.demo.toy import toy_batch
 from keras_3t.evaluation import zero_shot_accuracy
 from keras_3t.evaluation import zero_shot_classifier
 from keras_3t.preprocessing import caption_tokenizer
@@ -114,7 +114,11 @@ def test_image_converter_maps_over_tf_data():
         (["a.png", "b.png"], TypeError, "not an image: read it first"),
         ({"images": np.zeros((1, 16, 16, 3))}, TypeError, "not a dict"),
         (np.zeros((16, 16, 3), "float32"), ValueError, r"For one image, pass images\[None\]"),
-        (np.full((1, 16, 16, 3), 255.0, "float32"), ValueError, r"values in \[0, 1\]; these run from 255"),
+        (
+            np.full((1, 16, 16, 3), 255.0, "float32"),
+            ValueError,
+            r"values in \[0, 1\]; these run from 255",
+        ),
         (np.full((1, 16, 16, 3), 300, "int32"), ValueError, r"values in \[0, 255\]"),
         (np.zeros((1, 16, 16, 2), "uint8"), ValueError, "2 channels"),
         ([], ValueError, "empty list of images"),

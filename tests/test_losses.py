@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
+from conftest import tiny_model
+from conftest import to_numpy
 from scipy.special import log_expit
 from scipy.special import logsumexp
 
-from conftest import tiny_model
-from conftest import to_numpy
-from keras_3t.datasets import toy_batch
+from keras_3t.demo.toy import toy_batch
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
@@ -48,12 +48,8 @@ def test_softmax_loss_matches_float64_reference(n, d, scale):
 def test_sigmoid_loss_matches_float64_reference(n, d, scale, bias):
     rng = np.random.default_rng(n)
     a, b = _normalized(rng, n, d), _normalized(rng, n, d)
-    got = to_numpy(
-        sigmoid_contrastive_loss(a.astype("float32"), b.astype("float32"), scale, bias)
-    )
-    np.testing.assert_allclose(
-        got, reference_sigmoid_loss(a, b, scale, bias), rtol=1e-5, atol=1e-5
-    )
+    got = to_numpy(sigmoid_contrastive_loss(a.astype("float32"), b.astype("float32"), scale, bias))
+    np.testing.assert_allclose(got, reference_sigmoid_loss(a, b, scale, bias), rtol=1e-5, atol=1e-5)
 
 
 def test_softmax_loss_is_small_for_aligned_pairs_and_log_n_for_uniform():
@@ -84,7 +80,9 @@ def test_3t_loss_is_the_weighted_sum_of_its_pairs(loss):
     weights = (0.5, 0.2, 0.3)
     model = tiny_model(pair_weights=weights, loss=loss)
     values = model.compute_objective(toy_batch(8, seed=3))
-    pairs = [to_numpy(values[k]) for k in ("loss_image_text", "loss_image_third", "loss_text_third")]
+    pairs = [
+        to_numpy(values[k]) for k in ("loss_image_text", "loss_image_third", "loss_text_third")
+    ]
     np.testing.assert_allclose(to_numpy(values["loss"]), np.dot(weights, pairs), rtol=1e-6)
     assert all(p > 0 for p in pairs)
 

@@ -6,14 +6,14 @@ import sys
 import keras
 import numpy as np
 import pytest
-
 from conftest import EMBEDDING_DIM
 from conftest import snapshot
 from conftest import text_of
 from conftest import tiny_model
 from conftest import to_numpy
+
 from keras_3t import ThreeTowerModel
-from keras_3t.datasets import toy_batch
+from keras_3t.demo.toy import toy_batch
 
 BATCH_SIZE = 32
 TRAIN_METRICS = {
@@ -59,9 +59,10 @@ def test_fit_drives_the_3t_loss_well_below_chance_and_retrieval_above_chance(tra
     for pair in ("image_text", "image_third", "text_third"):
         assert history[f"loss_{pair}"][-1] < history[f"loss_{pair}"][0], pair
     batch = toy_batch(BATCH_SIZE, seed=1)  # a training batch: unique captions
-    similarity = to_numpy(model.encode_image(batch["images"])) @ to_numpy(
-        model.encode_text(text_of(batch))
-    ).T
+    similarity = (
+        to_numpy(model.encode_image(batch["images"]))
+        @ to_numpy(model.encode_text(text_of(batch))).T
+    )
     recall_at_1 = np.mean(similarity.argmax(axis=1) == np.arange(BATCH_SIZE))
     assert recall_at_1 > 10 / BATCH_SIZE  # chance is 1 / 32
 
@@ -155,7 +156,7 @@ CROSS_BACKEND_SCRIPT = """
 import json, sys
 import keras, numpy as np
 from keras_3t import ThreeTowerModel
-from keras_3t.datasets import toy_batch
+from keras_3t.demo.toy import toy_batch
 config_path, weights_path, keras_path, out_path = sys.argv[1:]
 batch = toy_batch(8, seed=4)
 text = {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"]}
@@ -182,10 +183,17 @@ def test_weights_saved_under_one_backend_load_under_another(trained_3t, tmp_path
     script.write_text(CROSS_BACKEND_SCRIPT)
     env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
     loader = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "config.json"),
-         str(tmp_path / "model.weights.h5"), str(tmp_path / "model.keras"),
-         str(tmp_path / "out.npz")],
-        env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "config.json"),
+            str(tmp_path / "model.weights.h5"),
+            str(tmp_path / "model.keras"),
+            str(tmp_path / "out.npz"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert loader.returncode == 0, loader.stderr[-3000:]
     result = np.load(tmp_path / "out.npz")
@@ -243,8 +251,12 @@ def test_sigmoid_loss_shared_scale_shared_head_and_embedding_adaptors():
     model.compile(learning_rate=3e-3)
     history = model.fit(toy_batch(96, seed=1), batch_size=BATCH_SIZE, epochs=3, verbose=0)
     assert set(history.history) == {
-        "loss", "loss_image_text", "loss_image_third", "loss_text_third",
-        "logit_scale", "logit_bias",
+        "loss",
+        "loss_image_text",
+        "loss_image_third",
+        "loss_text_third",
+        "logit_scale",
+        "logit_bias",
     }
     np.testing.assert_allclose(history.history["logit_bias"][0], -10.0, atol=0.1)
     assert history.history["loss"][-1] < history.history["loss"][0]
@@ -293,8 +305,10 @@ def _batch(size=4, **changes):
         (_batch(images=np.zeros((4, 12, 16, 3), "float32")), "height"),
         (_batch(padding_mask=None), "without a padding_mask"),
         (_batch(size=1), "at least 2 examples"),
-        (_batch(token_ids=np.ones((4, 9), "int32"), padding_mask=np.ones((4, 9), bool)),
-         "longer than the text tower's sequence_length"),
+        (
+            _batch(token_ids=np.ones((4, 9), "int32"), padding_mask=np.ones((4, 9), bool)),
+            "longer than the text tower's sequence_length",
+        ),
         ([np.zeros((4, 16, 16, 3))], "must be dicts"),
     ],
     ids=["image-rank", "channels", "height", "no-mask", "batch-of-one", "too-long", "not-dict"],
@@ -342,8 +356,13 @@ def test_constructor_rejects_inconsistent_models():
         ThreeTowerModel(
             clip.image_tower,
             tiny_model("clip").text_tower.__class__(
-                vocabulary_size=20, sequence_length=4, embedding_dim=EMBEDDING_DIM + 1,
-                hidden_dim=8, num_layers=1, num_heads=1, intermediate_dim=8,
+                vocabulary_size=20,
+                sequence_length=4,
+                embedding_dim=EMBEDDING_DIM + 1,
+                hidden_dim=8,
+                num_layers=1,
+                num_heads=1,
+                intermediate_dim=8,
             ),
             objective="clip",
         )

@@ -1,8 +1,8 @@
 import keras
 import numpy as np
 import pytest
-
 from conftest import to_numpy
+
 from keras_3t.objective_metrics import ObjectiveMeans
 
 

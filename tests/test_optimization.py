@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_3t import backend
 from keras_3t.optimization import AdamW
+from keras_3t.optimization import torch_adam_update
 from tests.conftest import tiny_model
 from tests.conftest import to_numpy
 
@@ -61,14 +61,14 @@ def test_pytorch_update_replaces_keras_update(fused):
     optimizer = AdamW(learning_rate=0.1)
     optimizer.build(variables)
     gradients = [keras.ops.ones((3, 2))]
-    updated = backend.torch_adam_update(optimizer, gradients, variables, 0.1, fused=fused)
+    updated = torch_adam_update(optimizer, gradients, variables, 0.1, fused=fused)
     assert updated == (keras.backend.backend() == "torch")
     if updated:
         # Step 1 of Adam moves every entry by about the learning rate.
         np.testing.assert_allclose(to_numpy(variables[0]), 0.9, rtol=1e-5)
     amsgrad = AdamW(learning_rate=0.1, amsgrad=True)
     amsgrad.build(variables)
-    assert not backend.torch_adam_update(amsgrad, gradients, variables, 0.1, fused=fused)
+    assert not torch_adam_update(amsgrad, gradients, variables, 0.1, fused=fused)
 
 
 def test_compile_default_is_this_adamw_and_survives_saving(tmp_path):
@@ -88,7 +88,8 @@ def test_optimizer_benchmark_runs(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "optimizer_step.py")
     subprocess.run(
         [sys.executable, script, "--size", "tiny", "--steps", "2", "--output", output],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     report = json.load(open(output))
     names = [result["optimizer"] for result in report["results"]]

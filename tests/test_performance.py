@@ -12,7 +12,7 @@ from keras_3t.data import from_caption_file
 from keras_3t.data import load_third_tower_cache
 from keras_3t.data import make_dataset
 from keras_3t.data import write_third_tower_cache
-from keras_3t.datasets import toy_batch
+from keras_3t.demo.toy import toy_batch
 from tests.conftest import IMAGE_SIZE
 from tests.conftest import load_script
 from tests.conftest import tiny_model
@@ -65,10 +65,14 @@ def test_cached_third_tower_trains_like_the_live_one(tmp_path):
 
     initial = [to_numpy(w) for w in live.trainable_weights]
     live_history = live.fit(data(live), steps_per_epoch=3, verbose=0).history
-    cached_history = cached.fit(data(cached, third_tower_cache=cache), steps_per_epoch=3, verbose=0).history
+    cached_history = cached.fit(
+        data(cached, third_tower_cache=cache), steps_per_epoch=3, verbose=0
+    ).history
     np.testing.assert_allclose(live_history["loss"], cached_history["loss"], rtol=1e-5)
     moved = 0.0
-    for live_weight, cached_weight, start in zip(live.trainable_weights, cached.trainable_weights, initial):
+    for live_weight, cached_weight, start in zip(
+        live.trainable_weights, cached.trainable_weights, initial
+    ):
         np.testing.assert_allclose(
             to_numpy(cached_weight), to_numpy(live_weight), atol=1e-5, err_msg=live_weight.path
         )
@@ -87,10 +91,19 @@ def test_cache_refuses_augmentation_other_towers_and_changed_data(tmp_path):
     with pytest.raises(ValueError, match="augments it"):
         make_dataset(examples, model.preprocessor, size, 4, third_tower_cache=cache)
     with pytest.raises(ValueError, match="augments it"):
-        make_dataset(examples, model.preprocessor, size, 4, random_crop_scale=None, flip=True,
-                     third_tower_cache=cache)
+        make_dataset(
+            examples,
+            model.preprocessor,
+            size,
+            4,
+            random_crop_scale=None,
+            flip=True,
+            third_tower_cache=cache,
+        )
     with pytest.raises(ValueError, match="computed on 56-pixel crops"):
-        make_dataset(examples, model.preprocessor, 48, 4, random_crop_scale=None, third_tower_cache=cache)
+        make_dataset(
+            examples, model.preprocessor, 48, 4, random_crop_scale=None, third_tower_cache=cache
+        )
 
     other = _preset_model()
     weight = other.third_tower.backbone.weights[0]
@@ -107,10 +120,18 @@ def test_cache_refuses_augmentation_other_towers_and_changed_data(tmp_path):
         file.write(replacement)
     changed = from_caption_file(path, image_root=str(tmp_path))
     with pytest.raises(tf.errors.InvalidArgumentError, match="differs from the one cached"):
-        list(make_dataset(changed, model.preprocessor, size, 4, training=False, third_tower_cache=cache))
+        list(
+            make_dataset(
+                changed, model.preprocessor, size, 4, training=False, third_tower_cache=cache
+            )
+        )
     extra = examples.map(lambda example: {**example, "image_id": example["image_id"] + 100})
     with pytest.raises(tf.errors.InvalidArgumentError, match="is not in the third-tower cache"):
-        list(make_dataset(extra, model.preprocessor, size, 4, training=False, third_tower_cache=cache))
+        list(
+            make_dataset(
+                extra, model.preprocessor, size, 4, training=False, third_tower_cache=cache
+            )
+        )
 
 
 def test_cache_is_never_overwritten_and_corruption_is_named(tmp_path):
@@ -118,10 +139,14 @@ def test_cache_is_never_overwritten_and_corruption_is_named(tmp_path):
     model = _preset_model()
     cache_dir = str(tmp_path / "cache")
     write_third_tower_cache(model, examples, cache_dir, 56)
-    before = {name: open(os.path.join(cache_dir, name), "rb").read() for name in os.listdir(cache_dir)}
+    before = {
+        name: open(os.path.join(cache_dir, name), "rb").read() for name in os.listdir(cache_dir)
+    }
     with pytest.raises(FileExistsError, match="overwrite=True"):
         write_third_tower_cache(model, examples, cache_dir, 56)
-    assert {name: open(os.path.join(cache_dir, name), "rb").read() for name in os.listdir(cache_dir)} == before
+    assert {
+        name: open(os.path.join(cache_dir, name), "rb").read() for name in os.listdir(cache_dir)
+    } == before
     # No staging folder left beside the cache.
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".third_tower_cache")]
 
@@ -134,7 +159,9 @@ def test_cache_is_never_overwritten_and_corruption_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing features.npy"):
         load_third_tower_cache(cache_dir, model)
     manifest = write_third_tower_cache(model, examples, cache_dir, 56, overwrite=True)
-    assert manifest["images"] == 4 and load_third_tower_cache(cache_dir, model).features.shape[0] == 4
+    assert (
+        manifest["images"] == 4 and load_third_tower_cache(cache_dir, model).features.shape[0] == 4
+    )
 
 
 def test_cache_writer_reads_the_source_once(tmp_path):
@@ -150,24 +177,27 @@ def test_cache_writer_reads_the_source_once(tmp_path):
         for image_id in ids:
             yield {"image": images[image_id - 1], "caption": "a caption", "image_id": image_id}
 
-    examples = tf.data.Dataset.from_generator(rows, output_signature={
-        "image": tf.TensorSpec((40, 40, 3), tf.uint8),
-        "caption": tf.TensorSpec((), tf.string),
-        "image_id": tf.TensorSpec((), tf.int64),
-    })
+    examples = tf.data.Dataset.from_generator(
+        rows,
+        output_signature={
+            "image": tf.TensorSpec((40, 40, 3), tf.uint8),
+            "caption": tf.TensorSpec((), tf.string),
+            "image_id": tf.TensorSpec((), tf.int64),
+        },
+    )
     cache_dir = str(tmp_path / "cache")
     manifest = write_third_tower_cache(model, examples, cache_dir, 56, batch_size=2)
     assert len(passes) == 1
     cache = load_third_tower_cache(cache_dir, model)
     assert manifest["images"] == 3 and list(cache.image_ids) == [1, 2, 3]
     # Each row is its own image's features, whatever the batching.
-    alone = write_third_tower_cache(
-        model, examples.take(1), str(tmp_path / "alone"), 56
-    )
+    alone = write_third_tower_cache(model, examples.take(1), str(tmp_path / "alone"), 56)
     assert alone["images"] == 1
     np.testing.assert_allclose(
         load_third_tower_cache(str(tmp_path / "alone"), model).features[0],
-        cache.features[0], rtol=1e-5, atol=1e-6,
+        cache.features[0],
+        rtol=1e-5,
+        atol=1e-6,
     )
     with pytest.raises(ValueError, match="got no examples"):
         write_third_tower_cache(model, examples.take(0), str(tmp_path / "empty"), 56)
@@ -193,7 +223,9 @@ def test_model_checks_cached_features():
 
 def _one_sgd_step(accumulation_steps, objective="3t", loss="softmax"):
     keras.utils.set_random_seed(0)
-    model = tiny_model(objective, third_backbone=tiny_vit() if objective == "3t" else None, loss=loss)
+    model = tiny_model(
+        objective, third_backbone=tiny_vit() if objective == "3t" else None, loss=loss
+    )
     before = [to_numpy(v) for v in model.trainable_variables]
     # SGD with learning rate 1: each weight moves by exactly its gradient.
     model.compile(optimizer=keras.optimizers.SGD(1.0), accumulation_steps=accumulation_steps)
@@ -205,7 +237,9 @@ def _one_sgd_step(accumulation_steps, objective="3t", loss="softmax"):
     }
 
 
-@pytest.mark.parametrize("objective,loss", [("3t", "softmax"), ("3t", "sigmoid"), ("clip", "softmax")])
+@pytest.mark.parametrize(
+    "objective,loss", [("3t", "softmax"), ("3t", "sigmoid"), ("clip", "softmax")]
+)
 def test_accumulated_gradients_equal_the_big_batch(objective, loss):
     logs, gradients = _one_sgd_step(1, objective, loss)
     for steps in (2, 4):
@@ -213,7 +247,9 @@ def test_accumulated_gradients_equal_the_big_batch(objective, loss):
         for name, value in logs.items():
             np.testing.assert_allclose(accumulated_logs[name], value, rtol=1e-6, err_msg=name)
         for path, gradient in gradients.items():
-            np.testing.assert_allclose(accumulated[path], gradient, atol=2e-6, rtol=1e-4, err_msg=str(path))
+            np.testing.assert_allclose(
+                accumulated[path], gradient, atol=2e-6, rtol=1e-4, err_msg=str(path)
+            )
     # The logit scale's gradient is counted once, not once per micro-batch.
     scale = [g for (_, name), g in gradients.items() if name.startswith("logit_scale")][0]
     assert abs(scale) > 1e-4
@@ -279,7 +315,9 @@ def test_causal_text_tower_ignores_later_tokens():
         tower = tiny_text_tower(causal=causal, pooling="first")
         text = {key: batch[key] for key in ("token_ids", "padding_mask")}
         other = {key: changed[key] for key in ("token_ids", "padding_mask")}
-        same = np.allclose(to_numpy(tower(text)["embedding"]), to_numpy(tower(other)["embedding"]), atol=1e-6)
+        same = np.allclose(
+            to_numpy(tower(text)["embedding"]), to_numpy(tower(other)["embedding"]), atol=1e-6
+        )
         assert same == causal
     assert tiny_text_tower(causal=True).get_config()["causal"] is True
 
@@ -291,7 +329,11 @@ def test_mixed_bfloat16_trains_with_float32_losses():
         model.compile()
         batch = toy_batch(BATCH, image_size=IMAGE_SIZE, seed=0)
         embeddings = model.embed_batch(batch, training=True)
-        assert all(keras.backend.standardize_dtype(x.dtype) == "float32" for pair in embeddings.values() for x in pair)
+        assert all(
+            keras.backend.standardize_dtype(x.dtype) == "float32"
+            for pair in embeddings.values()
+            for x in pair
+        )
         assert "bfloat16" in str(model.image_tower.backbone.layers[-1].compute_dtype)
         history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(3), verbose=0).history
         assert np.isfinite(history["loss"]).all()
@@ -304,9 +346,25 @@ def test_train_recipe_with_cache_accumulation_and_bfloat16(tmp_path):
     path, _ = _digit_scenes(tmp_path, 16)
     recipe = load_script("recipes/train.py")
     cache_dir = path + ".third_tower_cache"
-    arguments = ["--preset", "3t_tiny", "--data", path, "--image-root", str(tmp_path),
-                 "--third-tower-cache", cache_dir, "--accumulation-steps", "2", "--mixed-precision",
-                 "--batch-size", "8", "--steps-per-epoch", "2", "--output", str(tmp_path / "run")]
+    arguments = [
+        "--preset",
+        "3t_tiny",
+        "--data",
+        path,
+        "--image-root",
+        str(tmp_path),
+        "--third-tower-cache",
+        cache_dir,
+        "--accumulation-steps",
+        "2",
+        "--mixed-precision",
+        "--batch-size",
+        "8",
+        "--steps-per-epoch",
+        "2",
+        "--output",
+        str(tmp_path / "run"),
+    ]
     try:
         history = recipe.main(arguments)
         assert np.isfinite(history["loss"]).all()
@@ -317,8 +375,20 @@ def test_train_recipe_with_cache_accumulation_and_bfloat16(tmp_path):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     with pytest.raises(SystemExit, match="for 3T presets"):
-        recipe.main(["--preset", "clip_tiny", "--data", path, "--image-root", str(tmp_path),
-                     "--third-tower-cache", cache_dir, "--output", str(tmp_path / "clip")])
+        recipe.main(
+            [
+                "--preset",
+                "clip_tiny",
+                "--data",
+                path,
+                "--image-root",
+                str(tmp_path),
+                "--third-tower-cache",
+                cache_dir,
+                "--output",
+                str(tmp_path / "clip"),
+            ]
+        )
 
 
 def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
@@ -329,10 +399,28 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     output = str(tmp_path / "train_step.json")
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "train_step.py")
     subprocess.run(
-        [sys.executable, script, "--sizes", "tiny", "--backends", keras.backend.backend(),
-         "--objectives", "clip", "3t_cached", "third_forward", "--batch", "8",
-         "--warmup", "1", "--steps", "2", "--output", output],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            script,
+            "--sizes",
+            "tiny",
+            "--backends",
+            keras.backend.backend(),
+            "--objectives",
+            "clip",
+            "3t_cached",
+            "third_forward",
+            "--batch",
+            "8",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--output",
+            output,
+        ],
+        check=True,
+        capture_output=True,
     )
     report = json.load(open(output))
     [targets] = report["targets"]
@@ -351,10 +439,30 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     assert report["machine"]["cores"] == os.cpu_count()
     separate = str(tmp_path / "separate.json")
     subprocess.run(
-        [sys.executable, script, "--sizes", "tiny", "--backends", keras.backend.backend(),
-         "--objectives", "clip", "third_forward", "--process-per-objective", "--batch", "8",
-         "--warmup", "1", "--steps", "2", "--turn-steps", "2", "--output", separate],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            script,
+            "--sizes",
+            "tiny",
+            "--backends",
+            keras.backend.backend(),
+            "--objectives",
+            "clip",
+            "third_forward",
+            "--process-per-objective",
+            "--batch",
+            "8",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--turn-steps",
+            "2",
+            "--output",
+            separate,
+        ],
+        check=True,
+        capture_output=True,
     )
     runs = json.load(open(separate))["runs"]
     assert [run["objective"] for run in runs] == ["clip", "third_forward"]
@@ -362,7 +470,9 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     # One time per round, whatever the steps per turn.
     assert all(run["turn_steps"] == 2 and len(run["step_times_s"]) == 2 for run in runs)
     with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
-        subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, script, "--output", output], check=True, capture_output=True
+        )
 
 
 def test_a_turn_times_the_steps_after_its_first(monkeypatch):
@@ -381,11 +491,14 @@ def test_a_turn_times_the_steps_after_its_first(monkeypatch):
     assert len(calls) == 1
     # open_clip's worker takes the same protocol and timing from train_step.py.
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "openclip_lockstep.py")
-    usage = subprocess.run([sys.executable, script, "--help"], check=True, capture_output=True, text=True)
+    usage = subprocess.run(
+        [sys.executable, script, "--help"], check=True, capture_output=True, text=True
+    )
     assert "--turn-steps" in usage.stdout
     rejected = subprocess.run(
         [sys.executable, script, "--open-clip-step", "x", "--config", "{}", "--turn-steps", "0"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert rejected.returncode == 2 and "must be a positive integer" in rejected.stderr
 
@@ -398,10 +511,26 @@ def test_tower_breakdown_times_each_tower_both_ways(tmp_path):
     output = str(tmp_path / "breakdown.json")
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "tower_breakdown.py")
     subprocess.run(
-        [sys.executable, script, "--sizes", "tiny", "--backends", keras.backend.backend(),
-         "--batch", "8", "--warmup", "1", "--steps", "2", "--torch-operators", "5",
-         "--output", output],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            script,
+            "--sizes",
+            "tiny",
+            "--backends",
+            keras.backend.backend(),
+            "--batch",
+            "8",
+            "--warmup",
+            "1",
+            "--steps",
+            "2",
+            "--torch-operators",
+            "5",
+            "--output",
+            output,
+        ],
+        check=True,
+        capture_output=True,
     )
     [result] = json.load(open(output))["results"]
     # PyTorch's CLIP steps also come with their profiled operators.
@@ -415,7 +544,9 @@ def test_tower_breakdown_times_each_tower_both_ways(tmp_path):
             medians[f"{tower}_forward_backward"] - medians[f"{tower}_forward"], abs=0.02
         )
     with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
-        subprocess.run([sys.executable, script, "--output", output], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, script, "--output", output], check=True, capture_output=True
+        )
 
 
 @pytest.mark.skipif(
@@ -457,11 +588,21 @@ def test_paired_ratios_pool_the_repeats_and_give_each_one():
     paired = load_script("benchmarks/train_step.py").paired
 
     def run(objective, repeat, times):
-        return {"size": "tiny", "side": "keras_3t", "backend": "torch",
-                "objective": objective, "repeat": repeat, "step_times_s": times}
+        return {
+            "size": "tiny",
+            "side": "keras_3t",
+            "backend": "torch",
+            "objective": objective,
+            "repeat": repeat,
+            "step_times_s": times,
+        }
 
-    runs = [run("clip", 0, [1.0, 1.0, 1.0]), run("3t_cached", 0, [1.1, 1.2, 1.1]),
-            run("clip", 1, [2.0, 2.0, 2.0]), run("3t_cached", 1, [2.0, 2.2, 1.8])]
+    runs = [
+        run("clip", 0, [1.0, 1.0, 1.0]),
+        run("3t_cached", 0, [1.1, 1.2, 1.1]),
+        run("clip", 1, [2.0, 2.0, 2.0]),
+        run("3t_cached", 1, [2.0, 2.2, 1.8]),
+    ]
     result = paired(runs, "tiny", ("keras_3t", "torch", "3t_cached"), ("keras_3t", "torch", "clip"))
     assert result["rounds"] == 6
     assert result["median"] == pytest.approx(1.1)  # of 1.1, 1.2, 1.1, 1.0, 1.1, 0.9
@@ -469,5 +610,6 @@ def test_paired_ratios_pool_the_repeats_and_give_each_one():
     assert (first["rounds"], second["rounds"]) == (3, 3)
     assert first["median"] == pytest.approx(1.1) and second["median"] == pytest.approx(1.0)
     # One repeat: nothing to split.
-    assert "by_repeat" not in paired(runs[:2], "tiny", ("keras_3t", "torch", "3t_cached"),
-                                     ("keras_3t", "torch", "clip"))
+    assert "by_repeat" not in paired(
+        runs[:2], "tiny", ("keras_3t", "torch", "3t_cached"), ("keras_3t", "torch", "clip")
+    )

@@ -48,7 +48,9 @@ def test_vocabulary_comes_from_the_captions():
 def test_eager_output_is_the_models_batch_format_in_backend_tensors():
     preprocessor = _preprocessor()
     vocabulary = preprocessor.tokenizer.get_vocabulary()
-    batch = preprocessor({"images": _examples()["images"][:2], "captions": ["a red square", "RED blob"]})
+    batch = preprocessor(
+        {"images": _examples()["images"][:2], "captions": ["a red square", "RED blob"]}
+    )
     assert sorted(batch) == ["images", "padding_mask", "token_ids"]
     if keras.backend.backend() != "tensorflow":
         assert not isinstance(batch["token_ids"], tf.Tensor)
@@ -90,8 +92,7 @@ def test_tokenizer_round_trips_through_keras_saving(tmp_path):
     assert isinstance(restored, ThreeTowerModel)
     assert isinstance(restored.preprocessor, ThreeTowerPreprocessor)
     assert (
-        restored.preprocessor.tokenizer.get_vocabulary()
-        == preprocessor.tokenizer.get_vocabulary()
+        restored.preprocessor.tokenizer.get_vocabulary() == preprocessor.tokenizer.get_vocabulary()
     )
     texts = ["a blue square", "green circle"]
     np.testing.assert_array_equal(

@@ -13,13 +13,14 @@ import requests
 
 import keras_3t
 from keras_3t import presets
-from keras_3t.datasets import digit_scenes
-from keras_3t.digit_models import preset_path
+from keras_3t.demo import digit_scenes
+from keras_3t.demo.digit_models import preset_path
 from keras_3t.evaluation import evaluate_model
 from keras_3t.presets import WeightsUnavailableError
-from keras_3t.presets import preset_dir
-from keras_3t.presets.preset_dir import CONFIG_FILE
-from keras_3t.presets.preset_dir import WEIGHTS_FILE
+from keras_3t.saving import preset_dir
+from keras_3t.saving.preset_dir import CONFIG_FILE
+from keras_3t.saving.preset_dir import WEIGHTS_FILE
+from keras_3t.saving.shipped import shipped_path
 from tests.conftest import snapshot
 from tests.conftest import tiny_model
 from tests.conftest import to_numpy
@@ -87,9 +88,7 @@ def test_tiny_presets_build_fresh_with_the_registered_counts(name):
 
 
 def test_vitb16_builds_offline_with_the_registered_counts():
-    model = presets.load(
-        "3t_vitb16", weights=False, third_tower_weights=False, preprocessor=False
-    )
+    model = presets.load("3t_vitb16", weights=False, third_tower_weights=False, preprocessor=False)
     assert presets.parameter_counts(model) == presets.PRESETS["3t_vitb16"]["parameter_count"]
     # The image tower is a ViT-B/16 (keras-hub's own count for its
     # ImageNet-21k preset, ≈ 86 M) plus a 768 × 768 projection.
@@ -124,10 +123,10 @@ def test_3t_tiny_loads_offline_and_gives_the_reference_embeddings(three_t_tiny):
 
 def test_3t_tiny_reproduces_its_recorded_results(three_t_tiny):
     """Weights and tokenizer load right: the demo's evaluation comes out again."""
-    from keras_3t.demo import BUDGETS
-    from keras_3t.demo import evaluation_tasks
+    from keras_3t.demo.main_job import BUDGETS
+    from keras_3t.demo.main_job import evaluation_tasks
 
-    folder = presets.registry.shipped_path(presets.PRESETS["3t_tiny"]["weights"])
+    folder = shipped_path(presets.PRESETS["3t_tiny"]["weights"])
     with open(os.path.join(folder, "metadata.json")) as file:
         metadata = json.load(file)
     model = three_t_tiny
@@ -245,13 +244,19 @@ def _break_config(folder):
     "damage, error, message",
     [
         (lambda f: os.remove(os.path.join(f, WEIGHTS_FILE)), FileNotFoundError, "weights=False"),
-        (lambda f: open(os.path.join(f, WEIGHTS_FILE), "wb").write(b"not hdf5"), ValueError, "corrupt"),
+        (
+            lambda f: open(os.path.join(f, WEIGHTS_FILE), "wb").write(b"not hdf5"),
+            ValueError,
+            "corrupt",
+        ),
         (lambda f: open(os.path.join(f, CONFIG_FILE), "w").write("{"), ValueError, "corrupt"),
         (_break_config, ValueError, "disagree"),
     ],
     ids=["missing weights", "corrupt weights", "corrupt config", "mismatched config"],
 )
-def test_a_damaged_folder_gives_a_clear_error_and_stays_as_it_was(saved_folder, damage, error, message):
+def test_a_damaged_folder_gives_a_clear_error_and_stays_as_it_was(
+    saved_folder, damage, error, message
+):
     damage(saved_folder)
     before = _folder_digest(saved_folder)
     with pytest.raises(error, match=message):
@@ -273,7 +278,12 @@ def test_offline_third_tower_download_names_the_preset_and_the_ways_out(monkeypa
     with pytest.raises(WeightsUnavailableError) as info:
         presets.load("3t_vitb16", weights=False, preprocessor=False)
     message = str(info.value)
-    for expected in ("vit_base_patch16_224_imagenet21k", "Could not fetch", "third_tower=", "third_tower_weights=False"):
+    for expected in (
+        "vit_base_patch16_224_imagenet21k",
+        "Could not fetch",
+        "third_tower=",
+        "third_tower_weights=False",
+    ):
         assert expected in message
     assert isinstance(info.value, OSError)
 
@@ -307,7 +317,10 @@ def test_third_tower_cannot_replace_trained_weights_or_join_clip():
 
 def test_overrides_reach_the_model_and_the_towers():
     model = presets.load(
-        "3t_tiny", weights=False, loss="sigmoid", pair_weights=(0.5, 0.25, 0.25),
+        "3t_tiny",
+        weights=False,
+        loss="sigmoid",
+        pair_weights=(0.5, 0.25, 0.25),
         text_tower={"num_layers": 1},
     )
     assert model.loss_type == "sigmoid" and model.pair_weights == (0.5, 0.25, 0.25)

@@ -71,7 +71,11 @@ def test_matches_brute_force_with_exact_ties(tie_tolerance, block_size):
     text_to_image = rng.integers(0, 20, 30)
     texts = rng.integers(-1, 2, (30, 3)).astype("float32")
     got = retrieval_metrics(
-        images, texts, text_to_image, ks=KS, block_size=block_size,
+        images,
+        texts,
+        text_to_image,
+        ks=KS,
+        block_size=block_size,
         tie_tolerance=tie_tolerance,
     )
     assert got == brute_force_retrieval(images, texts, text_to_image, KS, tie_tolerance)

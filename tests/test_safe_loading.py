@@ -17,9 +17,10 @@ import keras_3t
 from keras_3t import ThreeTowerModel
 from keras_3t import presets
 from keras_3t import saving
-from keras_3t.presets.preset_dir import CONFIG_FILE
-from keras_3t.presets.preset_dir import METADATA_FILE
-from keras_3t.presets.preset_dir import WEIGHTS_FILE
+from keras_3t.saving import preset_loader
+from keras_3t.saving.preset_dir import CONFIG_FILE
+from keras_3t.saving.preset_dir import METADATA_FILE
+from keras_3t.saving.preset_dir import WEIGHTS_FILE
 from tests.conftest import IMAGE_SIZE
 from tests.conftest import tiny_model
 from tests.conftest import tiny_text_tower
@@ -114,7 +115,7 @@ def test_keras_safe_mode_still_refuses_code_the_early_check_misses(
     lambda_model, tmp_path, monkeypatch
 ):
     folder = lambda_model.save_to_preset(str(tmp_path / "preset"))
-    monkeypatch.setattr(presets.loading, "check_no_code", lambda *args: None)
+    monkeypatch.setattr(preset_loader, "check_no_code", lambda *args: None)
     _assert_refused_unchanged(lambda: presets.load(folder), folder, ValueError, "Lambda")
     with open(os.path.join(folder, CONFIG_FILE)) as file:
         config = json.load(file)["config"]
@@ -125,9 +126,7 @@ def test_keras_safe_mode_still_refuses_code_the_early_check_misses(
 # --- Files from a newer keras-3t ---------------------------------------------
 
 
-def test_a_preset_from_a_newer_version_is_refused_before_anything_is_built(
-    clip_model, tmp_path
-):
+def test_a_preset_from_a_newer_version_is_refused_before_anything_is_built(clip_model, tmp_path):
     folder = clip_model.save_to_preset(str(tmp_path / "preset"))
     _edit_json(os.path.join(folder, METADATA_FILE), lambda m: m.update(keras_3t_version=NEWER))
     # A config this version cannot read: the version check comes first.
@@ -170,7 +169,9 @@ def test_a_keras_file_from_a_newer_version_is_refused(clip_model, tmp_path, vers
 def test_an_unreadable_version_is_reported_as_damage(clip_model, tmp_path):
     folder = clip_model.save_to_preset(str(tmp_path / "preset"))
     _edit_json(os.path.join(folder, METADATA_FILE), lambda m: m.update(keras_3t_version="x.y"))
-    _assert_refused_unchanged(lambda: presets.load(folder), folder, ValueError, "not a version number")
+    _assert_refused_unchanged(
+        lambda: presets.load(folder), folder, ValueError, "not a version number"
+    )
 
 
 # --- Damaged weights -----------------------------------------------------------

@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-
 from conftest import IMAGE_SIZE
 from conftest import snapshot
 from conftest import text_of
@@ -9,10 +8,11 @@ from conftest import tiny_resnet
 from conftest import tiny_text_tower
 from conftest import tiny_vit
 from conftest import to_numpy
+
 from keras_3t import ImageTower
 from keras_3t import TextTower
 from keras_3t import ThirdTower
-from keras_3t.datasets import toy_batch
+from keras_3t.demo.toy import toy_batch
 from keras_3t.towers.pooling import pool_image_features
 from keras_3t.towers.pooling import pool_text_features
 

@@ -19,8 +19,20 @@ from keras_3t.tuning import ThreeTowerHyperModel
 from tests.conftest import load_script
 
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "sweep_3t.py")
-TINY_SWEEP = ["--max-trials", "2", "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "32",
-              "--train-scenes", "256", "--test-scenes", "100"]
+TINY_SWEEP = [
+    "--max-trials",
+    "2",
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "3",
+    "--batch-size",
+    "32",
+    "--train-scenes",
+    "256",
+    "--test-scenes",
+    "100",
+]
 
 
 def recipe():
@@ -28,9 +40,16 @@ def recipe():
 
 
 def test_fixed_knobs_reach_the_model():
-    fixed = {"learning_rate": 3e-3, "weight_image_text": 0.5, "weight_image_third": 0.2,
-             "weight_text_third": 0.3, "temperature": 0.05, "shared_logit_scale": True,
-             "adaptor_input": "embedding", "shared_head": True}
+    fixed = {
+        "learning_rate": 3e-3,
+        "weight_image_text": 0.5,
+        "weight_image_third": 0.2,
+        "weight_text_third": 0.3,
+        "temperature": 0.05,
+        "shared_logit_scale": True,
+        "adaptor_input": "embedding",
+        "shared_head": True,
+    }
     hypermodel = ThreeTowerHyperModel("3t_tiny", evaluation=None, search=[], fixed=fixed)
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
@@ -65,14 +84,15 @@ def test_bad_knobs_are_refused():
     with pytest.raises(ValueError, match="Unknown knob.*'temprature'"):
         ThreeTowerHyperModel("3t_tiny", evaluation=None, search=["temprature"])
     with pytest.raises(ValueError, match="both searched and fixed"):
-        ThreeTowerHyperModel("3t_tiny", evaluation=None, search=["temperature"], fixed={"temperature": 0.1})
+        ThreeTowerHyperModel(
+            "3t_tiny", evaluation=None, search=["temperature"], fixed={"temperature": 0.1}
+        )
     with pytest.raises(ValueError, match="third tower; clip_tiny is a clip model"):
         ThreeTowerHyperModel("clip_tiny", evaluation=None, search=["weight_image_third"])
     with pytest.raises(ValueError, match="Did you mean '3t_tiny'"):
         ThreeTowerHyperModel("3t_tinny", evaluation=None)
     with pytest.raises(ValueError, match="saved preset folder"):
-        ThreeTowerHyperModel(os.path.join(os.path.dirname(presets.loading.__file__), "..", "..",
-                                          "saved_models", "3t_tiny"), evaluation=None)
+        ThreeTowerHyperModel(os.path.join(presets.saved_models_dir(), "3t_tiny"), evaluation=None)
     with pytest.raises(ValueError, match="lacks"):
         ThreeTowerHyperModel("3t_tiny", evaluation={"retrieval": {"images": None}})
 
@@ -82,11 +102,20 @@ def read_results(output):
         return list(csv.DictReader(file))
 
 
-@pytest.mark.parametrize("tuner", [
-    "random",
-    pytest.param("bayesian", marks=pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend")),
-    pytest.param("hyperband", marks=pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend")),
-])
+@pytest.mark.parametrize(
+    "tuner",
+    [
+        "random",
+        pytest.param(
+            "bayesian",
+            marks=pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend"),
+        ),
+        pytest.param(
+            "hyperband",
+            marks=pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend"),
+        ),
+    ],
+)
 def test_sweep_writes_its_table_and_the_best_model_reproduces_its_score(tmp_path, tuner):
     output = str(tmp_path / "sweep")
     # Hyperband sizes its brackets by the epochs: 3 gives it several trials.
@@ -101,8 +130,10 @@ def test_sweep_writes_its_table_and_the_best_model_reproduces_its_score(tmp_path
     assert summary["reproduced_score"] == pytest.approx(summary["best_score"], abs=1e-6)
     # ...and so does its saved preset, reloaded.
     model = presets.load(os.path.join(output, "best_preset"))
-    tasks = recipe().demo.evaluation_tasks(model.preprocessor, {"test_scenes": 100}, 0)
-    assert evaluate_model(model, **tasks)["image_to_text_r1"] == pytest.approx(summary["best_score"], abs=1e-6)
+    tasks = recipe().main_job.evaluation_tasks(model.preprocessor, {"test_scenes": 100}, 0)
+    assert evaluate_model(model, **tasks)["image_to_text_r1"] == pytest.approx(
+        summary["best_score"], abs=1e-6
+    )
     # α was swept on the trained model, not searched.
     assert set(summary["score_by_alpha"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
     assert summary["score_by_alpha"]["1.0"] == pytest.approx(summary["best_score"], abs=1e-6)
@@ -133,5 +164,7 @@ def test_a_sweep_whose_trials_all_fail_says_why(tmp_path, monkeypatch):
         raise ValueError("the batch is broken")
 
     monkeypatch.setattr(ThreeTowerHyperModel, "fit", broken_fit)
-    with pytest.raises(RuntimeError, match=r"(?s)No trial of the sweep completed \(2 failed\).*the batch is broken"):
+    with pytest.raises(
+        RuntimeError, match=r"(?s)No trial of the sweep completed \(2 failed\).*the batch is broken"
+    ):
         recipe().main(["--output", str(tmp_path / "sweep"), *TINY_SWEEP])

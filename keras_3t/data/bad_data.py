@@ -5,6 +5,88 @@ import logging
 import keras
 
 BAD_DATA_KINDS = ("missing_file", "undecodable_image", "empty_caption")
+# What a source or the pipeline does with a bad example: raise, or drop and count it.
+BAD_DATA_MODES = ("raise", "skip")
+
+
+def check_bad_data_mode(on_bad_data, bad_data):
+    """Refuses an unknown `on_bad_data`, and `"skip"` without a counter.
+
+    Args:
+        on_bad_data: `"raise"` or `"skip"` (`BAD_DATA_MODES`).
+        bad_data: the `BadDataCounter` that counts what `"skip"` drops, or
+            None (allowed with `"raise"` only).
+
+    Example:
+    >>> from keras_3t.data.bad_data import check_bad_data_mode
+    >>> check_bad_data_mode("raise", None)
+    >>> check_bad_data_mode("drop", None)
+    Traceback (most recent call last):
+        ...
+    ValueError: on_bad_data must be one of ('raise', 'skip'); got 'drop'.
+    """
+    if on_bad_data not in BAD_DATA_MODES:
+        raise ValueError(f"on_bad_data must be one of {BAD_DATA_MODES}; got {on_bad_data!r}.")
+    if on_bad_data == "skip" and bad_data is None:
+        raise ValueError(
+            "on_bad_data='skip' needs bad_data=keras_3t.data.BadDataCounter() "
+            "to count what it skips (and BadDataReport(counter) to log it)."
+        )
+
+
+def bad_example_message(what, image_id, source):
+    """`"<what> for image_id <id> in <source> - pass on_bad_data='skip' ..."`.
+
+    Args:
+        what: a string (tensor) saying what is wrong (`"Empty caption"`).
+        image_id: the example's `image_id`.
+        source: a string tensor saying where the example was read
+            (`"captions.csv, line 9: images/x.jpg"`), or None.
+
+    Returns:
+        A scalar string tensor.
+
+    Example:
+    >>> from keras_3t.data.bad_data import bad_example_message
+    >>> message = bad_example_message("Empty caption", 7, "captions.csv, line 9: x.jpg")
+    >>> print(message.numpy().decode().split(" - ")[0])
+    Empty caption for image_id 7 in captions.csv, line 9: x.jpg
+    """
+    import tensorflow as tf
+
+    parts = [what, " for image_id ", tf.strings.as_string(image_id)]
+    if source is not None:
+        parts += [" in ", source]
+    parts.append(" - pass on_bad_data='skip' to drop and count such examples.")
+    return tf.strings.join(parts)
+
+
+def assert_with_lazy_message(condition, message):
+    """`tf.debugging.Assert(condition, [message()])`, building the message only if it fails.
+
+    Args:
+        condition: a scalar boolean tensor.
+        message: a function of no arguments returning the error message, a
+            string tensor; called only in the branch where `condition` is
+            False.
+
+    Returns:
+        The assertion op (a no-op where `condition` holds), for
+        `tf.control_dependencies`.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> from keras_3t.data.bad_data import assert_with_lazy_message
+    >>> _ = assert_with_lazy_message(tf.constant(True), lambda: tf.constant("never built"))
+    >>> try:
+    ...     assert_with_lazy_message(tf.constant(False), lambda: tf.constant("bad example"))
+    ... except tf.errors.InvalidArgumentError as error:
+    ...     print("bad example" in error.message)
+    True
+    """
+    import tensorflow as tf
+
+    return tf.cond(condition, tf.no_op, lambda: tf.debugging.Assert(False, [message()]))
 
 
 class BadDataCounter:

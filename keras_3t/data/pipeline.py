@@ -2,18 +2,14 @@
 
 import numpy as np
 
-from keras_3t.data.sources import _check_mode
+from keras_3t.data.bad_data import assert_with_lazy_message
+from keras_3t.data.bad_data import bad_example_message
+from keras_3t.data.bad_data import check_bad_data_mode
+from keras_3t.data.decoding import decode_image
 from keras_3t.image_converter import resize_and_center_crop
 
 # open_clip's default for CLIP training: crops of 90–100 % of the image area.
 RANDOM_CROP_SCALE = (0.9, 1.0)
-# Image formats `tf.io.decode_image` reads, by their first bytes.
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
-# A 1×1 black PNG: what the decode check falls back to when an image fails.
-_FALLBACK_IMAGE = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
-    "0000000c49444154089963606060000000040001a30a15e30000000049454e44ae426082"
-)
 
 
 def make_dataset(
@@ -112,7 +108,7 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    _check_mode(on_bad_data, bad_data)
+    check_bad_data_mode(on_bad_data, bad_data)
     if third_tower_cache is not None:
         _check_cache_use(third_tower_cache, training, random_crop_scale, flip, image_size)
     if input_context is not None:
@@ -147,13 +143,15 @@ def make_dataset(
             # count that stays is the number dropped.
             pending = bad_data.add("undecodable_image", 1)
             with tf.control_dependencies([pending]):
-                image = _decode(example["image"], example["image_id"], on_bad_data)
+                image = decode_image(example["image"], example["image_id"], on_bad_data)
             with tf.control_dependencies([image]):
                 done = bad_data.add("undecodable_image", -1)
             with tf.control_dependencies([done]):
                 image = tf.identity(image)
         else:
-            image = _decode(example["image"], example["image_id"], on_bad_data, _source(example))
+            image = decode_image(
+                example["image"], example["image_id"], on_bad_data, _source(example)
+            )
         crop_seed = tf.stack([base_seed, tf.cast(index, tf.int64)])
         if training and random_crop_scale is not None:
             image = _random_resized_crop(image, image_size, random_crop_scale, crop_seed)
@@ -210,9 +208,9 @@ def _drop_or_check_empty_captions(examples, on_bad_data, bad_data):
     if on_bad_data == "raise":
 
         def check(example):
-            assertion = _assert(
+            assertion = assert_with_lazy_message(
                 non_empty(example),
-                lambda: _bad_example_message("Empty caption", example["image_id"], _source(example)),
+                lambda: bad_example_message("Empty caption", example["image_id"], _source(example)),
             )
             with tf.control_dependencies([assertion]):
                 return tf.nest.map_structure(tf.identity, example)
@@ -225,85 +223,6 @@ def _drop_or_check_empty_captions(examples, on_bad_data, bad_data):
             return tf.identity(ok)
 
     return examples.filter(keep)
-
-
-def _decode(image, image_id, on_bad_data, source=None):
-    """Decodes an image to float32 RGB in [0, 1].
-
-    Encoded images (strings) decode with `tf.io.decode_image`. With
-    `on_bad_data="raise"` an image that does not decode, for whatever
-    reason (unknown format, truncated, corrupt), fails an assertion whose
-    message names `source` (e.g. `"captions.csv, line 9: images/x.jpg"`)
-    and `image_id`; with `"skip"` the decode's own error is left to the
-    caller's `ignore_errors`.
-    """
-    import tensorflow as tf
-
-    if image.dtype == tf.string:
-        if on_bad_data == "raise":
-            image = _decode_or_fail(image, image_id, source)
-        else:
-            image = _decode_encoded(image)
-    elif image.shape.rank == 3 and image.shape[-1] == 1:
-        image = tf.image.grayscale_to_rgb(image)
-    return tf.image.convert_image_dtype(image, tf.float32)
-
-
-def _decode_encoded(image):
-    import tensorflow as tf
-
-    return tf.io.decode_image(image, channels=3, expand_animations=False)
-
-
-def _decode_or_fail(encoded, image_id, source):
-    """The decoded uint8 image, or an assertion error naming the example.
-
-    The decode runs in a small dataset of two images, this one and a valid
-    1×1 fallback, each flagged by whether it is this one: errors are
-    ignored there, so the first element left is this image decoded, or the
-    fallback if it failed. Any decode error is caught this way (an unknown
-    format, a truncated or corrupt file: whatever `tf.io.decode_image`
-    refuses), in the graph, and only the decode's. The fallback is decoded
-    only when this image fails.
-    """
-    import tensorflow as tf
-
-    decoded = (
-        tf.data.Dataset.from_tensor_slices((tf.stack([encoded, _FALLBACK_IMAGE]), [True, False]))
-        .map(lambda data, first: (_decode_encoded(data), first))
-        .ignore_errors()
-        .take(1)
-    )
-    image, ok = decoded.get_single_element()
-
-    def message():
-        known_format = tf.reduce_any(
-            [tf.strings.substr(encoded, 0, len(s)) == s for s in IMAGE_SIGNATURES]
-        )
-        reason = tf.where(known_format, "truncated or corrupt", "not JPEG, PNG, GIF or BMP data")
-        what = tf.strings.join(["Undecodable image (", reason, ")"])
-        return _bad_example_message(what, image_id, source)
-
-    with tf.control_dependencies([_assert(ok, message)]):
-        return tf.identity(image)
-
-
-def _assert(condition, message):
-    """`tf.debugging.Assert(condition, [message()])`, building the message only if it fails."""
-    import tensorflow as tf
-
-    return tf.cond(condition, tf.no_op, lambda: tf.debugging.Assert(False, [message()]))
-
-
-def _bad_example_message(what, image_id, source):
-    """`"<what> for image_id <id> in <source> - pass on_bad_data='skip' ..."`."""
-    import tensorflow as tf
-
-    parts = [what, " for image_id ", tf.strings.as_string(image_id)]
-    if source is not None:
-        parts += [" in ", source]
-    parts.append(" - pass on_bad_data='skip' to drop and count such examples.")
-    return tf.strings.join(parts)
 
 
 def _source(example):
@@ -358,7 +277,7 @@ def retrieval_task(examples, preprocessor, image_size, max_images=None, batch_si
         examples = examples.take(max_images)
 
     def load(example):
-        image = _decode(example["image"], example["image_id"], "raise", _source(example))
+        image = decode_image(example["image"], example["image_id"], "raise", _source(example))
         return resize_and_center_crop(image, (image_size, image_size)), example["captions"]
 
     images, captions, owners = [], [], []
@@ -372,7 +291,7 @@ def retrieval_task(examples, preprocessor, image_size, max_images=None, batch_si
         raise ValueError("retrieval_task got no examples.")
     texts = {}
     for start in range(0, len(captions), batch_size):
-        for key, value in preprocessor(captions[start:start + batch_size]).items():
+        for key, value in preprocessor(captions[start : start + batch_size]).items():
             texts.setdefault(key, []).append(np.asarray(value))
     return {
         "images": np.stack(images),

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from keras_3t.data.sources import BAD_DATA_MODES
+from keras_3t.data.bad_data import BAD_DATA_MODES
 
 MANIFEST = "manifest.json"
 
@@ -57,7 +57,9 @@ def write_tfrecords(examples, output_dir, num_shards=8, on_bad_data="raise", jpe
     if os.path.isdir(output_dir) and any(
         name.endswith(".tfrecord") or name == MANIFEST for name in os.listdir(output_dir)
     ):
-        raise FileExistsError(f"{output_dir} already holds TFRecord shards; choose an empty folder.")
+        raise FileExistsError(
+            f"{output_dir} already holds TFRecord shards; choose an empty folder."
+        )
     os.makedirs(output_dir, exist_ok=True)
     shards = [_shard_name(i, num_shards) for i in range(num_shards)]
     writers = [tf.io.TFRecordWriter(os.path.join(output_dir, name)) for name in shards]
@@ -152,8 +154,11 @@ def from_tfrecords(path, num_shards=1, shard_index=0):
         # Each record with its file and index, for errors about its example
         # (zipped, not mapped: no function call per record).
         return tf.data.Dataset.zip(
-            (tf.data.TFRecordDataset(file), tf.data.Dataset.from_tensors(file).repeat(),
-             tf.data.Dataset.range(2**62))
+            (
+                tf.data.TFRecordDataset(file),
+                tf.data.Dataset.from_tensors(file).repeat(),
+                tf.data.Dataset.range(2**62),
+            )
         )
 
     def parse(record, file, index):

@@ -18,7 +18,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-BAD_DATA_MODES = ("raise", "skip")
+from keras_3t.data.bad_data import check_bad_data_mode
 
 
 def _field(example, key):
@@ -79,9 +79,7 @@ def from_tfds(
 
     def convert(index, example):
         captions = tf.reshape(_field(example, caption_key), [-1])
-        image_id = (
-            tf.cast(_field(example, id_key), tf.int64) if id_key else index
-        )
+        image_id = tf.cast(_field(example, id_key), tf.int64) if id_key else index
         out = {"image": _field(example, image_key), "image_id": image_id}
         if per_caption:
             count = tf.shape(captions)[0]
@@ -128,7 +126,11 @@ def read_caption_file(path, image_root, image_column="image", caption_column="ca
         raise ValueError(f"{path}: caption files must be .csv, .tsv or .jsonl.")
     parsed = []
     for line, record in rows:
-        missing = [c for c in (image_column, caption_column) if not isinstance(record, dict) or c not in record]
+        missing = [
+            c
+            for c in (image_column, caption_column)
+            if not isinstance(record, dict) or c not in record
+        ]
         if missing:
             raise ValueError(
                 f"{path}, line {line}: no {missing} field; each row needs "
@@ -166,7 +168,7 @@ def from_caption_file(
         on_bad_data: `"raise"` or `"skip"`.
         bad_data: a `keras_3t.data.BadDataCounter`; needed with `"skip"`.
     """
-    _check_mode(on_bad_data, bad_data)
+    check_bad_data_mode(on_bad_data, bad_data)
     images, captions, ids, lines, missing = [], [], [], [], []
     id_of = {}
     for line, image, caption in read_caption_file(path, image_root, image_column, caption_column):
@@ -186,13 +188,22 @@ def from_caption_file(
                 "pass on_bad_data='skip' to drop and count them."
             )
         bad_data.add("missing_file", len(missing))
-        logging.warning("%s: skipped %d row(s) naming missing image files, e.g. line %d: %s",
-                        path, len(missing), line, image)
+        logging.warning(
+            "%s: skipped %d row(s) naming missing image files, e.g. line %d: %s",
+            path,
+            len(missing),
+            line,
+            image,
+        )
     if not images:
         raise ValueError(f"{path} has no usable rows.")
     if per_caption:
-        columns = {"image": images, "caption": captions, "image_id": np.asarray(ids, "int64"),
-                   "line": np.asarray(lines, "int64")}
+        columns = {
+            "image": images,
+            "caption": captions,
+            "image_id": np.asarray(ids, "int64"),
+            "line": np.asarray(lines, "int64"),
+        }
     else:
         grouped, first_line = {}, {}
         for image, caption, line in zip(images, captions, lines):
@@ -216,14 +227,6 @@ def from_caption_file(
         )
         return example
 
-    return tf.data.Dataset.from_tensor_slices(columns).map(read, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _check_mode(on_bad_data, bad_data):
-    if on_bad_data not in BAD_DATA_MODES:
-        raise ValueError(f"on_bad_data must be one of {BAD_DATA_MODES}; got {on_bad_data!r}.")
-    if on_bad_data == "skip" and bad_data is None:
-        raise ValueError(
-            "on_bad_data='skip' needs bad_data=keras_3t.data.BadDataCounter() "
-            "to count what it skips (and BadDataReport(counter) to log it)."
-        )
+    return tf.data.Dataset.from_tensor_slices(columns).map(
+        read, num_parallel_calls=tf.data.AUTOTUNE
+    )

@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from keras_3t.data.pipeline import _decode
+from keras_3t.data.decoding import decode_image
 from keras_3t.image_converter import resize_and_center_crop
 
 FILES = ("features.npy", "image_ids.npy", "image_hashes.npy", "manifest.json")
@@ -55,9 +55,7 @@ def image_hash(image):
     return tf.strings.to_hash_bucket_fast(image, _HASH_BUCKETS)
 
 
-def write_third_tower_cache(
-    model, examples, cache_dir, image_size, batch_size=64, overwrite=False
-):
+def write_third_tower_cache(model, examples, cache_dir, image_size, batch_size=64, overwrite=False):
     """Computes the third tower's features once per image and stores them.
 
     Each distinct `image_id` of `examples` is decoded, resized and centrally
@@ -117,7 +115,7 @@ def write_third_tower_cache(
             return tf.identity(new)
 
     def load(example):
-        image = _decode(example["image"], example["image_id"], "raise")
+        image = decode_image(example["image"], example["image_id"], "raise")
         return {
             "images": resize_and_center_crop(image, (image_size, image_size)),
             "image_id": example["image_id"],
@@ -222,16 +220,25 @@ class ThirdTowerCache:
         row = self._rows.lookup(tf.cast(image_id, tf.int64))
         found = tf.debugging.Assert(
             row >= 0,
-            ["image_id", image_id, f"is not in the third-tower cache {self.path}:",
-             "write the cache again for this data (write_third_tower_cache)."],
+            [
+                "image_id",
+                image_id,
+                f"is not in the third-tower cache {self.path}:",
+                "write the cache again for this data (write_third_tower_cache).",
+            ],
         )
         with tf.control_dependencies([found]):
             row = tf.maximum(row, 0)
         same = tf.debugging.Assert(
             tf.equal(self._hashes[row], image_hash(image)),
-            ["The image of image_id", image_id, "differs from the one cached in",
-             self.path, "- the data changed since the cache was written:",
-             "write it again (write_third_tower_cache(..., overwrite=True))."],
+            [
+                "The image of image_id",
+                image_id,
+                "differs from the one cached in",
+                self.path,
+                "- the data changed since the cache was written:",
+                "write it again (write_third_tower_cache(..., overwrite=True)).",
+            ],
         )
         with tf.control_dependencies([same]):
             return tf.gather(self._features, row)

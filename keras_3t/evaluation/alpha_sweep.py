@@ -115,8 +115,12 @@ def plot_alpha_sweep(
     axes = figure.subplots(rows, columns, squeeze=False, sharex=True)
     styles = ["--", "-."]
     for axis, metric in zip(axes.flat, metrics):
-        axis.plot(alphas, [row[metric] for row in table], marker="o", color="C0", label="3T along α")
-        for (name, values), style, colour in zip(references.items(), styles * 4, ("C1", "C2", "C3", "C4")):
+        axis.plot(
+            alphas, [row[metric] for row in table], marker="o", color="C0", label="3T along α"
+        )
+        for (name, values), style, colour in zip(
+            references.items(), styles * 4, ("C1", "C2", "C3", "C4")
+        ):
             if metric in values:
                 axis.axhline(values[metric], linestyle=style, color=colour, label=name)
         if metric in chance:
@@ -128,8 +132,12 @@ def plot_alpha_sweep(
     for axis in list(axes.flat)[len(metrics) :]:
         axis.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower right" if len(metrics) % columns else "upper right",
-                  fontsize="small")
+    figure.legend(
+        handles,
+        labels,
+        loc="lower right" if len(metrics) % columns else "upper right",
+        fontsize="small",
+    )
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

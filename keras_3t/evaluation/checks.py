@@ -15,8 +15,7 @@ def check_same_dim(first, second, what):
     """Raises unless two (count, dim) arrays have the same dim."""
     if first.shape[1] != second.shape[1]:
         raise ValueError(
-            f"{what} embeddings have different sizes: {first.shape[1]} and "
-            f"{second.shape[1]}."
+            f"{what} embeddings have different sizes: {first.shape[1]} and {second.shape[1]}."
         )
 
 

@@ -29,12 +29,14 @@ def _batches(data, batch_size, key):
         if count == 0:
             raise ValueError(f"Nothing to embed: the {key} are empty.")
         num_batches = math.ceil(count / batch_size)
+
         def generate():
             for start in range(0, count, batch_size):
                 if isinstance(data, dict):
                     yield {k: v[start : start + batch_size] for k, v in data.items()}
                 else:
                     yield data[start : start + batch_size]
+
         return generate(), num_batches
     # A tf.data.Dataset (or any iterable) of batches, as model.fit takes.
     cardinality = getattr(data, "cardinality", None)

@@ -127,7 +127,8 @@ def evaluate_model(
         `zero_shot_top1` (`zero_shot_top5`), `few_shot_<k>` (and `_std`).
 
     Example:
-    >>> from keras_3t.datasets import toy, toy_batch
+    >>> from keras_3t.demo import toy
+    >>> from keras_3t.demo.toy import toy_batch
     >>> from keras_3t.evaluation import evaluate_model
     >>> batch = toy_batch(16, seed=0)
     >>> texts = {k: batch[k] for k in ("token_ids", "padding_mask")}

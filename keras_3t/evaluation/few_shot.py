@@ -16,7 +16,9 @@ def _check_embeddings_and_labels(embeddings, labels, name):
     embeddings = np.asarray(embeddings, np.float32)
     labels = np.asarray(labels)
     if embeddings.ndim != 2:
-        raise ValueError(f"{name}_embeddings must be 2-D (count, dim); got shape {embeddings.shape}.")
+        raise ValueError(
+            f"{name}_embeddings must be 2-D (count, dim); got shape {embeddings.shape}."
+        )
     if labels.shape != (len(embeddings),):
         raise ValueError(
             f"{name}_labels must have one label per embedding: expected shape "

@@ -3,10 +3,10 @@
 import functools
 import warnings
 
+import keras
 import numpy as np
 from keras import ops
 
-from keras_3t import backend
 from keras_3t.evaluation.checks import check_same_dim
 from keras_3t.evaluation.checks import positive_integers
 
@@ -18,8 +18,7 @@ def _as_numpy_matrix(embeddings, name):
         embeddings = np.asarray(ops.convert_to_numpy(embeddings))
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
         raise ValueError(
-            f"{name} must be a non-empty 2-D array (count, dim); got shape "
-            f"{embeddings.shape}."
+            f"{name} must be a non-empty 2-D array (count, dim); got shape {embeddings.shape}."
         )
     return embeddings
 
@@ -33,8 +32,7 @@ def _check_text_to_image(text_to_image, num_texts, num_images):
         )
     if not np.issubdtype(text_to_image.dtype, np.integer):
         raise ValueError(
-            f"text_to_image must hold integer image indices; got dtype "
-            f"{text_to_image.dtype}."
+            f"text_to_image must hold integer image indices; got dtype {text_to_image.dtype}."
         )
     bad = np.nonzero((text_to_image < 0) | (text_to_image >= num_images))[0]
     if bad.size:
@@ -45,8 +43,33 @@ def _check_text_to_image(text_to_image, num_texts, num_images):
     return text_to_image.astype(np.int64)
 
 
-def _blocks(count, block_size):
+def blocks(count, block_size):
+    """`(start, stop)` of consecutive blocks of `block_size` rows out of `count`.
+
+    Example:
+    >>> blocks(5, 2)
+    [(0, 2), (2, 4), (4, 5)]
+    """
     return [(start, min(start + block_size, count)) for start in range(0, count, block_size)]
+
+
+def compile_function(function):
+    """Compiles a pure function of tensors written with `keras.ops`.
+
+    jax.jit on JAX and an XLA tf.function on TensorFlow compile it once per
+    input shape (one dispatch instead of one per operation); PyTorch runs it
+    eagerly.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, jit_compile=True, reduce_retracing=True)
+    return function
 
 
 def _count_block_eagerly(texts, images, text_threshold, image_threshold, own_columns):
@@ -66,7 +89,7 @@ def _count_block_eagerly(texts, images, text_threshold, image_threshold, own_col
 def _count_block():
     # Compiled on first use (the backend is fixed by then). XLA on CPU still
     # writes each comparison mask out before counting it (~1.5x the product).
-    return backend.compile_function(_count_block_eagerly)
+    return compile_function(_count_block_eagerly)
 
 
 def retrieval_metrics(
@@ -135,14 +158,12 @@ def retrieval_metrics(
     # Each caption's score with its own image, and its tie threshold.
     true_scores = np.empty(num_texts, np.float32)
     tolerances = np.empty(num_texts, np.float32)
-    for start, stop in _blocks(num_texts, block_size):
+    for start, stop in blocks(num_texts, block_size):
         text_block = texts[start:stop].astype(np.float32)
         own_images = images[text_to_image[start:stop]].astype(np.float32)
         true_scores[start:stop] = np.einsum("ij,ij->i", text_block, own_images)
         tolerances[start:stop] = (
-            tie_tolerance
-            * np.linalg.norm(text_block, axis=1)
-            * np.linalg.norm(own_images, axis=1)
+            tie_tolerance * np.linalg.norm(text_block, axis=1) * np.linalg.norm(own_images, axis=1)
         )
     text_thresholds = true_scores - tolerances
     # Each image's best caption, and its threshold (+inf: no caption).
@@ -158,8 +179,8 @@ def retrieval_metrics(
     # Count, for every caption and image, the wrong items scoring ≥ threshold.
     texts_ahead = np.zeros(num_texts, np.int64)
     images_ahead = np.zeros(num_images, np.int64)
-    image_blocks = _blocks(num_images, block_size)
-    for t_start, t_stop in _blocks(num_texts, block_size):
+    image_blocks = blocks(num_images, block_size)
+    for t_start, t_stop in blocks(num_texts, block_size):
         text_block = ops.convert_to_tensor(texts[t_start:t_stop], "float32")
         text_threshold = ops.convert_to_tensor(text_thresholds[t_start:t_stop])
         own = text_to_image[t_start:t_stop]

@@ -80,9 +80,7 @@ def prompts(class_names, templates=None):
         raise ValueError("templates is empty: pass at least one, e.g. '{}'.")
     for template in templates:
         if "{}" not in template:
-            raise ValueError(
-                f"Template {template!r} has no '{{}}' where the class name goes."
-            )
+            raise ValueError(f"Template {template!r} has no '{{}}' where the class name goes.")
     return [template.format(name) for name in class_names for template in templates]
 
 
@@ -163,7 +161,7 @@ def zero_shot_classifier(
         A float32 array `(num_classes, dim)`.
 
     Example:
-    >>> from keras_3t.datasets import toy
+    >>> from keras_3t.demo import toy
     >>> from keras_3t.evaluation import zero_shot_classifier
     >>> model = toy.build_model()
     >>> classifier = zero_shot_classifier(
@@ -201,10 +199,12 @@ def top_k_accuracy(image_embeddings, labels, classifier, ks=(1, 5)):
             f"classifier {classifier.shape[-1]}: build both with the same alpha."
         )
     if labels.shape != (len(image_embeddings),):
-        raise ValueError(
-            f"Got {len(image_embeddings)} images but labels of shape {labels.shape}."
-        )
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"Got {len(image_embeddings)} images but labels of shape {labels.shape}.")
+    if (
+        not np.issubdtype(labels.dtype, np.integer)
+        or labels.min() < 0
+        or labels.max() >= num_classes
+    ):
         raise ValueError(
             f"labels must be integer class indices in [0, {num_classes}); got "
             f"values from {labels.min()} to {labels.max()} ({labels.dtype})."

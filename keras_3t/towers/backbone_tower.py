@@ -87,7 +87,5 @@ class BackboneTower(keras.layers.Layer):
         config = dict(config)
         config["backbone"] = keras.layers.deserialize(config["backbone"])
         if config.get("image_converter") is not None:
-            config["image_converter"] = keras.layers.deserialize(
-                config["image_converter"]
-            )
+            config["image_converter"] = keras.layers.deserialize(config["image_converter"])
         return cls(**config)

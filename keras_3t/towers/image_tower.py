@@ -55,9 +55,7 @@ class ImageTower(BackboneTower):
         self.projection = (
             None
             if embedding_dim is None
-            else keras.layers.Dense(
-                embedding_dim, use_bias=False, name="projection"
-            )
+            else keras.layers.Dense(embedding_dim, use_bias=False, name="projection")
         )
 
     @property

@@ -41,9 +41,7 @@ def pool_image_features(features, pooling):
         return features[:, 0, :]
     if pooling == "mean":
         return ops.mean(features, axis=tuple(range(1, rank - 1)))
-    raise ValueError(
-        f"Unknown image pooling {pooling!r}; expected one of {IMAGE_POOLINGS}."
-    )
+    raise ValueError(f"Unknown image pooling {pooling!r}; expected one of {IMAGE_POOLINGS}.")
 
 
 def pool_text_features(features, padding_mask, pooling):
@@ -65,7 +63,5 @@ def pool_text_features(features, padding_mask, pooling):
     elif pooling == "mean":
         weights = mask / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1.0)
     else:
-        raise ValueError(
-            f"Unknown text pooling {pooling!r}; expected one of {TEXT_POOLINGS}."
-        )
+        raise ValueError(f"Unknown text pooling {pooling!r}; expected one of {TEXT_POOLINGS}.")
     return ops.einsum("bl,bld->bd", weights, features)

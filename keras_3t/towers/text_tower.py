@@ -66,9 +66,7 @@ class TextTower(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if pooling not in TEXT_POOLINGS:
-            raise ValueError(
-                f"Unknown text pooling {pooling!r}; expected one of {TEXT_POOLINGS}."
-            )
+            raise ValueError(f"Unknown text pooling {pooling!r}; expected one of {TEXT_POOLINGS}.")
         self.vocabulary_size = vocabulary_size
         self.sequence_length = sequence_length
         self.embedding_dim = embedding_dim
@@ -103,9 +101,7 @@ class TextTower(keras.layers.Layer):
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, name="final_norm"
         )
-        self.projection = keras.layers.Dense(
-            embedding_dim, use_bias=False, name="projection"
-        )
+        self.projection = keras.layers.Dense(embedding_dim, use_bias=False, name="projection")
 
     @property
     def output_dim(self):

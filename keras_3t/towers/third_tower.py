@@ -58,17 +58,11 @@ class ThirdTower(BackboneTower):
         self.embedding_dim = embedding_dim
         self.shared_head = shared_head
         if shared_head:
-            self.image_head = keras.layers.Dense(
-                embedding_dim, use_bias=False, name="head"
-            )
+            self.image_head = keras.layers.Dense(embedding_dim, use_bias=False, name="head")
             self.text_head = self.image_head
         else:
-            self.image_head = keras.layers.Dense(
-                embedding_dim, use_bias=False, name="image_head"
-            )
-            self.text_head = keras.layers.Dense(
-                embedding_dim, use_bias=False, name="text_head"
-            )
+            self.image_head = keras.layers.Dense(embedding_dim, use_bias=False, name="image_head")
+            self.text_head = keras.layers.Dense(embedding_dim, use_bias=False, name="text_head")
 
     def build(self, input_shape=None):
         self.image_head.build((None, self.feature_dim))
@@ -98,7 +92,5 @@ class ThirdTower(BackboneTower):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"embedding_dim": self.embedding_dim, "shared_head": self.shared_head}
-        )
+        config.update({"embedding_dim": self.embedding_dim, "shared_head": self.shared_head})
         return config

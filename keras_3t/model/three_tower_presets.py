@@ -14,38 +14,12 @@ Each preset names its objective and its towers:
 - `weights`: the folder under `saved_models/` with trained weights
   (`ThreeTowerModel.save_to_preset` layout), or None: a configuration to train
   from scratch.
-- `parameter_count`: counted on the built model (`tests/test_presets.py`
-  checks every entry).
+- `parameter_count`: counted on the built model (the tests check every
+  entry).
+
+`keras_3t.model` registers these into `ThreeTowerModel.presets`, as
+keras-hub's model folders register theirs.
 """
-
-import importlib.resources
-import os
-
-# Registry paths starting with this name folders of the shipped presets.
-SAVED_MODELS_PREFIX = "saved_models/"
-
-
-def saved_models_dir():
-    """The folder holding the shipped presets and third towers.
-
-    The repository's `saved_models/`, installed (from a wheel or as an
-    editable checkout) as the package data `keras_3t.saved_models`.
-
-    Example:
-    >>> import os
-    >>> from keras_3t.presets.registry import saved_models_dir
-    >>> os.path.isdir(os.path.join(saved_models_dir(), "3t_tiny"))
-    True
-    """
-    return str(importlib.resources.files("keras_3t.saved_models"))
-
-
-def shipped_path(path):
-    """The folder a registry path `saved_models/<name>` names, else None."""
-    if path.startswith(SAVED_MODELS_PREFIX):
-        return os.path.join(saved_models_dir(), path[len(SAVED_MODELS_PREFIX):])
-    return None
-
 
 # ViT-B/16 and ViT-L/16 exactly as keras-hub's ImageNet-21k presets
 # (85,798,656 and 303,301,632 parameters).
@@ -69,7 +43,7 @@ TO_SIGNED_UNIT = dict(scale=2.0, offset=-1.0)
 PAPER_PREPROCESSOR = dict(tokenizer_preset="bert_base_en_uncased", sequence_length=64)
 PAPER_VOCABULARY_SIZE = 30522
 
-# The embedded demo's models (`keras_3t.digit_models`): 56×56 digit scenes.
+# The embedded demo's models (`keras_3t.demo.digit_models`): 56×56 digit scenes.
 DIGIT_VIT = dict(
     image_shape=(56, 56, 3),
     patch_size=7,
@@ -184,12 +158,18 @@ TINY_DESCRIPTIONS = {
 # third_tower_weights=False, preprocessor=False))`.
 PARAMETER_COUNTS = {
     "3t_vitb16": dict(
-        image_tower=86388480, text_tower=109135872, third_tower=86978304,
-        total=283682307, trainable=197883651,
+        image_tower=86388480,
+        text_tower=109135872,
+        third_tower=86978304,
+        total=283682307,
+        trainable=197883651,
     ),
     "3t_vitl16": dict(
-        image_tower=304350208, text_tower=334680064, third_tower=305398784,
-        total=946526211, trainable=643224579,
+        image_tower=304350208,
+        text_tower=334680064,
+        third_tower=305398784,
+        total=946526211,
+        trainable=643224579,
     ),
     "lit_vitb16": dict(
         image_tower=86388480, text_tower=109135872, total=195524353, trainable=109725697
@@ -216,9 +196,7 @@ for _objective in ("3t", "lit", "clip"):
         _name = f"{_objective}_vit{_size}"
         PRESETS[_name] = dict(
             _paper(_objective, _size),
-            description=PAPER_DESCRIPTIONS[_objective].format(
-                size=_vit[4:], vit=_vit
-            ),
+            description=PAPER_DESCRIPTIONS[_objective].format(size=_vit[4:], vit=_vit),
             parameter_count=PARAMETER_COUNTS[_name],
         )
     PRESETS[f"{_objective}_tiny"] = dict(

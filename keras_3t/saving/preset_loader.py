@@ -1,4 +1,11 @@
-"""`keras_3t.presets.load`: a ready `ThreeTowerModel` from a name or a folder."""
+"""Loads a model from a registered preset name or a preset folder.
+
+A model class registers its presets (plain dicts, see
+`keras_3t/model/three_tower_presets.py`) into its `presets` attribute with
+`register_presets`; `load_preset(model_class, ...)` builds one, or reads a
+folder written by `save_to_preset`. Nothing here imports a model, so a
+model may call into this module without an import cycle.
+"""
 
 import difflib
 import os
@@ -6,16 +13,14 @@ import os
 import keras
 import keras_hub
 
-from keras_3t.model import ThreeTowerModel
-from keras_3t.presets import preset_dir
-from keras_3t.presets.registry import PRESETS
-from keras_3t.presets.registry import SAVED_MODELS_PREFIX
-from keras_3t.presets.registry import shipped_path
 from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import check_no_code
 from keras_3t.saving import check_version
+from keras_3t.saving import preset_dir
 from keras_3t.saving import safe_mode_scope
+from keras_3t.saving.shipped import SAVED_MODELS_PREFIX
+from keras_3t.saving.shipped import shipped_path
 from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
@@ -40,26 +45,17 @@ class WeightsUnavailableError(OSError):
     """Pretrained weights (or a tokenizer) could not be fetched or found."""
 
 
-def names():
-    """The registered preset names, sorted.
-
-    Example:
-    >>> import keras_3t
-    >>> [name for name in keras_3t.presets.names() if name.endswith("tiny")]
-    ['3t_tiny', 'clip_tiny', 'lit_tiny']
-    """
-    return sorted(PRESETS)
+def register_presets(presets, model_class):
+    """Adds `presets` (name -> preset dict) to `model_class.presets`."""
+    for name, preset in presets.items():
+        if name in model_class.presets:
+            raise ValueError(f"Preset {name!r} is registered already.")
+        model_class.presets[name] = preset
 
 
-def describe(name):
-    """A few lines on a registered preset: what it is, its towers, its sizes.
-
-    Example:
-    >>> import keras_3t
-    >>> print(keras_3t.presets.describe("3t_vitb16").splitlines()[0])
-    3t_vitb16 (objective '3t')
-    """
-    preset = _registered(name)
+def describe_preset(presets, name):
+    """A few lines on a registered preset: what it is, its towers, its sizes."""
+    preset = registered_preset(presets, name)
     lines = [f"{name} (objective {preset['objective']!r})", preset["description"]]
     for role in ("image_tower", "third_tower"):
         tower = preset[role]
@@ -87,7 +83,8 @@ def describe(name):
     return "\n".join(lines)
 
 
-def load(
+def load_preset(
+    model_class,
     name_or_path,
     weights=True,
     third_tower=None,
@@ -96,74 +93,56 @@ def load(
     safe_mode=True,
     **overrides,
 ):
-    """A compiled `ThreeTowerModel` from a preset name or a preset folder.
+    """A compiled `model_class` from one of its presets or a preset folder.
 
-    Args:
-        name_or_path: a registered name (`keras_3t.presets.names()`) or a
-            folder written by `ThreeTowerModel.save_to_preset`.
-        weights: bool. Load the preset's trained weights (the `*_tiny`
-            presets and saved folders have them; the paper-size presets are
-            configurations to train, so their main towers always start
-            fresh). False builds the same architecture with fresh weights.
-        third_tower: replaces the pretrained tower (3T's third tower, LiT's
-            image tower): a keras-hub image backbone preset name, a local
-            keras-hub preset folder, or a Keras image model. Not with trained
-            weights, which belong to the preset's own tower.
-        third_tower_weights: bool. Fetch the pretrained tower's weights from
-            keras-hub (or the shipped folder); False builds it from its
-            config with fresh weights and needs no download.
-        preprocessor: True for the preset's tokenizer (saved with the
-            weights, or a keras-hub tokenizer preset for the paper sizes),
-            False for none, or a `ThreeTowerPreprocessor` to attach.
-        safe_mode: bool. Refuse a saved folder whose config carries Python
-            code, such as a `Lambda` layer's function, which loading would
-            run (Keras's safe mode). Pass False only for folders you trust.
-        **overrides: `ThreeTowerModel` arguments (`loss`, `pair_weights`,
-            `shared_logit_scale`, `logit_scale_init`, `logit_scale_max`,
-            `logit_bias_init`, `adaptor_input`, `local_loss`),
-            `shared_head` (3T: one third-tower head for both pairs), or
-            `image_tower={...}` / `text_tower={...}` merged into a registered
-            tower's arguments.
-
-    Example:
-    >>> import numpy as np, keras_3t
-    >>> model = keras_3t.presets.load("3t_tiny")
-    >>> images = np.zeros((2, 56, 56, 3), "float32")
-    >>> tuple(model.encode_image(images).shape)
-    (2, 64)
-    >>> tuple(model.encode_text(["a 3 above a 7", "a 1"]).shape)
-    (2, 64)
+    `keras_3t.presets.load` documents the arguments.
     """
     accepted = MODEL_OVERRIDES + TOWER_OVERRIDES + THIRD_TOWER_OVERRIDES
     unknown = sorted(set(overrides) - set(accepted))
     if unknown:
         raise ValueError(f"Unknown override(s) {unknown}; load() accepts {list(accepted)}.")
-    if isinstance(name_or_path, str) and name_or_path in PRESETS:
+    if isinstance(name_or_path, str) and name_or_path in model_class.presets:
         model = _load_registered(
-            name_or_path, weights, third_tower, third_tower_weights, preprocessor, overrides
+            model_class,
+            name_or_path,
+            weights,
+            third_tower,
+            third_tower_weights,
+            preprocessor,
+            overrides,
         )
     elif isinstance(name_or_path, (str, os.PathLike)) and os.path.isdir(name_or_path):
         model = _load_folder(
-            os.fspath(name_or_path), weights, third_tower, preprocessor, overrides, safe_mode
+            model_class,
+            os.fspath(name_or_path),
+            weights,
+            third_tower,
+            preprocessor,
+            overrides,
+            safe_mode,
         )
     else:
-        _registered(name_or_path)  # raises, naming the closest preset
+        registered_preset(model_class.presets, name_or_path)  # raises
     model.compile()
     return model
 
 
-def _registered(name):
-    if name in PRESETS:
-        return PRESETS[name]
-    closest = difflib.get_close_matches(str(name), names(), n=1, cutoff=0.0)
+def registered_preset(presets, name):
+    """The preset registered as `name`; an error naming the closest if none."""
+    if name in presets:
+        return presets[name]
+    names = sorted(presets)
+    closest = difflib.get_close_matches(str(name), names, n=1, cutoff=0.0)
     raise ValueError(
         f"Unknown preset {name!r} (and no preset folder at that path). "
-        f"Did you mean {closest[0]!r}? Known presets: {', '.join(names())}."
+        f"Did you mean {closest[0]!r}? Known presets: {', '.join(names)}."
     )
 
 
-def _load_registered(name, weights, third_tower, third_tower_weights, preprocessor, overrides):
-    preset = PRESETS[name]
+def _load_registered(
+    model_class, name, weights, third_tower, third_tower_weights, preprocessor, overrides
+):
+    preset = model_class.presets[name]
     trained = preset["weights"] if weights else None
     if trained and third_tower is not None:
         raise ValueError(
@@ -173,7 +152,9 @@ def _load_registered(name, weights, third_tower, third_tower_weights, preprocess
     if preset["objective"] == "clip" and third_tower is not None:
         raise ValueError(f"{name} is a CLIP model: it has no third tower to replace.")
     if preset["objective"] != "3t" and "shared_head" in overrides:
-        raise ValueError(f"shared_head configures 3T's third tower; {name} is a {preset['objective']} model.")
+        raise ValueError(
+            f"shared_head configures 3T's third tower; {name} is a {preset['objective']} model."
+        )
     trained_dir = shipped_path(trained) if trained else None
     if trained_dir and not preset_dir.is_preset_dir(trained_dir):
         raise WeightsUnavailableError(
@@ -212,7 +193,7 @@ def _load_registered(name, weights, third_tower, third_tower_weights, preprocess
             shared_head=overrides.get("shared_head", False),
             image_converter=_converter(third_config, third_tower),
         )
-    model = ThreeTowerModel(
+    model = model_class(
         image_tower=image_tower,
         text_tower=TextTower(**text_config),
         third_tower=third,
@@ -323,7 +304,7 @@ def _registered_preprocessor(name, preset, preprocessor, trained_dir):
     return ThreeTowerPreprocessor(tokenizer, spec["sequence_length"])
 
 
-def _load_folder(path, weights, third_tower, preprocessor, overrides, safe_mode):
+def _load_folder(model_class, path, weights, third_tower, preprocessor, overrides, safe_mode):
     if third_tower is not None:
         raise ValueError(
             "A saved model's third tower is part of its trained weights; "
@@ -348,7 +329,7 @@ def _load_folder(path, weights, third_tower, preprocessor, overrides, safe_mode)
         # from_config is called directly, so the scope that Keras's loaders
         # set up is set here: every layer inside is deserialized under it.
         with safe_mode_scope(safe_mode):
-            model = ThreeTowerModel.from_config(model_config)
+            model = model_class.from_config(model_config)
     except (TypeError, ValueError, KeyError) as error:
         raise ValueError(
             f"{os.path.join(path, preset_dir.CONFIG_FILE)} does not describe a "

@@ -48,7 +48,7 @@ def toy_batch(batch_size, image_size=16, sequence_length=4, seed=0):
         "padding_mask": bool (B, L)}`.
 
     Example:
-    >>> from keras_3t.datasets import toy_batch
+    >>> from keras_3t.demo.toy import toy_batch
     >>> batch = toy_batch(4, image_size=16, seed=0)
     >>> batch["images"].shape, batch["token_ids"].shape
     ((4, 16, 16, 3), (4, 4))
@@ -87,9 +87,7 @@ def toy_batch(batch_size, image_size=16, sequence_length=4, seed=0):
 
 
 # Token ids in caption order: colour, quadrant, size (0 pads).
-WORD_IDS = {
-    word: 1 + i for i, word in enumerate(COLOUR_NAMES + QUADRANT_NAMES + SIZE_NAMES)
-}
+WORD_IDS = {word: 1 + i for i, word in enumerate(COLOUR_NAMES + QUADRANT_NAMES + SIZE_NAMES)}
 
 
 def tokenize(texts):
@@ -102,7 +100,7 @@ def tokenize(texts):
         One list of token ids per string (like a keras-hub `Tokenizer`).
 
     Example:
-    >>> from keras_3t.datasets import toy
+    >>> from keras_3t.demo import toy
     >>> toy.tokenize(["a small red square in the top-left"])
     [[1, 9, 13]]
     """
@@ -122,7 +120,7 @@ def build_model(objective="3t", third_backbone=None, image_size=16, embedding_di
     initialised CNN, frozen — pass a trained one to mirror the paper).
 
     Example:
-    >>> from keras_3t.datasets import toy
+    >>> from keras_3t.demo import toy
     >>> toy.build_model("clip").objective
     'clip'
     """

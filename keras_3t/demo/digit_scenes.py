@@ -71,7 +71,7 @@ def source_pools(
         given size is always the same, and grows by adding digits.
 
     Example:
-    >>> from keras_3t.datasets.digit_scenes import source_pools
+    >>> from keras_3t.demo.digit_scenes import source_pools
     >>> pools = source_pools(5000, labelled_digits=150, train_digits=300)
     >>> {name: len(pool) for name, pool in pools.items()}
     {'pretrain': 150, 'train': 300, 'validation': 500, 'test': 500}
@@ -106,7 +106,7 @@ def describe(digits, cells):
     """The exact caption of digits in cells, in one of the layout's templates."""
     placed = sorted(zip(cells, digits))
     if len(placed) == 1:
-        (cell, digit), = placed
+        ((cell, digit),) = placed
         return [f"a {digit} in the {CELLS[cell]}", f"one digit: {digit}, {CELLS[cell]}"]
     if len(placed) == 2:
         (cell_a, a), (cell_b, b) = placed
@@ -173,7 +173,9 @@ def make_scenes(
             digits[n, k], cells[n, k], source_ids[n, k] = labels[index], cell, index
         kind = "exact"
         if regime == "web":
-            kind = rng.choice(["exact", *WEB_NOISE], p=[1 - sum(WEB_NOISE.values()), *WEB_NOISE.values()])
+            kind = rng.choice(
+                ["exact", *WEB_NOISE], p=[1 - sum(WEB_NOISE.values()), *WEB_NOISE.values()]
+            )
         shown_digits, shown_cells = list(digits[n, :count]), list(cells[n, :count])
         if kind == "partial" and count > 1:
             keep = rng.integers(count)

@@ -11,20 +11,21 @@ import keras
 import keras_hub
 import numpy as np
 
-from keras_3t.datasets import digit_scenes
+from keras_3t.demo import digit_scenes
 from keras_3t.model import ThreeTowerModel
-from keras_3t.presets import registry
+from keras_3t.model import three_tower_presets
+from keras_3t.saving.shipped import saved_models_dir
 from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
 
 # keras-hub preset folders written by recipes/pretrain_third_tower.py.
-SAVED_MODELS = registry.saved_models_dir()
+SAVED_MODELS = saved_models_dir()
 # The pretraining task (`digit_scenes.PRETRAINING_TASKS`) of each shipped
 # third tower: the matched one names the digit, the mismatched one stroke
 # thickness.
 THIRD_TOWER_TASKS = {"matched": "digit", "mismatched": "thickness"}
-EMBEDDING_DIM = registry.DIGIT_EMBEDDING_DIM
+EMBEDDING_DIM = three_tower_presets.DIGIT_EMBEDDING_DIM
 
 
 def preset_path(task, directory=SAVED_MODELS):
@@ -40,16 +41,16 @@ def digit_backbone():
     frozen image tower).
 
     Example:
-    >>> from keras_3t.digit_models import digit_backbone
+    >>> from keras_3t.demo.digit_models import digit_backbone
     >>> digit_backbone().output_shape
     (None, 7, 7, 128)
     """
-    return keras_hub.models.ResNetBackbone(**registry.DIGIT_RESNET)
+    return keras_hub.models.ResNetBackbone(**three_tower_presets.DIGIT_RESNET)
 
 
 def digit_vit():
     """A fresh keras-hub ViT for 56×56×3 scenes: 7×7-pixel patches, 2 layers."""
-    return keras_hub.models.ViTBackbone(**registry.DIGIT_VIT)
+    return keras_hub.models.ViTBackbone(**three_tower_presets.DIGIT_VIT)
 
 
 def load_third_tower_backbone(which="matched", directory=SAVED_MODELS):
@@ -172,7 +173,9 @@ def pretrain_third_tower(
     return metadata
 
 
-def build_digit_model(objective, third_backbone=None, vocabulary_size=64, sequence_length=16, preprocessor=None):
+def build_digit_model(
+    objective, third_backbone=None, vocabulary_size=64, sequence_length=16, preprocessor=None
+):
     """CLIP, LiT or 3T for digit scenes, with `EMBEDDING_DIM`-wide embeddings.
 
     - `"clip"`: a from-scratch `digit_vit` image tower and a text tower;
@@ -191,7 +194,7 @@ def build_digit_model(objective, third_backbone=None, vocabulary_size=64, sequen
         vocabulary_size=vocabulary_size,
         sequence_length=sequence_length,
         embedding_dim=EMBEDDING_DIM,
-        **registry.DIGIT_TEXT,
+        **three_tower_presets.DIGIT_TEXT,
     )
     if objective in ("lit", "3t") and third_backbone is None:
         raise ValueError(f"objective={objective!r} needs a pretrained third_backbone.")

@@ -17,6 +17,8 @@ from keras.src.saving import serialization_lib
 from packaging.version import InvalidVersion
 from packaging.version import Version
 
+from keras_3t.version import __version__
+
 # The keras-3t version in a ThreeTowerModel's config and a preset's metadata.
 VERSION_KEY = "keras_3t_version"
 # Keras's marker for a Python `lambda` serialized as bytecode.
@@ -26,10 +28,8 @@ WEIGHTS_MEMBER = "model.weights.h5"
 
 
 def current_version():
-    """This keras-3t's version (imported late: `keras_3t` imports this module)."""
-    import keras_3t
-
-    return keras_3t.__version__
+    """This keras-3t's version (`keras_3t.version.__version__`)."""
+    return __version__
 
 
 def check_version(saved, source):
@@ -112,9 +112,11 @@ def stored_shapes(file):
     shapes = []
     with h5py.File(file, "r") as weights:
         weights.visititems(
-            lambda name, item: shapes.append(tuple(item.shape))
-            if isinstance(item, h5py.Dataset) and not name.startswith("optimizer/")
-            else None
+            lambda name, item: (
+                shapes.append(tuple(item.shape))
+                if isinstance(item, h5py.Dataset) and not name.startswith("optimizer/")
+                else None
+            )
         )
     return sorted(shapes)
 
@@ -165,8 +167,7 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
     filepath = os.fspath(filepath)
     if os.path.isdir(filepath):
         raise ValueError(
-            f"{filepath} is a folder; load a preset folder with "
-            "keras_3t.presets.load(folder)."
+            f"{filepath} is a folder; load a preset folder with keras_3t.presets.load(folder)."
         )
     if not filepath.endswith(".keras"):
         raise ValueError(f"{filepath} is not a .keras file (written by model.save).")
@@ -191,9 +192,7 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
             filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
         )
         with zipfile.ZipFile(filepath) as archive, archive.open(WEIGHTS_MEMBER) as weights:
-            mismatch = shape_mismatch(
-                stored_shapes(weights), [v.shape for v in model.weights]
-            )
+            mismatch = shape_mismatch(stored_shapes(weights), [v.shape for v in model.weights])
     except OSError as error:  # h5py: the weights inside cannot be read
         raise ValueError(
             f"{filepath} is corrupt: its weights are not a readable HDF5 file ({error})."

@@ -21,6 +21,7 @@ from keras.src.saving import saving_lib
 from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import shape_mismatch
 from keras_3t.saving import stored_shapes
+from keras_3t.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -53,8 +54,6 @@ def _strip_build_state(config):
 
 def save_to_preset(model, preset_dir, overwrite=False, metadata=None):
     """Writes `model` to `preset_dir`; see `ThreeTowerModel.save_to_preset`."""
-    import keras_3t
-
     if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
         raise FileExistsError(f"{preset_dir} exists and is not a folder.")
     if os.path.isdir(preset_dir) and os.listdir(preset_dir) and not overwrite:
@@ -83,7 +82,7 @@ def save_to_preset(model, preset_dir, overwrite=False, metadata=None):
         _write_json(
             os.path.join(staging, METADATA_FILE),
             {
-                VERSION_KEY: keras_3t.__version__,
+                VERSION_KEY: __version__,
                 "keras_version": keras.version(),
                 "keras_hub_version": keras_hub.__version__,
                 "backend": keras.backend.backend(),

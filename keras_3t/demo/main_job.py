@@ -26,9 +26,9 @@ import time
 import keras
 import numpy as np
 
-from keras_3t.datasets import digit_scenes
-from keras_3t.digit_models import build_digit_model
-from keras_3t.digit_models import load_third_tower_backbone
+from keras_3t.demo import digit_scenes
+from keras_3t.demo.digit_models import build_digit_model
+from keras_3t.demo.digit_models import load_third_tower_backbone
 from keras_3t.evaluation import alpha_sweep
 from keras_3t.evaluation import evaluate_model
 from keras_3t.evaluation import plot_alpha_sweep
@@ -183,7 +183,9 @@ def plot_alpha_sweeps(results, tasks, output):
         if "alpha_sweep" not in result:
             continue
         lit = "LiT mismatched" if "mismatched" in name else "LiT"
-        references = {other: results[other]["metrics"] for other in ("CLIP", lit) if other in results}
+        references = {
+            other: results[other]["metrics"] for other in ("CLIP", lit) if other in results
+        }
         filename = f"alpha_sweep{'_mismatched' if 'mismatched' in name else ''}.png"
         plot_alpha_sweep(
             result["alpha_sweep"],
@@ -227,20 +229,34 @@ def default_output(args):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="keras-3t demo", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="keras-3t demo", description=__doc__.split("\n")[0])
     parser.add_argument("--regime", choices=["web", "clean"], default="web")
-    parser.add_argument("--mismatched", action="store_true",
-                        help="also train LiT and 3T with the mismatched (stroke thickness) third tower")
+    parser.add_argument(
+        "--mismatched",
+        action="store_true",
+        help="also train LiT and 3T with the mismatched (stroke thickness) third tower",
+    )
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None, help="default: runs/demo_<backend>_<regime>[_mismatched][_quick]_seed<seed>")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder's results")
-    parser.add_argument("--save-presets", metavar="DIR", default=None,
-                        help="also save the trained CLIP, LiT and 3T as presets DIR/{clip,lit,3t}_tiny")
-    parser.add_argument("--verbose", action="store_true",
-                        help="show TensorFlow's, absl's and CUDA's native log lines")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="default: runs/demo_<backend>_<regime>[_mismatched][_quick]_seed<seed>",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output folder's results"
+    )
+    parser.add_argument(
+        "--save-presets",
+        metavar="DIR",
+        default=None,
+        help="also save the trained CLIP, LiT and 3T as presets DIR/{clip,lit,3t}_tiny",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's, absl's and CUDA's native log lines",
+    )
     return parser.parse_args(argv)
 
 
@@ -253,10 +269,14 @@ def main(argv=None):
         for objective in ("clip", "lit", "3t"):
             target = os.path.join(args.save_presets, f"{objective}_tiny")
             if os.path.isdir(target) and os.listdir(target):
-                sys.exit(f"{target} exists; pass --overwrite or choose another --save-presets folder.")
+                sys.exit(
+                    f"{target} exists; pass --overwrite or choose another --save-presets folder."
+                )
     os.makedirs(output, exist_ok=True)
     budget = BUDGETS["quick" if args.quick else "default"]
-    print(f"backend {keras.backend.backend()}, regime {args.regime}, seed {args.seed}, budget {budget}")
+    print(
+        f"backend {keras.backend.backend()}, regime {args.regime}, seed {args.seed}, budget {budget}"
+    )
 
     start = time.time()
     train, preprocessor, tasks = prepare_data(args.regime, budget, args.seed)
