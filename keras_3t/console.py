@@ -28,7 +28,7 @@ def is_native_log_line(line):
 
     Example:
     >>> from keras_3t.console import is_native_log_line
-    >>> is_native_log_line(b"I0000 00:00:1796.2 28784 cudart_stub.cc:31] Could not find cuda drivers")
+    >>> is_native_log_line(b"I0000 00:00:1796.2 28784 cudart_stub.cc:31] No cuda drivers")
     True
     >>> is_native_log_line(b"Traceback (most recent call last):")
     False

@@ -278,7 +278,7 @@ def plot_map(summary, path):
                         color="white" if dark else "black",
                     )
             axis.set_xticks(range(len(pairs)), [str(p) for p in pairs])
-            axis.set_yticks(range(len(labelled)), [str(l) for l in labelled])
+            axis.set_yticks(range(len(labelled)), [str(count) for count in labelled])
             axis.set_xlabel("P: source digits in the image-caption pairs")
             axis.set_ylabel("L: labelled digits of the third tower")
             axis.set_title(f"3T − {baseline}, {metric_name}")

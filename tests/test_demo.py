@@ -9,7 +9,10 @@ from tests.conftest import load_script
 
 def _fake_run(itr, alphas_itr):
     """A results.json-like dict with the given I→T R@1 per model and along α."""
-    metrics = lambda value: {key: value for key in main_job.COLUMNS}
+
+    def metrics(value):
+        return {key: value for key in main_job.COLUMNS}
+
     models = {name: {"metrics": metrics(value)} for name, value in itr.items()}
     for name in ("3T", "3T mismatched"):
         models[name]["alpha_sweep"] = [

@@ -108,8 +108,8 @@ def test_local_loss_equals_global_loss_in_value_and_gradient(loss):
     global_value, global_grads = value_and_gradient(False)
     local_value, local_grads = value_and_gradient(True)
     assert local_value == pytest.approx(global_value, rel=1e-6)
-    for g, l in zip(global_grads, local_grads):
-        np.testing.assert_allclose(l, g, atol=1e-6)
+    for global_grad, local_grad in zip(global_grads, local_grads):
+        np.testing.assert_allclose(local_grad, global_grad, atol=1e-6)
 
 
 def _value_and_gradients(objective, variables):

@@ -55,7 +55,10 @@ def test_zero_shot_classifier_and_accuracy_of_a_hand_built_model():
         expected = np.eye(len(VOCABULARY))[VOCABULARY.index(name)] * (1 + 2**-0.5)
         expected += np.eye(len(VOCABULARY))[VOCABULARY.index("a")] * 2**-0.5
         np.testing.assert_allclose(row, expected / np.linalg.norm(expected), atol=1e-6)
-    one_hot = lambda word: np.eye(len(VOCABULARY))[VOCABULARY.index(word)]
+
+    def one_hot(word):
+        return np.eye(len(VOCABULARY))[VOCABULARY.index(word)]
+
     images = np.stack(
         [
             one_hot("cat"),  # right

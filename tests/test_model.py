@@ -132,7 +132,10 @@ def test_keras_file_round_trip_gives_identical_embeddings(trained_3t, tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, ThreeTowerModel)
-    as_json = lambda m: json.loads(json.dumps(m.get_config()))  # tuples → lists
+
+    def as_json(m):
+        return json.loads(json.dumps(m.get_config()))  # tuples → lists
+
     assert as_json(loaded) == as_json(model)
     batch = toy_batch(8, seed=4)
     for alpha in (1.0, 0.5):

@@ -275,7 +275,8 @@ def main(argv=None):
     os.makedirs(output, exist_ok=True)
     budget = BUDGETS["quick" if args.quick else "default"]
     print(
-        f"backend {keras.backend.backend()}, regime {args.regime}, seed {args.seed}, budget {budget}"
+        f"backend {keras.backend.backend()}, regime {args.regime}, "
+        f"seed {args.seed}, budget {budget}"
     )
 
     start = time.time()

@@ -54,8 +54,13 @@ def embed_tasks(model, tasks, alpha, batch_size=256, verbose=0):
     A zero-shot task gives its classifier (`"zero_shot_classifier"`), built
     from each path's prompt embeddings (`classifier_from_paths`).
     """
-    images = lambda data: embed_images(model, data, alpha, batch_size, verbose)
-    texts = lambda data: embed_texts(model, data, alpha, batch_size, verbose)
+
+    def images(data):
+        return embed_images(model, data, alpha, batch_size, verbose)
+
+    def texts(data):
+        return embed_texts(model, data, alpha, batch_size, verbose)
+
     embeddings = {}
     if "retrieval" in tasks:
         embeddings["retrieval_images"] = images(tasks["retrieval"]["images"])
