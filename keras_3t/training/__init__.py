@@ -23,6 +23,7 @@ backend-specific code; the math is written once with `keras.ops`.
 """
 
 import contextlib
+import importlib
 
 import keras
 
@@ -57,6 +58,4 @@ def backend_steps():
             f"keras_3t supports the tensorflow, jax and torch backends; "
             f"KERAS_BACKEND is {backend!r}."
         )
-    import importlib
-
     return importlib.import_module(f"keras_3t.training.{backend}")
