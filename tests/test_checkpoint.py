@@ -20,10 +20,10 @@ from keras_3t.callbacks import TrainingCheckpoint
 from keras_3t.checkpoint import list_checkpoints
 from keras_3t.demo import toy
 from keras_3t.demo.toy import toy_batch
-from tests.conftest import load_script
-from tests.conftest import to_numpy
-from tests.conftest import write_digit_scene_captions
-from tests.test_presets import _folder_digest
+from tests.helpers import folder_digest
+from tests.helpers import load_script
+from tests.helpers import to_numpy
+from tests.helpers import write_digit_scene_captions
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 STEPS_PER_EPOCH = 4
@@ -259,10 +259,10 @@ def test_damaged_checkpoints_give_clear_errors_and_change_nothing(
             content = json.load(file)
         with open(state, "w") as file:
             json.dump(dict(content, format_version=99, keras_3t_version="9.0"), file)
-    before = _folder_digest(folder)
+    before = folder_digest(folder)
     with pytest.raises(CheckpointError, match=message):
         _resume(folder, "3t" if damage == "other_model" else "clip")
-    assert _folder_digest(folder) == before
+    assert folder_digest(folder) == before
 
 
 def test_recipe_refuses_a_used_output_without_resume_and_resume_with_overwrite(tmp_path):

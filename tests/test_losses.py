@@ -1,7 +1,7 @@
+"""keras_3t.losses: the contrastive losses against float64 references."""
+
 import numpy as np
 import pytest
-from conftest import tiny_model
-from conftest import to_numpy
 from scipy.special import log_expit
 from scipy.special import logsumexp
 
@@ -9,6 +9,8 @@ from keras_3t.demo.toy import toy_batch
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
+from tests.helpers import tiny_model
+from tests.helpers import to_numpy
 
 
 def _normalized(rng, n, d):

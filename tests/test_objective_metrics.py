@@ -1,9 +1,11 @@
+"""keras_3t.objective_metrics: one mean per objective value."""
+
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
 
 from keras_3t.objective_metrics import ObjectiveMeans
+from tests.helpers import to_numpy
 
 
 def test_each_mean_equals_a_keras_mean_of_that_value_alone():

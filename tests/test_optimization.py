@@ -1,18 +1,13 @@
 """keras_3t.optimization.AdamW: Keras's AdamW, without its temporaries on PyTorch."""
 
-import json
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 
 from keras_3t.optimization import AdamW
 from keras_3t.optimization import torch_adam_update
-from tests.conftest import tiny_model
-from tests.conftest import to_numpy
+from tests.helpers import tiny_model
+from tests.helpers import to_numpy
 
 SHAPES = [(8, 5), (5,), (3, 4, 2), ()]
 
@@ -81,18 +76,3 @@ def test_compile_default_is_this_adamw_and_survives_saving(tmp_path):
     loaded = keras.saving.load_model(path)
     assert type(loaded.optimizer) is AdamW and loaded.optimizer.fused
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
-
-
-def test_optimizer_benchmark_runs(tmp_path):
-    output = str(tmp_path / "optimizer.json")
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "optimizer_step.py")
-    subprocess.run(
-        [sys.executable, script, "--size", "tiny", "--steps", "2", "--output", output],
-        check=True,
-        capture_output=True,
-    )
-    report = json.load(open(output))
-    names = [result["optimizer"] for result in report["results"]]
-    assert names[:2] == ["keras.optimizers.AdamW", "keras_3t.optimization.AdamW"]
-    assert len(names) == (5 if keras.backend.backend() == "torch" else 2)
-    assert all(len(result["times_s"]) == 2 for result in report["results"])

@@ -1,3 +1,5 @@
+"""keras_3t.preprocessing: the caption tokenizer and the model's batches."""
+
 import os
 
 import keras
@@ -8,21 +10,15 @@ import tensorflow as tf
 from keras_3t import ThreeTowerModel
 from keras_3t.preprocessing import RESERVED_TOKENS
 from keras_3t.preprocessing import ThreeTowerPreprocessor
-from keras_3t.preprocessing import caption_tokenizer
 from keras_3t.preprocessing import caption_vocabulary
-from tests.conftest import IMAGE_SIZE
-from tests.conftest import SEQUENCE_LENGTH
-from tests.conftest import snapshot
-from tests.conftest import tiny_model
-from tests.conftest import to_numpy
+from tests.helpers import IMAGE_SIZE
+from tests.helpers import SEQUENCE_LENGTH
+from tests.helpers import snapshot
+from tests.helpers import tiny_model
+from tests.helpers import to_numpy
+from tests.helpers import toy_preprocessor
 
 CAPTIONS = ["a red square", "a blue circle", "green square", "a red circle"]
-
-
-def _preprocessor(sequence_length=SEQUENCE_LENGTH):
-    # Within the tiny text tower's 15 token ids.
-    vocabulary = [*RESERVED_TOKENS, "a", "red", "blue", "green", "square", "circle"]
-    return ThreeTowerPreprocessor(caption_tokenizer(vocabulary), sequence_length)
 
 
 def _examples(num=8, seed=0):
@@ -46,7 +42,7 @@ def test_vocabulary_comes_from_the_captions():
 
 
 def test_eager_output_is_the_models_batch_format_in_backend_tensors():
-    preprocessor = _preprocessor()
+    preprocessor = toy_preprocessor()
     vocabulary = preprocessor.tokenizer.get_vocabulary()
     batch = preprocessor(
         {"images": _examples()["images"][:2], "captions": ["a red square", "RED blob"]}
@@ -70,7 +66,7 @@ def test_eager_output_is_the_models_batch_format_in_backend_tensors():
 
 
 def test_preprocessed_dataset_trains_the_model():
-    preprocessor = _preprocessor()
+    preprocessor = toy_preprocessor()
     data = tf.data.Dataset.from_tensor_slices(_examples(16)).batch(8).map(preprocessor)
     batch = next(iter(data))
     assert sorted(batch) == ["images", "padding_mask", "token_ids"]
@@ -84,7 +80,7 @@ def test_preprocessed_dataset_trains_the_model():
 
 
 def test_tokenizer_round_trips_through_keras_saving(tmp_path):
-    preprocessor = _preprocessor()
+    preprocessor = toy_preprocessor()
     model = tiny_model("clip", preprocessor=preprocessor)
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
@@ -107,7 +103,7 @@ def test_tokenizer_round_trips_through_keras_saving(tmp_path):
 
 
 def test_empty_captions_and_bad_lengths_are_named():
-    preprocessor = _preprocessor()
+    preprocessor = toy_preprocessor()
     with pytest.raises(ValueError, match="Empty caption at index 1"):
         preprocessor(["a red square", "  "])
     data = tf.data.Dataset.from_tensor_slices(["a red square", ""]).batch(2).map(preprocessor)
@@ -118,7 +114,7 @@ def test_empty_captions_and_bad_lengths_are_named():
 
 
 def test_encode_text_takes_caption_strings_through_the_preprocessor():
-    preprocessor = _preprocessor()
+    preprocessor = toy_preprocessor()
     model = tiny_model("3t", preprocessor=preprocessor)
     texts = ["a red square", "green circle"]
     for alpha in (1.0, 0.5):

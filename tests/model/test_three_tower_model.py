@@ -1,0 +1,296 @@
+"""keras_3t.model.three_tower_model: training, objectives and saving of
+ThreeTowerModel."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_3t import ThreeTowerModel
+from keras_3t.demo.toy import toy_batch
+from tests.helpers import EMBEDDING_DIM
+from tests.helpers import IMAGE_SIZE
+from tests.helpers import run_round_trip_test
+from tests.helpers import snapshot
+from tests.helpers import text_of
+from tests.helpers import tiny_model
+from tests.helpers import tiny_vit
+from tests.helpers import to_numpy
+
+BATCH_SIZE = 32
+TRAIN_METRICS = {
+    "loss",
+    "loss_image_text",
+    "loss_image_third",
+    "loss_text_third",
+    "logit_scale_image_text",
+    "logit_scale_image_third",
+    "logit_scale_text_third",
+}
+
+
+def _changed(before, after, layer):
+    paths = [v.path for v in layer.variables]
+    assert paths, f"{layer.name} has no variables"
+    return [p for p in paths if not np.array_equal(before[p], after[p])]
+
+
+@pytest.fixture(scope="module")
+def trained_3t():
+    """A 3T model trained on the toy problem, with its weights before training."""
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    model.compile(learning_rate=3e-3)
+    before = snapshot(model.variables)
+    data = toy_batch(BATCH_SIZE * 12, seed=1)
+    history = model.fit(data, batch_size=BATCH_SIZE, epochs=8, verbose=0)
+    return model, before, history.history
+
+
+def test_fit_reports_every_pair_loss_and_logit_scale(trained_3t):
+    _, _, history = trained_3t
+    assert set(history) == TRAIN_METRICS
+    for name in TRAIN_METRICS:
+        assert np.all(np.isfinite(history[name])), name
+
+
+def test_fit_drives_the_3t_loss_well_below_chance_and_retrieval_above_chance(trained_3t):
+    model, _, history = trained_3t
+    assert history["loss"][0] > 0.8 * np.log(BATCH_SIZE)
+    assert history["loss"][-1] < 0.6 * np.log(BATCH_SIZE)
+    for pair in ("image_text", "image_third", "text_third"):
+        assert history[f"loss_{pair}"][-1] < history[f"loss_{pair}"][0], pair
+    batch = toy_batch(BATCH_SIZE, seed=1)  # a training batch: unique captions
+    similarity = (
+        to_numpy(model.encode_image(batch["images"]))
+        @ to_numpy(model.encode_text(text_of(batch))).T
+    )
+    recall_at_1 = np.mean(similarity.argmax(axis=1) == np.arange(BATCH_SIZE))
+    assert recall_at_1 > 10 / BATCH_SIZE  # chance is 1 / 32
+
+
+def test_fit_trains_main_towers_heads_and_scales_but_never_the_third_backbone(trained_3t):
+    model, before, _ = trained_3t
+    after = snapshot(model.variables)
+    backbone_paths = [v.path for v in model.third_tower.backbone.variables]
+    assert backbone_paths
+    for path in backbone_paths:
+        np.testing.assert_array_equal(before[path], after[path], err_msg=path)
+    for layer in (
+        model.image_tower,
+        model.text_tower,
+        model.image_adaptor,
+        model.text_adaptor,
+        model.third_tower.image_head,
+        model.third_tower.text_head,
+    ):
+        for variable in layer.trainable_variables:
+            assert not np.array_equal(before[variable.path], after[variable.path]), variable.path
+    for variable in model.logit_scales.values():
+        assert before[variable.path] != after[variable.path]
+
+
+def test_evaluate_and_predict(trained_3t):
+    model, _, _ = trained_3t
+    batch = toy_batch(BATCH_SIZE, seed=2)
+    logs = model.evaluate(batch, batch_size=16, verbose=0, return_dict=True)
+    assert set(logs) == TRAIN_METRICS
+    # As a list, the values come in the model's order: the loss first.
+    values = model.evaluate(batch, batch_size=16, verbose=0)
+    assert values == [logs[name] for name in model.objective_means.names]
+    assert model.objective_means.names[0] == "loss"
+    outputs = model.predict(batch, batch_size=16, verbose=0)
+    np.testing.assert_allclose(
+        outputs["image_embeddings"], to_numpy(model.encode_image(batch["images"])), atol=1e-5
+    )
+    np.testing.assert_allclose(np.linalg.norm(outputs["text_embeddings"], axis=1), 1.0, atol=1e-5)
+
+
+def test_alpha_combination_gives_the_convex_similarity(trained_3t):
+    model, _, _ = trained_3t
+    batch = toy_batch(8, seed=3)
+    text = text_of(batch)
+    assert model.encode_image(batch["images"]).shape == (8, EMBEDDING_DIM)
+    f = to_numpy(model.encode_image(batch["images"]))
+    g = to_numpy(model.encode_text(text))
+    h_g = to_numpy(model.encode_image(batch["images"], alpha=0.0))[:, EMBEDDING_DIM:]
+    g_h = to_numpy(model.encode_text(text, alpha=0.0))[:, EMBEDDING_DIM:]
+    for alpha in (0.0, 0.3, 0.7):
+        images = to_numpy(model.encode_image(batch["images"], alpha=alpha))
+        texts = to_numpy(model.encode_text(text, alpha=alpha))
+        expected = alpha * f @ g.T + (1 - alpha) * h_g @ g_h.T
+        np.testing.assert_allclose(images @ texts.T, expected, atol=1e-5)
+        np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
+    # The third-tower path is the frozen model's own head, not the image tower.
+    third = model.third_tower(batch["images"])["text_head"]
+    np.testing.assert_allclose(
+        h_g, to_numpy(third) / np.linalg.norm(to_numpy(third), axis=1, keepdims=True), atol=1e-5
+    )
+
+
+def test_a_trained_model_round_trips_with_identical_embeddings(trained_3t, tmp_path):
+    model, _, _ = trained_3t
+    batch = toy_batch(8, seed=4)
+    loaded, _ = run_round_trip_test(model, batch, tmp_path)
+    for alpha in (1.0, 0.5):
+        np.testing.assert_array_equal(
+            to_numpy(loaded.encode_image(batch["images"], alpha=alpha)),
+            to_numpy(model.encode_image(batch["images"], alpha=alpha)),
+        )
+        np.testing.assert_array_equal(
+            to_numpy(loaded.encode_text(text_of(batch), alpha=alpha)),
+            to_numpy(model.encode_text(text_of(batch), alpha=alpha)),
+        )
+    # The third tower stays frozen, and the optimizer state travels too, so
+    # training resumes where it stopped.
+    assert not loaded.third_tower.backbone.trainable_variables
+    assert len(loaded.trainable_variables) == len(model.trainable_variables)
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+    loaded.fit(toy_batch(BATCH_SIZE, seed=5), batch_size=BATCH_SIZE, verbose=0)
+
+
+@pytest.mark.parametrize("objective", ["lit", "clip"])
+def test_lit_and_clip_round_trip(objective, tmp_path):
+    run_round_trip_test(tiny_model(objective), toy_batch(2, seed=0), tmp_path)
+
+
+CROSS_BACKEND_SCRIPT = """
+import json, sys
+import keras, numpy as np
+from keras_3t import ThreeTowerModel
+from keras_3t.demo.toy import toy_batch
+config_path, weights_path, keras_path, out_path = sys.argv[1:]
+batch = toy_batch(8, seed=4)
+text = {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"]}
+from_weights = ThreeTowerModel.from_config(json.load(open(config_path)))
+from_weights.load_weights(weights_path)
+from_file = keras.saving.load_model(keras_path)
+np.savez(out_path, **{
+    f"{name}_{kind}": keras.ops.convert_to_numpy(fn(x, alpha=0.5))
+    for name, model in (("weights", from_weights), ("file", from_file))
+    for kind, fn, x in (("image", model.encode_image, batch["images"]),
+                        ("text", model.encode_text, text))
+})
+"""
+
+
+def test_weights_saved_under_one_backend_load_under_another(trained_3t, tmp_path):
+    model, _, _ = trained_3t
+    backends = ["tensorflow", "jax", "torch"]
+    other = backends[(backends.index(keras.backend.backend()) + 1) % 3]
+    (tmp_path / "config.json").write_text(json.dumps(model.get_config()))
+    model.save_weights(str(tmp_path / "model.weights.h5"))
+    model.save(str(tmp_path / "model.keras"))
+    script = tmp_path / "load.py"
+    script.write_text(CROSS_BACKEND_SCRIPT)
+    env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
+    loader = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "config.json"),
+            str(tmp_path / "model.weights.h5"),
+            str(tmp_path / "model.keras"),
+            str(tmp_path / "out.npz"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert loader.returncode == 0, loader.stderr[-3000:]
+    result = np.load(tmp_path / "out.npz")
+    batch = toy_batch(8, seed=4)
+    expected_image = to_numpy(model.encode_image(batch["images"], alpha=0.5))
+    expected_text = to_numpy(model.encode_text(text_of(batch), alpha=0.5))
+    for source in ("weights", "file"):
+        np.testing.assert_allclose(result[f"{source}_image"], expected_image, atol=1e-5)
+        np.testing.assert_allclose(result[f"{source}_text"], expected_text, atol=1e-5)
+
+
+def test_lit_trains_only_the_text_tower_and_the_image_projection():
+    model = tiny_model("lit")
+    model.compile(learning_rate=3e-3)
+    before = snapshot(model.variables)
+    history = model.fit(toy_batch(64, seed=1), batch_size=BATCH_SIZE, epochs=2, verbose=0)
+    after = snapshot(model.variables)
+    assert set(history.history) == {"loss", "loss_image_text", "logit_scale_image_text"}
+    assert not _changed(before, after, model.image_tower.backbone)
+    assert _changed(before, after, model.image_tower.projection)
+    assert len(_changed(before, after, model.text_tower)) == len(
+        model.text_tower.trainable_variables
+    )
+    with pytest.raises(ValueError, match="frozen=True"):
+        ThreeTowerModel(
+            image_tower=tiny_model("clip").image_tower,
+            text_tower=model.text_tower,
+            objective="lit",
+        )
+
+
+def test_clip_has_no_third_tower_and_trains_both_towers():
+    model = tiny_model("clip")
+    assert model.third_tower is None
+    assert not any("third" in v.path or "adaptor" in v.path for v in model.variables)
+    model.compile(learning_rate=3e-3)
+    before = snapshot(model.variables)
+    history = model.fit(toy_batch(64, seed=1), batch_size=BATCH_SIZE, epochs=2, verbose=0)
+    after = snapshot(model.variables)
+    assert set(history.history) == {"loss", "loss_image_text", "logit_scale_image_text"}
+    assert _changed(before, after, model.image_tower.backbone)
+    assert _changed(before, after, model.text_tower)
+
+
+def test_sigmoid_loss_shared_scale_shared_head_and_embedding_adaptors():
+    model = tiny_model(
+        loss="sigmoid",
+        shared_logit_scale=True,
+        shared_head=True,
+        adaptor_input="embedding",
+        pair_weights=(0.5, 0.25, 0.25),
+    )
+    assert len(model.logit_scales) == 1 and len(model.logit_biases) == 1
+    assert model.third_tower.image_head is model.third_tower.text_head
+    model.compile(learning_rate=3e-3)
+    history = model.fit(toy_batch(96, seed=1), batch_size=BATCH_SIZE, epochs=3, verbose=0)
+    assert set(history.history) == {
+        "loss",
+        "loss_image_text",
+        "loss_image_third",
+        "loss_text_third",
+        "logit_scale",
+        "logit_bias",
+    }
+    np.testing.assert_allclose(history.history["logit_bias"][0], -10.0, atol=0.1)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_logit_scale_is_clamped_at_log_100():
+    model = tiny_model()
+    model.logit_scales["_image_text"].assign(10.0)
+    np.testing.assert_allclose(to_numpy(model.logit_scale("image_text")), 100.0, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(model.logit_scale("text_third")), 10.0, rtol=1e-6)
+
+
+def test_mixed_bfloat16_trains_with_float32_losses():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_model("3t", third_backbone=tiny_vit())
+        model.compile()
+        batch = toy_batch(8, image_size=IMAGE_SIZE, seed=0)
+        embeddings = model.embed_batch(batch, training=True)
+        assert all(
+            keras.backend.standardize_dtype(x.dtype) == "float32"
+            for pair in embeddings.values()
+            for x in pair
+        )
+        assert "bfloat16" in str(model.image_tower.backbone.layers[-1].compute_dtype)
+        history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(3), verbose=0).history
+        assert np.isfinite(history["loss"]).all()
+        assert model.logit_scales["_image_text"].dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,40 @@
+"""keras_3t.model.three_tower_presets: each preset builds with the parameter
+counts its entry records."""
+
+import keras_hub
+import pytest
+
+from keras_3t import presets
+
+# --- The registry ------------------------------------------------------------
+
+
+TINY_PRESETS = ["3t_tiny", "lit_tiny", "clip_tiny"]
+
+
+PAPER_PRESETS = ["3t_vitb16", "lit_vitb16", "clip_vitb16", "3t_vitl16", "lit_vitl16", "clip_vitl16"]
+
+
+@pytest.mark.parametrize("name", TINY_PRESETS)
+def test_tiny_presets_build_fresh_with_the_registered_counts(name):
+    model = presets.load(name, weights=False)
+    assert presets.parameter_counts(model) == presets.PRESETS[name]["parameter_count"]
+    assert model.optimizer is not None  # compiled
+
+
+def test_vitb16_builds_offline_with_the_registered_counts():
+    model = presets.load("3t_vitb16", weights=False, third_tower_weights=False, preprocessor=False)
+    assert presets.parameter_counts(model) == presets.PRESETS["3t_vitb16"]["parameter_count"]
+    # The image tower is a ViT-B/16 (keras-hub's own count for its
+    # ImageNet-21k preset, ≈ 86 M) plus a 768 × 768 projection.
+    vit_b16 = keras_hub.models.ViTBackbone.presets["vit_base_patch16_224_imagenet21k"]
+    assert model.image_tower.backbone.count_params() == vit_b16["metadata"]["params"]
+    assert model.third_tower.backbone.count_params() == vit_b16["metadata"]["params"]
+    assert model.image_tower.count_params() == vit_b16["metadata"]["params"] + 768 * 768
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [name for name in PAPER_PRESETS if name != "3t_vitb16"])
+def test_paper_presets_build_offline_with_the_registered_counts(name):
+    model = presets.load(name, weights=False, third_tower_weights=False, preprocessor=False)
+    assert presets.parameter_counts(model) == presets.PRESETS[name]["parameter_count"]
