@@ -1,6 +1,20 @@
-"""pytest's hooks for the suite, which runs once per Keras backend."""
+"""pytest's hooks for the suite, which runs once per Keras backend.
 
+Two markers leave tests out of a run:
+
+- `slow`: long end-to-end runs, skipped unless `--run-slow` is given. Each
+  one's check is also made by a faster test that always runs.
+- `one_backend`: checks that do not depend on the Keras backend (the docs'
+  code, which calls only the public API that the other tests check on
+  every backend; a recipe's files, flags and resume; the wheel), run under
+  `ONE_BACKEND` only, since the suite runs once per backend.
+"""
+
+import keras
 import pytest
+
+# The fastest backend on the 2-core CPU machine.
+ONE_BACKEND = "torch"
 
 
 def pytest_addoption(parser):
@@ -8,9 +22,10 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    skip_other_backends = pytest.mark.skip(reason=f"one_backend: runs under {ONE_BACKEND}")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if "one_backend" in item.keywords and keras.backend.backend() != ONE_BACKEND:
+            item.add_marker(skip_other_backends)

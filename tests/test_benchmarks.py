@@ -20,26 +20,15 @@ from tests.helpers import to_numpy
 BATCH = 8
 
 
-# --- Third-tower cache -------------------------------------------------------
-
-
-# --- Gradient accumulation ---------------------------------------------------
-
-
-# --- Causal text tower, mixed precision ---------------------------------------
+TRAIN_STEP = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "train_step.py")
 
 
 def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
-    import json
-    import subprocess
-    import sys
-
     output = str(tmp_path / "train_step.json")
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "train_step.py")
     subprocess.run(
         [
             sys.executable,
-            script,
+            TRAIN_STEP,
             "--sizes",
             "tiny",
             "--backends",
@@ -75,11 +64,19 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     assert min(per_round) <= paired["ci95"][0] <= paired["ci95"][1] <= max(per_round)
     assert len({run["process_id"] for run in report["runs"]}) == 1
     assert report["machine"]["cores"] == os.cpu_count()
+    with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
+        subprocess.run(
+            [sys.executable, TRAIN_STEP, "--output", output], check=True, capture_output=True
+        )
+
+
+@pytest.mark.one_backend
+def test_train_step_benchmark_runs_each_objective_in_its_own_process(tmp_path):
     separate = str(tmp_path / "separate.json")
     subprocess.run(
         [
             sys.executable,
-            script,
+            TRAIN_STEP,
             "--sizes",
             "tiny",
             "--backends",
@@ -107,15 +104,9 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     assert len({run["process_id"] for run in runs}) == 2
     # One time per round, whatever the steps per turn.
     assert all(run["turn_steps"] == 2 and len(run["step_times_s"]) == 2 for run in runs)
-    with pytest.raises(subprocess.CalledProcessError):  # never overwrites a report
-        subprocess.run(
-            [sys.executable, script, "--output", output], check=True, capture_output=True
-        )
 
 
 def test_a_turn_times_the_steps_after_its_first(monkeypatch):
-    import subprocess
-    import sys
 
     train_step = load_script("benchmarks/train_step.py")
     # A fake clock on which the steps take 5, 1, 2 and 3 s.
@@ -142,9 +133,6 @@ def test_a_turn_times_the_steps_after_its_first(monkeypatch):
 
 
 def test_tower_breakdown_times_each_tower_both_ways(tmp_path):
-    import json
-    import subprocess
-    import sys
 
     output = str(tmp_path / "breakdown.json")
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "tower_breakdown.py")

@@ -117,6 +117,7 @@ def _preset_weights(folder):
     return arrays
 
 
+@pytest.mark.one_backend
 def test_recipe_killed_with_sigkill_resumes_to_the_same_weights(tmp_path):
     data_folder = str(tmp_path / "data")
     os.makedirs(data_folder)
@@ -265,6 +266,7 @@ def test_damaged_checkpoints_give_clear_errors_and_change_nothing(
     assert folder_digest(folder) == before
 
 
+@pytest.mark.one_backend
 def test_recipe_refuses_a_used_output_without_resume_and_resume_with_overwrite(tmp_path):
     recipe = load_script("recipes/train.py")
     output = tmp_path / "out"

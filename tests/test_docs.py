@@ -15,6 +15,7 @@ DOC_BLOCKS = [
 
 
 @pytest.mark.parametrize("code", DOC_BLOCKS)
+@pytest.mark.one_backend
 def test_docs_python_blocks_run(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "<docs>", "exec"), {"__name__": "__docs__"})

@@ -12,6 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "keras_3t")
 MAX_MODULE_LINES = 450
 
+pytestmark = pytest.mark.one_backend
+
 
 def _modules():
     """Module name -> path, for every `.py` file of the package."""

@@ -93,6 +93,7 @@ def wheel_site(tmp_path_factory):
     return site
 
 
+@pytest.mark.one_backend
 def test_wheel_ships_the_presets_and_encodes_from_outside_the_checkout(wheel_site, tmp_path):
     code = f"""
 import numpy as np
@@ -113,10 +114,7 @@ for name in ("3t_tiny", "lit_tiny", "clip_tiny"):
     assert lines[2].startswith("clip_tiny (2, 64) (2, 64)")
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch",
-    reason="one backend is enough for the end-to-end run; torch is the fastest here",
-)
+@pytest.mark.one_backend
 def test_wheel_runs_the_quick_demo_quietly(wheel_site, tmp_path):
     output = str(tmp_path / "run")
     presets_dir = str(tmp_path / "presets")
@@ -234,6 +232,7 @@ def test_public_names_resolve():
         ),
     ],
 )
+@pytest.mark.one_backend
 def test_a_missing_optional_dependency_names_its_extra(module, extra, trigger, tmp_path):
     code = f"import sys; sys.modules[{module!r}] = None\n{trigger}"
     returncode, _, stderr = run_python(code, cwd=str(tmp_path))

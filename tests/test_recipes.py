@@ -16,6 +16,8 @@ from tests.helpers import write_digit_scene_captions
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.one_backend
+
 
 def test_train_recipe_trains_a_preset_on_a_caption_file_and_saves_it(tmp_path):
     import keras

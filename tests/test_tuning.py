@@ -108,11 +108,11 @@ def read_results(output):
         "random",
         pytest.param(
             "bayesian",
-            marks=pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend"),
+            marks=pytest.mark.one_backend,
         ),
         pytest.param(
             "hyperband",
-            marks=pytest.mark.skipif(keras.backend.backend() != "torch", reason="one backend"),
+            marks=pytest.mark.one_backend,
         ),
     ],
 )
@@ -142,6 +142,7 @@ def test_sweep_writes_its_table_and_the_best_model_reproduces_its_score(tmp_path
         assert json.load(file)["best_trial"] == summary["best_trial"]
 
 
+@pytest.mark.one_backend
 def test_an_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
     output = str(tmp_path / "sweep")
     command = [sys.executable, RECIPE, "--output", output, *TINY_SWEEP, "--max-trials", "3"]
@@ -159,6 +160,7 @@ def test_an_interrupted_sweep_resumes_without_redoing_finished_trials(tmp_path):
     assert [row["status"] for row in read_results(output)] == ["COMPLETED"] * 3
 
 
+@pytest.mark.one_backend
 def test_a_sweep_whose_trials_all_fail_says_why(tmp_path, monkeypatch):
     def broken_fit(self, hp, model, *args, **kwargs):
         raise ValueError("the batch is broken")

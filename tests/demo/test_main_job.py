@@ -2,7 +2,6 @@
 
 import os
 
-import keras
 import pytest
 
 from keras_3t.demo import main_job
@@ -46,10 +45,7 @@ def test_seed_summary_counts_where_the_papers_statements_hold():
     assert "- retrieval: 3T > LiT (T→I R@1): 1/2" in table
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "torch",
-    reason="one backend is enough for the end-to-end run; torch is the fastest here",
-)
+@pytest.mark.one_backend
 def test_regime_map_trains_each_run_once_and_summarizes(tmp_path, monkeypatch):
     regime_map = load_script("recipes/regime_map.py")
     root = str(tmp_path / "map")

@@ -164,15 +164,17 @@ def test_jax_data_parallel_matches_one_device_with_global_negatives():
 
 @backend_is["tensorflow"]
 def test_tf_mirrored_strategy_matches_one_device_with_global_negatives():
-    values = run_check("tf_check.py")
-    assert values["replicas"] == 4
-    assert_pair_losses_match(values["pair_losses"])
-    assert_negatives_are_global(values["hard_negatives"])
+    losses = run_check("tf_check.py", "losses")
+    assert losses["replicas"] == 4
+    assert_pair_losses_match(losses["pair_losses"])
+    assert_negatives_are_global(losses["hard_negatives"])
+    values = run_check("tf_check.py", "model")
+    assert values["replicas"] == 2
     model = values["model"]
     assert abs(model["mean_of_per_device_losses"] - model["single_loss"]) > 0.1
     for mode in DATA_PARALLEL_MODES:
-        # The 3T objective and every gradient equal one device's...
-        assert model[mode]["loss"] == pytest.approx(model["single_loss"], rel=1e-6)
+        # The 3T objective and every gradient of fit's first step equal one
+        # device's...
         assert model[mode]["first_fit_loss"] == pytest.approx(model["single_loss"], rel=1e-6)
         assert model[mode]["max_gradient_difference"] < 1e-5
         # ...and so do the weights after three fit steps ("accumulated":

@@ -1,10 +1,13 @@
-"""Run by tests/distributed/test_distributed.py in a subprocess with 4 logical CPUs.
+"""Run by tests/distributed/test_distributed.py in subprocesses with logical CPUs.
 
-Prints one JSON line comparing `tf.distribute.MirroredStrategy` over four
-logical CPU devices with one device: the pair losses and their gradients
-(global and local), hard cross-device negatives, the 3T objective and its
-gradients, `fit` weights (with and without gradient accumulation), and the
-error for a global batch that does not divide by the replica count.
+    python tests/distributed/tf_check.py losses|model
+
+Prints one JSON line comparing `tf.distribute.MirroredStrategy` with one
+device. `losses`, over four logical CPU devices: the pair losses and their
+gradients (global and local) and hard cross-device negatives. `model`, over
+two: `fit` on the 3T objective (global, local and accumulated), the first
+step's loss and gradients, the weights after three steps, and the error for
+a global batch that does not divide by the replica count.
 """
 
 import json
@@ -20,12 +23,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 REPLICAS = 4
+LEARNING_RATE = 0.1
 
 
-def make_strategy():
+def make_strategy(replicas):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * REPLICAS
+        cpu, [tf.config.LogicalDeviceConfiguration()] * replicas
     )
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices)
@@ -129,72 +133,60 @@ def model_checks(strategy):
     import keras
 
     from keras_3t.demo import toy
-    from keras_3t.training.accumulation import values_and_gradients
-    from keras_3t.training.tensorflow import value_and_gradients_function
     from tests.helpers import DATA_PARALLEL_MODES
     from tests.helpers import tiny_model
 
     batch = toy.toy_batch(16, image_size=16, seed=0)
+    rows = 16 // strategy.num_replicas_in_sync
     dataset = tf.data.Dataset.from_tensor_slices(batch).batch(16)
 
     keras.utils.set_random_seed(0)
     single = tiny_model("3t")
     weights = single.get_weights()
-    with tf.GradientTape() as tape:
-        single_values = single.compute_objective(batch)
-    single_grads = tape.gradient(single_values["loss"], single.trainable_variables)
     per_device = np.mean(
         [
-            float(single.compute_objective({k: v[i : i + 4] for k, v in batch.items()})["loss"])
-            for i in range(0, 16, 4)
+            float(single.compute_objective({k: v[i : i + rows] for k, v in batch.items()})["loss"])
+            for i in range(0, 16, rows)
         ]
     )
-    # SGD: Adam divides each gradient entry by its own size, so float32
-    # reduction noise in entries that are zero in exact arithmetic (e.g.
-    # attention key biases) would become whole ±learning-rate steps.
-    single.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
-    single.fit(dataset, epochs=3, verbose=0)
-    results = {
-        "single_loss": float(single_values["loss"]),
-        "mean_of_per_device_losses": float(per_device),
-    }
 
-    # "accumulated": the global loss, each replica's 4 rows in two
-    # micro-batches of 2 (the negatives still the global 16).
+    def fit_three_steps(model):
+        """The first step's loss and gradients, and the weights after three.
+
+        SGD moves each weight by the learning rate times its gradient, so
+        the first step's weight change gives the gradients; Adam would
+        divide each entry by its own size and turn float32 reduction noise
+        in entries that are zero in exact arithmetic (attention key biases)
+        into whole steps.
+        """
+        after_first = []
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: epoch or after_first.extend(model.get_weights())
+        )
+        history = model.fit(dataset, epochs=3, verbose=0, callbacks=[record])
+        gradients = [(w - w1) / LEARNING_RATE for w, w1 in zip(weights, after_first)]
+        return history.history["loss"][0], gradients, model.get_weights()
+
+    single.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), jit_compile=False)
+    single_loss, single_gradients, single_weights = fit_three_steps(single)
+    results = {"single_loss": float(single_loss), "mean_of_per_device_losses": float(per_device)}
+
+    # "accumulated": the global loss, each replica's 8 rows in two
+    # micro-batches of 4 (the negatives still the global 16).
     for mode, (local_loss, accumulation_steps) in DATA_PARALLEL_MODES.items():
         with strategy.scope():
             model = tiny_model("3t", local_loss=local_loss)
             model.set_weights(weights)
             model.compile(
-                optimizer=keras.optimizers.SGD(0.1),
+                optimizer=keras.optimizers.SGD(LEARNING_RATE),
                 jit_compile=False,
                 accumulation_steps=accumulation_steps,
             )
-
-        @tf.function
-        def objective_and_gradients(distributed):
-            def replica_fn(local_batch):
-                # The train step's gradients, accumulated or not.
-                values, gradients = values_and_gradients(
-                    model,
-                    local_batch,
-                    value_and_gradients_function(model, strategy.num_replicas_in_sync),
-                    model.trainable_variables,
-                )
-                return values["loss"], [tf.convert_to_tensor(g) for g in gradients]
-
-            values, grads = strategy.run(replica_fn, args=(distributed,))
-            mean = strategy.reduce("MEAN", values, axis=None)
-            return mean, [strategy.reduce("SUM", g, axis=None) for g in grads]
-
-        distributed = next(iter(strategy.experimental_distribute_dataset(dataset)))
-        loss, grads = objective_and_gradients(distributed)
-        history = model.fit(dataset, epochs=3, verbose=0)
+        loss, gradients, final_weights = fit_three_steps(model)
         results[mode] = {
-            "loss": float(loss),
-            "max_gradient_difference": max_difference(grads, single_grads),
-            "first_fit_loss": float(history.history["loss"][0]),
-            "max_weight_difference": max_difference(model.get_weights(), single.get_weights()),
+            "first_fit_loss": float(loss),
+            "max_gradient_difference": max_difference(gradients, single_gradients),
+            "max_weight_difference": max_difference(final_weights, single_weights),
         }
 
     try:
@@ -202,10 +194,10 @@ def model_checks(strategy):
         results["jit_compile_error"] = None
     except ValueError as error:
         results["jit_compile_error"] = str(error)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile="auto")
+    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), jit_compile="auto")
 
-    # A global batch of 10 over 4 replicas splits unevenly.
-    uneven = tf.data.Dataset.from_tensor_slices(toy.toy_batch(10, image_size=16, seed=0)).batch(10)
+    # A global batch of 9 over 2 replicas splits unevenly.
+    uneven = tf.data.Dataset.from_tensor_slices(toy.toy_batch(9, image_size=16, seed=0)).batch(9)
     try:
         model.fit(uneven, epochs=1, verbose=0)
         results["uneven_batch_error"] = None
@@ -214,19 +206,20 @@ def model_checks(strategy):
     return results
 
 
-def main():
-    strategy = make_strategy()
-    print(
-        json.dumps(
-            {
-                "replicas": strategy.num_replicas_in_sync,
-                "pair_losses": pair_loss_checks(strategy),
-                "hard_negatives": hard_negative_checks(strategy),
-                "model": model_checks(strategy),
-            }
-        )
-    )
+def main(part):
+    if part == "losses":
+        strategy = make_strategy(REPLICAS)
+        results = {
+            "pair_losses": pair_loss_checks(strategy),
+            "hard_negatives": hard_negative_checks(strategy),
+        }
+    else:
+        # Two replicas: a model's graphs take longer to build the more
+        # replicas there are.
+        strategy = make_strategy(2)
+        results = {"model": model_checks(strategy)}
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, **results}))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])
