@@ -4,6 +4,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import keras_hub
@@ -13,6 +15,7 @@ from keras_3t import ImageTower
 from keras_3t import TextTower
 from keras_3t import ThirdTower
 from keras_3t import ThreeTowerModel
+from keras_3t import console
 from keras_3t.data import from_caption_file
 from keras_3t.demo import toy
 from keras_3t.demo.toy import toy_batch
@@ -238,3 +241,19 @@ def digit_scene_source(tmp_path, count=16):
     """Digit scenes written as a caption file, and its source."""
     path = write_digit_scene_captions(str(tmp_path), count)
     return path, from_caption_file(path, image_root=str(tmp_path))
+
+
+def run_python(code, cwd=None, **env):
+    """`python -c code` in a fresh process; returns (returncode, stdout, stderr)."""
+    environment = dict(os.environ)
+    environment.pop(console.VERBOSE_ENVIRONMENT, None)
+    environment.update(env)
+    process = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=environment, capture_output=True, text=True
+    )
+    return process.returncode, process.stdout, process.stderr
+
+
+def native_lines(text):
+    """The lines of `text` that native libraries (TensorFlow, XLA) wrote."""
+    return [line for line in text.splitlines() if console.is_native_log_line(line.encode())]

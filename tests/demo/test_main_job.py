@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import pytest
 
 from keras_3t.demo import main_job
@@ -114,3 +115,13 @@ def test_regime_map_plan_runs_clip_once_per_pairs_and_seed_and_the_default_cell_
     )
     with pytest.raises(ValueError, match="pools would overlap"):
         regime_map.main(["--labelled", "1500", "--pairs", "3000", "--summarize-only"])
+
+
+def test_default_output_folder_names_backend_and_run():
+    args = main_job.parse_args(["--regime", "clean", "--mismatched", "--seed", "2"])
+    backend = keras.backend.backend()
+    assert main_job.default_output(args) == os.path.join(
+        "runs", f"demo_{backend}_clean_mismatched_seed2"
+    )
+    quick = main_job.default_output(main_job.parse_args(["--quick"]))
+    assert quick == os.path.join("runs", f"demo_{backend}_web_quick_seed0")
