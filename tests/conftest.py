@@ -6,7 +6,8 @@ Two markers leave tests out of a run:
   one's check is also made by a faster test that always runs.
 - `one_backend`: checks that do not depend on the Keras backend (the docs'
   code, which calls only the public API that the other tests check on
-  every backend; a recipe's files, flags and resume; the wheel), run under
+  every backend; a recipe's files, flags and resume; a benchmark script's
+  report; the wheel), run under
   `ONE_BACKEND` only, since the suite runs once per backend.
 """
 

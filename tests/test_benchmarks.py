@@ -18,37 +18,22 @@ from tests.helpers import tiny_model
 from tests.helpers import to_numpy
 
 BATCH = 8
-
-
 TRAIN_STEP = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "train_step.py")
 
 
+def run_train_step(output, *flags):
+    """benchmarks/train_step.py on the tiny size and this backend, briefly."""
+    tiny = ["--sizes", "tiny", "--backends", keras.backend.backend(), "--batch", "8"]
+    brief = ["--warmup", "1", "--steps", "2", "--output", output]
+    subprocess.run(
+        [sys.executable, TRAIN_STEP, *tiny, *flags, *brief], check=True, capture_output=True
+    )
+
+
+@pytest.mark.one_backend
 def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
     output = str(tmp_path / "train_step.json")
-    subprocess.run(
-        [
-            sys.executable,
-            TRAIN_STEP,
-            "--sizes",
-            "tiny",
-            "--backends",
-            keras.backend.backend(),
-            "--objectives",
-            "clip",
-            "3t_cached",
-            "third_forward",
-            "--batch",
-            "8",
-            "--warmup",
-            "1",
-            "--steps",
-            "2",
-            "--output",
-            output,
-        ],
-        check=True,
-        capture_output=True,
-    )
+    run_train_step(output, "--objectives", "clip", "3t_cached", "third_forward")
     report = json.load(open(output))
     [targets] = report["targets"]
     assert targets["3t_cached_over_clip_step_time"] > 0 and targets["third_forward_s"] > 0
@@ -73,32 +58,8 @@ def test_train_step_benchmark_runs_and_reports_ratios(tmp_path):
 @pytest.mark.one_backend
 def test_train_step_benchmark_runs_each_objective_in_its_own_process(tmp_path):
     separate = str(tmp_path / "separate.json")
-    subprocess.run(
-        [
-            sys.executable,
-            TRAIN_STEP,
-            "--sizes",
-            "tiny",
-            "--backends",
-            keras.backend.backend(),
-            "--objectives",
-            "clip",
-            "third_forward",
-            "--process-per-objective",
-            "--batch",
-            "8",
-            "--warmup",
-            "1",
-            "--steps",
-            "2",
-            "--turn-steps",
-            "2",
-            "--output",
-            separate,
-        ],
-        check=True,
-        capture_output=True,
-    )
+    objectives = ["--objectives", "clip", "third_forward"]
+    run_train_step(separate, *objectives, "--process-per-objective", "--turn-steps", "2")
     runs = json.load(open(separate))["runs"]
     assert [run["objective"] for run in runs] == ["clip", "third_forward"]
     assert len({run["process_id"] for run in runs}) == 2

@@ -29,9 +29,9 @@ TINY_SWEEP = [
     "--batch-size",
     "32",
     "--train-scenes",
-    "256",
+    "96",
     "--test-scenes",
-    "100",
+    "50",
 ]
 
 
@@ -102,17 +102,19 @@ def read_results(output):
         return list(csv.DictReader(file))
 
 
+# "random" runs by default; the other KerasTuner tuners drive the same
+# recipe and hypermodel, so they wait for --run-slow.
 @pytest.mark.parametrize(
     "tuner",
     [
         "random",
         pytest.param(
             "bayesian",
-            marks=pytest.mark.one_backend,
+            marks=[pytest.mark.slow, pytest.mark.one_backend],
         ),
         pytest.param(
             "hyperband",
-            marks=pytest.mark.one_backend,
+            marks=[pytest.mark.slow, pytest.mark.one_backend],
         ),
     ],
 )
@@ -130,7 +132,7 @@ def test_sweep_writes_its_table_and_the_best_model_reproduces_its_score(tmp_path
     assert summary["reproduced_score"] == pytest.approx(summary["best_score"], abs=1e-6)
     # ...and so does its saved preset, reloaded.
     model = presets.load(os.path.join(output, "best_preset"))
-    tasks = recipe().main_job.evaluation_tasks(model.preprocessor, {"test_scenes": 100}, 0)
+    tasks = recipe().main_job.evaluation_tasks(model.preprocessor, {"test_scenes": 50}, 0)
     assert evaluate_model(model, **tasks)["image_to_text_r1"] == pytest.approx(
         summary["best_score"], abs=1e-6
     )

@@ -46,6 +46,8 @@ def test_seed_summary_counts_where_the_papers_statements_hold():
     assert "- retrieval: 3T > LiT (T→I R@1): 1/2" in table
 
 
+# The whole map end to end; the tests beside it check its plan and summary.
+@pytest.mark.slow
 @pytest.mark.one_backend
 def test_regime_map_trains_each_run_once_and_summarizes(tmp_path, monkeypatch):
     regime_map = load_script("recipes/regime_map.py")

