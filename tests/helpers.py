@@ -1,4 +1,5 @@
-"""Tiny towers and models, and the round-trip check, shared by the tests."""
+"""What the tests share: tiny towers and models, toy data and tasks, the
+round-trip check, and running Python in a fresh process."""
 
 import hashlib
 import importlib.util

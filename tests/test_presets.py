@@ -6,8 +6,6 @@ from keras_3t import presets
 from tests.helpers import PAPER_PRESETS
 from tests.helpers import TINY_PRESETS
 
-# --- The registry ------------------------------------------------------------
-
 
 def test_every_preset_is_described_with_its_parameter_counts():
     assert presets.names() == sorted(PAPER_PRESETS + TINY_PRESETS)
@@ -21,15 +19,6 @@ def test_every_preset_is_described_with_its_parameter_counts():
         assert name in text and f"{counts['total'] / 1e6:.2f} M" in text
 
 
-# --- The shipped tiny presets ------------------------------------------------
-
-
-# --- save_to_preset and load round trip --------------------------------------
-
-
-# --- Errors --------------------------------------------------------------------
-
-
 def test_an_unknown_name_lists_the_presets_and_the_closest():
     with pytest.raises(ValueError, match=r"Did you mean '3t_vitb16'\?.*clip_tiny"):
         presets.load("3t_vitb61")
@@ -37,6 +26,3 @@ def test_an_unknown_name_lists_the_presets_and_the_closest():
         presets.describe("vit")
     with pytest.raises(ValueError, match="Unknown override"):
         presets.load("3t_tiny", weights=False, embeding_dim=3)
-
-
-# --- Swapping the pretrained tower, overrides ----------------------------------

@@ -20,8 +20,6 @@ pytestmark = pytest.mark.one_backend
 
 
 def test_train_recipe_trains_a_preset_on_a_caption_file_and_saves_it(tmp_path):
-    import keras
-
     from keras_3t import presets
 
     # Real digit scenes written as PNG files with their captions.

@@ -67,9 +67,6 @@ def test_tfds_without_prepared_data_is_a_clear_error(tmp_path):
         data.from_tfds("mnist", "train", data_dir=str(tmp_path))
 
 
-# --- The pipeline ----------------------------------------------------------------
-
-
 def test_a_per_image_source_becomes_a_retrieval_task(image_folder):
     from keras_3t.evaluation import evaluate_model
 

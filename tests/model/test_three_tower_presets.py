@@ -5,14 +5,8 @@ import keras_hub
 import pytest
 
 from keras_3t import presets
-
-# --- The registry ------------------------------------------------------------
-
-
-TINY_PRESETS = ["3t_tiny", "lit_tiny", "clip_tiny"]
-
-
-PAPER_PRESETS = ["3t_vitb16", "lit_vitb16", "clip_vitb16", "3t_vitl16", "lit_vitl16", "clip_vitl16"]
+from tests.helpers import PAPER_PRESETS
+from tests.helpers import TINY_PRESETS
 
 
 @pytest.mark.parametrize("name", TINY_PRESETS)

@@ -10,14 +10,6 @@ from tests.helpers import text_of
 from tests.helpers import tiny_text_tower
 from tests.helpers import to_numpy
 
-# --- Third-tower cache -------------------------------------------------------
-
-
-# --- Gradient accumulation ---------------------------------------------------
-
-
-# --- Causal text tower, mixed precision ---------------------------------------
-
 
 def test_causal_text_tower_ignores_later_tokens():
     batch = toy_batch(2, image_size=IMAGE_SIZE, seed=0)

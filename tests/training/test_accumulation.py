@@ -14,12 +14,6 @@ from tests.helpers import to_numpy
 BATCH = 8
 
 
-# --- Third-tower cache -------------------------------------------------------
-
-
-# --- Gradient accumulation ---------------------------------------------------
-
-
 def _one_sgd_step(accumulation_steps, objective="3t", loss="softmax"):
     keras.utils.set_random_seed(0)
     model = tiny_model(
