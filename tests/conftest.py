@@ -5,17 +5,20 @@ Two markers leave tests out of a run:
 - `slow`: long end-to-end runs, skipped unless `--run-slow` is given. Each
   one's check is also made by a faster test that always runs.
 - `one_backend`: checks that do not depend on the Keras backend (the docs'
-  code, which calls only the public API that the other tests check on
-  every backend; a recipe's files, flags and resume; a benchmark script's
-  report; the wheel), run under
+  code and the docstring examples in `keras_3t/`, which call only the public
+  API that the other tests check on every backend; a recipe's files, flags
+  and resume; a benchmark script's report; the wheel), run under
   `ONE_BACKEND` only, since the suite runs once per backend.
 """
+
+import pathlib
 
 import keras
 import pytest
 
 # The fastest backend on the 2-core CPU machine.
 ONE_BACKEND = "torch"
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_3t"
 
 
 def pytest_addoption(parser):
@@ -26,6 +29,8 @@ def pytest_collection_modifyitems(config, items):
     skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
     skip_other_backends = pytest.mark.skip(reason=f"one_backend: runs under {ONE_BACKEND}")
     for item in items:
+        if item.path.is_relative_to(PACKAGE):  # a docstring example
+            item.add_marker(pytest.mark.one_backend)
         if "slow" in item.keywords and not config.getoption("--run-slow"):
             item.add_marker(skip_slow)
         if "one_backend" in item.keywords and keras.backend.backend() != ONE_BACKEND:
