@@ -12,8 +12,8 @@ Layout of a cache folder:
 - `image_hashes.npy`: int64 `(images,)`, a fingerprint of each image's
   stored bytes, checked as the data are read, so a changed data set (ids
   reused for other images) is refused instead of training on wrong features;
-- `manifest.json`: the third tower's fingerprint (a hash of its weights),
-  feature size, image size, row count.
+- `manifest.json`: the format version, the third tower's fingerprint (see
+  `third_tower_fingerprint`), feature size, image size, row count.
 """
 
 import hashlib
@@ -28,21 +28,29 @@ from keras_3t.data.decoding import decode_image
 from keras_3t.image_converter import resize_and_center_crop
 
 FILES = ("features.npy", "image_ids.npy", "image_hashes.npy", "manifest.json")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # tf.strings.to_hash_bucket_fast needs a bucket count; 2**62 keeps int64s.
 _HASH_BUCKETS = 2**62
 
 
 def third_tower_fingerprint(third_tower):
-    """A SHA-256 of the third tower's frozen weights (backbone, converter).
+    """A SHA-256 of what defines the cached features.
 
-    The heads are excluded: they train, and read the cached features.
+    The backbone's class, the pooling, and the shape and values of each
+    frozen weight (backbone, converter) in the tower's order. Not the
+    weights' paths: some keras-hub backbones (DINOv2, CLIP's and SigLIP's
+    vision encoders) name or number their sublayers when built, so the paths
+    of a saved model change when it is loaded again. The heads are
+    excluded: they train, and read the cached features.
     """
     digest = hashlib.sha256()
-    frozen = [w for w in third_tower.weights if not w.trainable]
-    for weight in sorted(frozen, key=lambda w: w.path):
-        digest.update(weight.path.encode())
-        digest.update(np.ascontiguousarray(np.asarray(weight.numpy(), "float32")).tobytes())
+    digest.update(f"{type(third_tower.backbone).__name__} {third_tower.pooling}".encode())
+    for weight in third_tower.weights:
+        if weight.trainable:
+            continue
+        value = np.ascontiguousarray(np.asarray(weight.numpy(), "float32"))
+        digest.update(str(value.shape).encode())
+        digest.update(value.tobytes())
     return digest.hexdigest()
 
 
@@ -285,11 +293,13 @@ def load_third_tower_cache(cache_dir, model):
             f"{rows} images, its arrays have shapes {features.shape}, "
             f"{image_ids.shape}, {hashes.shape}."
         )
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
+    version = manifest.get("format_version", 0)
+    if version != FORMAT_VERSION:
+        newer_or_older = "newer" if version > FORMAT_VERSION else "older"
         raise ValueError(
-            f"The third-tower cache {cache_dir} has format version "
-            f"{manifest['format_version']}, newer than this keras-3t reads "
-            f"({FORMAT_VERSION}): upgrade keras-3t or write the cache again."
+            f"The third-tower cache {cache_dir} has format version {version}, "
+            f"{newer_or_older} than this keras-3t reads ({FORMAT_VERSION}): write "
+            "the cache again (overwrite=True), or use the keras-3t that wrote it."
         )
     expected = model.third_tower.feature_dim
     if features.shape[1] != expected:

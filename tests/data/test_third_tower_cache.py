@@ -1,9 +1,11 @@
 """keras_3t.data.third_tower_cache: cached third-tower features train like the
 live tower, and the cache refuses what would make it wrong."""
 
+import json
 import os
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -207,3 +209,42 @@ def test_model_checks_cached_features():
     clip.compile()
     with pytest.raises(ValueError, match="uses no third tower"):
         clip.train_on_batch({**batch, "third_features": np.zeros((BATCH, 32), "float32")})
+
+
+def test_the_cache_fits_a_reloaded_backbone_that_renames_its_layers(tmp_path):
+    # DINOv2 names its sublayers after itself when built: the weights' paths
+    # differ after a save and load, their shapes and values do not.
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=4,
+        num_layers=1,
+        hidden_dim=16,
+        num_heads=2,
+        intermediate_dim=32,
+        image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+        position_embedding_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
+    )
+    model = tiny_model("3t", third_backbone=backbone)
+    _, examples = digit_scene_source(tmp_path, 4)
+    cache_dir = str(tmp_path / "cache")
+    write_third_tower_cache(model, examples, cache_dir, IMAGE_SIZE)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    paths = {w.path for w in model.third_tower.weights}
+    assert paths != {w.path for w in reloaded.third_tower.weights}
+    assert load_third_tower_cache(cache_dir, reloaded).features.shape == (4, 16)
+
+
+def test_a_cache_of_another_format_version_is_refused(tmp_path):
+    _, examples = digit_scene_source(tmp_path, 4)
+    model = tiny_model("3t", third_backbone=tiny_vit())
+    cache_dir = str(tmp_path / "cache")
+    write_third_tower_cache(model, examples, cache_dir, IMAGE_SIZE)
+    manifest_path = os.path.join(cache_dir, "manifest.json")
+    with open(manifest_path) as file:
+        manifest = json.load(file)
+    for version, word in ((1, "older"), (99, "newer")):
+        with open(manifest_path, "w") as file:
+            json.dump({**manifest, "format_version": version}, file)
+        with pytest.raises(ValueError, match=f"format version {version}, {word}.*overwrite=True"):
+            load_third_tower_cache(cache_dir, model)
