@@ -38,9 +38,9 @@ def third_tower_fingerprint(third_tower):
 
     The backbone's class, the pooling, and the shape and values of each
     frozen weight (backbone, converter) in the tower's order. Not the
-    weights' paths: some keras-hub backbones (DINOv2, CLIP's and SigLIP's
-    vision encoders) name or number their sublayers when built, so the paths
-    of a saved model change when it is loaded again. The heads are
+    weights' paths: some keras-hub backbones (DINOv2, for one) name or
+    number their sublayers when built, so the paths of a saved model change
+    when it is loaded again. The heads are
     excluded: they train, and read the cached features.
     """
     digest = hashlib.sha256()
