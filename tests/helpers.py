@@ -24,9 +24,12 @@ from keras_3t.preprocessing import RESERVED_TOKENS
 from keras_3t.preprocessing import ThreeTowerPreprocessor
 from keras_3t.preprocessing import caption_tokenizer
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = 16
 SEQUENCE_LENGTH = 4
 EMBEDDING_DIM = 16
+# The toy captions' words, within the tiny text tower's 15 token ids.
+TOY_WORDS = ["a", "red", "blue", "green", "square", "circle"]
 TINY_PRESETS = ["3t_tiny", "lit_tiny", "clip_tiny"]
 PAPER_PRESETS = ["3t_vitb16", "lit_vitb16", "clip_vitb16", "3t_vitl16", "lit_vitl16", "clip_vitl16"]
 # The data-parallel checks (tests/distributed/*_check.py) train each mode:
@@ -36,7 +39,7 @@ DATA_PARALLEL_MODES = {"global": (False, 1), "local": (True, 1), "accumulated": 
 
 def load_script(relative_path):
     """A script of the project (recipes/, benchmarks/) imported as a module."""
-    path = os.path.join(os.path.dirname(__file__), "..", relative_path)
+    path = os.path.join(ROOT, relative_path)
     name = os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -206,9 +209,9 @@ def folder_digest(path):
 
 def toy_preprocessor(sequence_length=SEQUENCE_LENGTH):
     """A preprocessor for the toy captions."""
-    # Within the tiny text tower's 15 token ids.
-    vocabulary = [*RESERVED_TOKENS, "a", "red", "blue", "green", "square", "circle"]
-    return ThreeTowerPreprocessor(caption_tokenizer(vocabulary), sequence_length)
+    return ThreeTowerPreprocessor(
+        caption_tokenizer([*RESERVED_TOKENS, *TOY_WORDS]), sequence_length
+    )
 
 
 def toy_evaluation_tasks(seed=0):

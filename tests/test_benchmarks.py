@@ -13,12 +13,13 @@ import tensorflow as tf
 
 from keras_3t.demo.toy import toy_batch
 from tests.helpers import IMAGE_SIZE
+from tests.helpers import ROOT
 from tests.helpers import load_script
 from tests.helpers import tiny_model
 from tests.helpers import to_numpy
 
 BATCH = 8
-TRAIN_STEP = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "train_step.py")
+TRAIN_STEP = os.path.join(ROOT, "benchmarks", "train_step.py")
 
 
 def run_train_step(output, *flags):
@@ -80,7 +81,7 @@ def test_a_turn_times_the_steps_after_its_first(monkeypatch):
     assert train_step.timed_turn(lambda: calls.append("step"), 1) == pytest.approx(5.0)
     assert len(calls) == 1
     # open_clip's worker takes the same protocol and timing from train_step.py.
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "openclip_lockstep.py")
+    script = os.path.join(ROOT, "benchmarks", "openclip_lockstep.py")
     usage = subprocess.run(
         [sys.executable, script, "--help"], check=True, capture_output=True, text=True
     )
@@ -96,7 +97,7 @@ def test_a_turn_times_the_steps_after_its_first(monkeypatch):
 def test_tower_breakdown_times_each_tower_both_ways(tmp_path):
 
     output = str(tmp_path / "breakdown.json")
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "tower_breakdown.py")
+    script = os.path.join(ROOT, "benchmarks", "tower_breakdown.py")
     subprocess.run(
         [
             sys.executable,
@@ -204,7 +205,7 @@ def test_paired_ratios_pool_the_repeats_and_give_each_one():
 
 def test_optimizer_benchmark_runs(tmp_path):
     output = str(tmp_path / "optimizer.json")
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "optimizer_step.py")
+    script = os.path.join(ROOT, "benchmarks", "optimizer_step.py")
     subprocess.run(
         [sys.executable, script, "--size", "tiny", "--steps", "2", "--output", output],
         check=True,

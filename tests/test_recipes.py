@@ -1,7 +1,6 @@
 """The training recipes in recipes/ train, cache, accumulate and save."""
 
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -10,11 +9,10 @@ import keras
 import numpy as np
 import pytest
 
+from tests.helpers import ROOT
 from tests.helpers import digit_scene_source
 from tests.helpers import load_script
 from tests.helpers import write_digit_scene_captions
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.one_backend
 
@@ -111,7 +109,7 @@ def test_train_recipe_with_cache_accumulation_and_bfloat16(tmp_path):
 def test_quickstart_recipe_trains_and_saves(tmp_path):
     command = [
         sys.executable,
-        str(ROOT / "recipes" / "quickstart.py"),
+        os.path.join(ROOT, "recipes", "quickstart.py"),
         "--epochs",
         "2",
         "--output",

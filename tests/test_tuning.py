@@ -16,9 +16,10 @@ from keras_3t import presets
 from keras_3t.evaluation import evaluate_model
 from keras_3t.tuning import SEARCH_SPACE
 from keras_3t.tuning import ThreeTowerHyperModel
+from tests.helpers import ROOT
 from tests.helpers import load_script
 
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "recipes", "sweep_3t.py")
+RECIPE = os.path.join(ROOT, "recipes", "sweep_3t.py")
 TINY_SWEEP = [
     "--max-trials",
     "2",

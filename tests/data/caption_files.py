@@ -7,7 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-WORDS = ["a", "red", "blue", "green", "square", "circle"]
+from tests.helpers import TOY_WORDS
 
 
 def write_images(folder, count, seed=0):
@@ -26,7 +26,7 @@ def write_images(folder, count, seed=0):
 
 def caption_rows(names):
     # Two captions for the first image: rows naming one image share its id.
-    rows = [(name, f"a {WORDS[1 + i % 5]} square") for i, name in enumerate(names)]
+    rows = [(name, f"a {TOY_WORDS[1 + i % 5]} square") for i, name in enumerate(names)]
     return rows + [(names[0], "a green circle")]
 
 

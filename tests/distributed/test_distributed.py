@@ -20,6 +20,7 @@ from keras_3t.losses import contrastive_loss
 from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
 from tests.helpers import DATA_PARALLEL_MODES
+from tests.helpers import ROOT
 from tests.helpers import tiny_model
 from tests.helpers import to_numpy
 from tests.helpers import write_digit_scene_captions
@@ -234,7 +235,7 @@ def digit_records(tmp_path_factory):
 
 
 def run_recipe(records, output, *flags, launcher=(), environment=None):
-    recipe = os.path.join(HERE, "..", "..", "recipes", "train.py")
+    recipe = os.path.join(ROOT, "recipes", "train.py")
     command = [*launcher, recipe] if launcher else [sys.executable, recipe]
     command += [
         "--data",
