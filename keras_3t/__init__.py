@@ -32,6 +32,7 @@ _NAMES = {
 _SUBMODULES = (
     "callbacks",
     "checkpoint",
+    "combination",
     "data",
     "demo",
     "evaluation",

@@ -29,6 +29,7 @@ from keras_3t.callbacks import EvaluationCallback
 from keras_3t.evaluation.evaluate import check_tasks
 from keras_3t.extras import require
 from keras_3t.model import ThreeTowerModel
+from keras_3t.model.input_checks import check_pair_weights
 from keras_3t.saving.preset_loader import registered_preset
 from keras_3t.towers import ThirdTower
 
@@ -47,7 +48,8 @@ SEARCH_SPACE = {
 # The model's own defaults, used for every knob neither searched nor fixed:
 # read from the signatures, so they cannot drift from them.
 _MODEL = inspect.signature(ThreeTowerModel).parameters
-_PAIR_WEIGHTS = _MODEL["pair_weights"].default
+# The model's default: equal weights over its pairs, three for one third tower.
+_PAIR_WEIGHTS = check_pair_weights(_MODEL["pair_weights"].default, range(3))
 DEFAULTS = {
     "learning_rate": inspect.signature(ThreeTowerModel.compile).parameters["learning_rate"].default,
     "weight_image_text": _PAIR_WEIGHTS[0],

@@ -86,14 +86,26 @@ def tiny_text_tower(**kwargs):
     return TextTower(**config)
 
 
+def two_frozen_towers():
+    """Two named frozen towers of different families, for `third_towers=`."""
+    return {
+        "digits": ThirdTower(tiny_resnet(), EMBEDDING_DIM),
+        "thickness": ThirdTower(tiny_vit(hidden_dim=16), EMBEDDING_DIM),
+    }
+
+
 def tiny_model(objective="3t", third_backbone=None, shared_head=False, **kwargs):
-    """A tiny 3T / LiT / CLIP model on 16×16 images and toy captions."""
+    """A tiny 3T / LiT / CLIP model on 16×16 images and toy captions.
+
+    With `third_towers=` (e.g. `two_frozen_towers()`), a 3T model with those
+    frozen towers instead of one.
+    """
     if objective == "lit":
         image_tower = ImageTower(third_backbone or tiny_resnet(), EMBEDDING_DIM, frozen=True)
     else:
         image_tower = ImageTower(tiny_vit(), EMBEDDING_DIM)
     third_tower = None
-    if objective == "3t":
+    if objective == "3t" and "third_towers" not in kwargs:
         third_tower = ThirdTower(
             third_backbone or tiny_resnet(), EMBEDDING_DIM, shared_head=shared_head
         )

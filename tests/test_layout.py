@@ -21,6 +21,7 @@ TESTED_ELSEWHERE = {
     "keras_3t.saving": "tests/saving/test_saving.py",
     "keras_3t.data.decoding": "tests/data/test_bad_data.py",
     "keras_3t.demo.toy": "tests/model/test_three_tower_model.py",
+    "keras_3t.model.frozen_towers": "tests/model/test_three_tower_model.py",
     "keras_3t.evaluation.checks": "tests/evaluation/test_zero_shot.py",
     "keras_3t.evaluation.evaluate": "tests/evaluation/test_alpha_sweep.py",
     # Each backend's step, run by fit on the suite's backend.

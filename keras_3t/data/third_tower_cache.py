@@ -7,13 +7,15 @@ and 3T trains at the cost of CLIP plus the two linear heads (which do train,
 so they run on the cached features at every step).
 
 Layout of a cache folder:
-- `features.npy`: float32 `(images, feature_dim)`;
+- `features.npy`: float32 `(images, feature_dim)`; for a model with several
+  frozen towers (`third_towers`), `features_<name>.npy` for each;
 - `image_ids.npy`: int64 `(images,)`, the `image_id` of each row;
 - `image_hashes.npy`: int64 `(images,)`, a fingerprint of each image's
   stored bytes, checked as the data are read, so a changed data set (ids
   reused for other images) is refused instead of training on wrong features;
-- `manifest.json`: the format version, the third tower's fingerprint (see
-  `third_tower_fingerprint`), feature size, image size, row count.
+- `manifest.json`: the format version; per frozen tower its layer name,
+  fingerprint (see `third_tower_fingerprint`), feature size and file; the
+  image size and row count.
 """
 
 import hashlib
@@ -27,7 +29,7 @@ import numpy as np
 from keras_3t.data.decoding import decode_image
 from keras_3t.image_converter import resize_and_center_crop
 
-FILES = ("features.npy", "image_ids.npy", "image_hashes.npy", "manifest.json")
+FILES = ("image_ids.npy", "image_hashes.npy", "manifest.json")
 FORMAT_VERSION = 2
 # tf.strings.to_hash_bucket_fast needs a bucket count; 2**62 keeps int64s.
 _HASH_BUCKETS = 2**62
@@ -36,7 +38,8 @@ _HASH_BUCKETS = 2**62
 def third_tower_fingerprint(third_tower):
     """A SHA-256 of what defines the cached features.
 
-    The backbone's class, the pooling, and the shape and values of each
+    The backbone's class, what is pooled and how (`resolved_pooling`,
+    `stage`), and the shape and values of each
     frozen weight (backbone, converter) in the tower's order. Not the
     weights' paths: some keras-hub backbones (DINOv2, for one) name or
     number their sublayers when built, so the paths of a saved model change
@@ -44,7 +47,8 @@ def third_tower_fingerprint(third_tower):
     excluded: they train, and read the cached features.
     """
     digest = hashlib.sha256()
-    digest.update(f"{type(third_tower.backbone).__name__} {third_tower.pooling}".encode())
+    backbone = type(third_tower.backbone).__name__
+    digest.update(f"{backbone} {third_tower.resolved_pooling} {third_tower.stage}".encode())
     for weight in third_tower.weights:
         if weight.trainable:
             continue
@@ -137,33 +141,47 @@ def write_third_tower_cache(model, examples, cache_dir, image_size, batch_size=6
         .prefetch(tf.data.AUTOTUNE)
     )
     inputs = keras.Input((image_size, image_size, 3))
-    extractor = keras.Model(inputs, model.third_tower.features(inputs))
-    features, image_ids, hashes = [], [], []
+    towers = model.third_towers
+    extractor = keras.Model(
+        inputs, {name: tower.features(inputs) for name, tower in towers.items()}
+    )
+    features = {name: [] for name in towers}
+    image_ids, hashes = [], []
     for batch in unique.as_numpy_iterator():
-        features.append(np.asarray(extractor.predict_on_batch(batch["images"]), "float32"))
+        for name, values in extractor.predict_on_batch(batch["images"]).items():
+            features[name].append(np.asarray(values, "float32"))
         image_ids.append(batch["image_id"])
         hashes.append(batch["image_hash"])
     if not image_ids:
         raise ValueError("write_third_tower_cache got no examples.")
+    files = _feature_files(model)
     manifest = {
         "format_version": FORMAT_VERSION,
-        "third_tower": model.third_tower.name,
-        "third_tower_fingerprint": third_tower_fingerprint(model.third_tower),
-        "feature_dim": int(model.third_tower.feature_dim),
+        "towers": {
+            name: {
+                "layer": tower.name,
+                "fingerprint": third_tower_fingerprint(tower),
+                "feature_dim": int(tower.feature_dim),
+                "file": files[name],
+            }
+            for name, tower in towers.items()
+        },
         "image_size": int(image_size),
         "images": int(sum(len(part) for part in image_ids)),
         "preprocessing": "decode to float [0, 1] RGB, resize the shorter side, central crop",
     }
-    _write_atomically(
-        cache_dir,
-        {
-            "features.npy": np.concatenate(features),
-            "image_ids.npy": np.concatenate(image_ids).astype("int64"),
-            "image_hashes.npy": np.concatenate(hashes).astype("int64"),
-        },
-        manifest,
-    )
+    arrays = {files[name]: np.concatenate(parts) for name, parts in features.items()}
+    arrays["image_ids.npy"] = np.concatenate(image_ids).astype("int64")
+    arrays["image_hashes.npy"] = np.concatenate(hashes).astype("int64")
+    _write_atomically(cache_dir, arrays, manifest)
     return manifest
+
+
+def _feature_files(model):
+    """The features file of each frozen tower: one tower's is `features.npy`."""
+    if model.third_tower is not None:
+        return {name: "features.npy" for name in model.third_towers}
+    return {name: f"features_{name}.npy" for name in model.third_towers}
 
 
 def _write_atomically(cache_dir, arrays, manifest):
@@ -191,7 +209,8 @@ class ThirdTowerCache:
     """Cached third-tower features, checked against a model; see `load_third_tower_cache`.
 
     Attributes:
-        features: float32 `(images, feature_dim)`.
+        features: float32 `(images, feature_dim)`; for a model with several
+            frozen towers, a dict of them by tower name.
         image_ids: int64 `(images,)`.
         image_hashes: int64 `(images,)`.
         image_size: the side of the crops the features were computed on.
@@ -214,7 +233,7 @@ class ThirdTowerCache:
             ),
             default_value=-1,
         )
-        self._features = tf.constant(features)
+        self._features = tf.nest.map_structure(tf.constant, features)
         self._hashes = tf.constant(image_hashes, tf.int64)
 
     def lookup(self, image_id, image):
@@ -249,7 +268,7 @@ class ThirdTowerCache:
             ],
         )
         with tf.control_dependencies([same]):
-            return tf.gather(self._features, row)
+            return tf.nest.map_structure(lambda table: tf.gather(table, row), self._features)
 
 
 def load_third_tower_cache(cache_dir, model):
@@ -264,16 +283,24 @@ def load_third_tower_cache(cache_dir, model):
         A `ThirdTowerCache`, for `make_dataset(..., third_tower_cache=...)`.
     """
     _check_three_towers(model)
-    missing = [name for name in FILES if not os.path.exists(os.path.join(cache_dir, name))]
+    files = _feature_files(model)
+    missing = [
+        name
+        for name in (*FILES, *files.values())
+        if not os.path.exists(os.path.join(cache_dir, name))
+    ]
     if missing:
         raise FileNotFoundError(
-            f"{cache_dir} is not a complete third-tower cache: missing "
+            f"{cache_dir} is not a complete third-tower cache for this model: missing "
             f"{', '.join(missing)}. Write it with write_third_tower_cache."
         )
     try:
         with open(os.path.join(cache_dir, "manifest.json")) as file:
             manifest = json.load(file)
-        features = np.load(os.path.join(cache_dir, "features.npy"), allow_pickle=False)
+        features = {
+            name: np.load(os.path.join(cache_dir, file), allow_pickle=False)
+            for name, file in files.items()
+        }
         image_ids = np.load(os.path.join(cache_dir, "image_ids.npy"), allow_pickle=False)
         hashes = np.load(os.path.join(cache_dir, "image_hashes.npy"), allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
@@ -281,18 +308,6 @@ def load_third_tower_cache(cache_dir, model):
             f"The third-tower cache {cache_dir} is corrupt ({type(error).__name__}: "
             f"{error}); write it again with overwrite=True."
         ) from None
-    rows = manifest.get("images")
-    if (
-        features.ndim != 2
-        or features.shape[0] != rows
-        or image_ids.shape != (rows,)
-        or hashes.shape != (rows,)
-    ):
-        raise ValueError(
-            f"The third-tower cache {cache_dir} is corrupt: its manifest counts "
-            f"{rows} images, its arrays have shapes {features.shape}, "
-            f"{image_ids.shape}, {hashes.shape}."
-        )
     version = manifest.get("format_version", 0)
     if version != FORMAT_VERSION:
         newer_or_older = "newer" if version > FORMAT_VERSION else "older"
@@ -301,18 +316,39 @@ def load_third_tower_cache(cache_dir, model):
             f"{newer_or_older} than this keras-3t reads ({FORMAT_VERSION}): write "
             "the cache again (overwrite=True), or use the keras-3t that wrote it."
         )
-    expected = model.third_tower.feature_dim
-    if features.shape[1] != expected:
+    rows = manifest.get("images")
+    shapes = [array.shape for array in (*features.values(), image_ids, hashes)]
+    if (
+        any(array.ndim != 2 or array.shape[0] != rows for array in features.values())
+        or image_ids.shape != (rows,)
+        or hashes.shape != (rows,)
+    ):
         raise ValueError(
-            f"The third-tower cache {cache_dir} holds {features.shape[1]}-dim "
-            f"features; this model's third tower gives {expected}."
+            f"The third-tower cache {cache_dir} is corrupt: its manifest counts "
+            f"{rows} images, its arrays have shapes {', '.join(map(str, shapes))}."
         )
-    if manifest["third_tower_fingerprint"] != third_tower_fingerprint(model.third_tower):
+    cached = manifest["towers"]
+    if set(cached) != set(files):
         raise ValueError(
-            f"The third-tower cache {cache_dir} was written with another third "
-            "tower (its frozen weights differ from this model's): its features "
-            "would be wrong for this model. Write a cache with this model."
+            f"The third-tower cache {cache_dir} holds the features of the frozen "
+            f"towers {sorted(cached)}; this model's are {sorted(files)}. Write a "
+            "cache with this model."
         )
+    for name, tower in model.third_towers.items():
+        expected = tower.feature_dim
+        if features[name].shape[1] != expected:
+            raise ValueError(
+                f"The third-tower cache {cache_dir} holds {features[name].shape[1]}-dim "
+                f"features for {name!r}; this model's tower gives {expected}."
+            )
+        if cached[name]["fingerprint"] != third_tower_fingerprint(tower):
+            raise ValueError(
+                f"The third-tower cache {cache_dir} was written with another third "
+                f"tower {name!r} (its frozen weights differ from this model's): its "
+                "features would be wrong for this model. Write a cache with this model."
+            )
+    if model.third_tower is not None:
+        features = features[next(iter(features))]
     return ThirdTowerCache(features, image_ids, hashes, manifest["image_size"], cache_dir)
 
 

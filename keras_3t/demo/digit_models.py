@@ -181,11 +181,13 @@ def build_digit_model(
     - `"clip"`: a from-scratch `digit_vit` image tower and a text tower;
     - `"lit"`: `third_backbone` frozen as the image tower (a linear
       projection trains), the text tower from scratch;
-    - `"3t"`: as CLIP, plus `third_backbone` as the frozen third tower.
+    - `"3t"`: as CLIP, plus `third_backbone` as the frozen third tower (a
+      dict of backbones by name: one frozen tower each, `third_towers`).
 
     Args:
         objective: `"clip"`, `"lit"` or `"3t"`.
-        third_backbone: the pretrained backbone (LiT and 3T).
+        third_backbone: the pretrained backbone (LiT and 3T), or for 3T a
+            dict of them by name.
         vocabulary_size: the tokenizer's vocabulary size.
         sequence_length: the padded caption length.
         preprocessor: optional `ThreeTowerPreprocessor` saved with the model.
@@ -202,11 +204,18 @@ def build_digit_model(
         image_tower = ImageTower(third_backbone, EMBEDDING_DIM, frozen=True)
     else:
         image_tower = ImageTower(digit_vit(), EMBEDDING_DIM)
-    third_tower = ThirdTower(third_backbone, EMBEDDING_DIM) if objective == "3t" else None
+    third_tower, third_towers = None, None
+    if objective == "3t" and isinstance(third_backbone, dict):
+        third_towers = {
+            name: ThirdTower(backbone, EMBEDDING_DIM) for name, backbone in third_backbone.items()
+        }
+    elif objective == "3t":
+        third_tower = ThirdTower(third_backbone, EMBEDDING_DIM)
     return ThreeTowerModel(
         image_tower=image_tower,
         text_tower=text_tower,
         third_tower=third_tower,
+        third_towers=third_towers,
         objective=objective,
         preprocessor=preprocessor,
     )

@@ -1,7 +1,8 @@
 """The α sweep: every metric along the convex combination of 3T and its third tower."""
 
-from keras_3t.evaluation.embedding import combine_paths
+from keras_3t.combination import path_weights
 from keras_3t.evaluation.evaluate import check_tasks
+from keras_3t.evaluation.evaluate import combine_task_embeddings
 from keras_3t.evaluation.evaluate import embed_tasks
 from keras_3t.evaluation.evaluate import metrics_from_embeddings
 from keras_3t.extras import require
@@ -22,10 +23,11 @@ def alpha_sweep(
 
     The embeddings at α are `[√α f, √(1−α) h_g]` (images) and
     `[√α g, √(1−α) g_h]` (texts); α = 1 is 3T, α = 0 the third-tower path.
-    Everything is embedded twice (main towers, third-tower path), not once
-    per α, and combined per α; the zero-shot classifier of each path is
-    averaged over the templates and normalised on its own before it is
-    combined, so every class score is exactly s_α.
+    With several frozen towers, 1 − α is shared equally among their paths.
+    Everything is embedded once per path, not once per α, and combined per
+    α; the zero-shot classifier of each path is averaged over the templates
+    and normalised on its own before it is combined, so every class score
+    is exactly s_α.
 
     Args:
         model: a `ThreeTowerModel` with objective "3t".
@@ -48,15 +50,11 @@ def alpha_sweep(
     if not alphas or bad:
         raise ValueError(f"alphas must be a non-empty list of values in [0, 1]; got {alphas}.")
     tasks = check_tasks(retrieval=retrieval, zero_shot=zero_shot, few_shot=few_shot)
-    main = embed_tasks(model, tasks, 1.0, batch_size, verbose)
-    # At α = 0 the encoders return [0 · main, third]: keep the third part.
-    third = {
-        name: embedding[:, main[name].shape[-1] :]
-        for name, embedding in embed_tasks(model, tasks, 0.0, batch_size, verbose).items()
-    }
+    by_path = embed_tasks(model, tasks, model.path_names, batch_size, verbose)
     table = []
     for alpha in alphas:
-        embeddings = {name: combine_paths(main[name], third[name], alpha) for name in main}
+        weights = path_weights(model.path_names, alpha)
+        embeddings = combine_task_embeddings(tasks, by_path, weights)
         table.append({"alpha": alpha, **metrics_from_embeddings(tasks, embeddings)})
     return table
 

@@ -1,14 +1,14 @@
 """Input checks shared by the evaluation functions."""
 
-import numbers
-
 import numpy as np
 
+from keras_3t.combination import MAIN_PATH
+from keras_3t.combination import path_weights
 
-def check_alpha(alpha):
-    """Raises unless `alpha` is a real number in [0, 1]."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}.")
+
+def model_path_weights(model, alpha):
+    """The path weights of `alpha` for `model`; one path for a model without `path_names`."""
+    return path_weights(getattr(model, "path_names", (MAIN_PATH,)), alpha)
 
 
 def check_same_dim(first, second, what):

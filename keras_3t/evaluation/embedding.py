@@ -5,20 +5,7 @@ import math
 import keras
 import numpy as np
 
-
-def combine_paths(main, third, alpha):
-    """`[√α main, √(1−α) third]`, as `encode_image` / `encode_text` build it.
-
-    Args:
-        main: `(N, d)` L2-normalised embeddings of the main towers.
-        third: `(N, d)` L2-normalised embeddings of the third-tower path.
-        alpha: the convex-combination weight in [0, 1]; at 1, `main` alone.
-    """
-    if alpha == 1.0:
-        return main
-    weight_main = np.float32(np.sqrt(alpha))
-    weight_third = np.float32(np.sqrt(1.0 - alpha))
-    return np.concatenate([weight_main * main, weight_third * third], axis=-1)
+from keras_3t.combination import MAIN_PATH
 
 
 def _batches(data, batch_size, key):
@@ -52,11 +39,11 @@ def _embed(encode, data, key, batch_size, verbose):
     progress = keras.utils.Progbar(num_batches, verbose=verbose, unit_name="batch")
     parts = []
     for step, batch in enumerate(batches):
-        parts.append(np.asarray(keras.ops.convert_to_numpy(encode(batch))))
+        parts.append(keras.tree.map_structure(np.asarray, encode(batch)))
         progress.update(step + 1)
     if not parts:
         raise ValueError(f"Nothing to embed: the {key} dataset is empty.")
-    return np.concatenate(parts)
+    return keras.tree.map_structure(lambda *rows: np.concatenate(rows), *parts)
 
 
 def embed_images(model, images, alpha=1.0, batch_size=256, verbose=0):
@@ -100,5 +87,54 @@ def embed_texts(model, texts, alpha=1.0, batch_size=256, verbose=0):
     def encode(batch):
         text = {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"]}
         return model.encode_text(text, alpha=alpha)
+
+    return _embed(encode, texts, "token_ids", batch_size, verbose)
+
+
+def embed_image_paths(model, images, paths=(MAIN_PATH,), batch_size=256, verbose=0):
+    """Each path's L2-normalised image embeddings of a whole set, unweighted.
+
+    Args:
+        model: a `ThreeTowerModel` (for `("main",)` alone, any object with
+            `encode_image`).
+        images: as `embed_images` takes them.
+        paths: path names (`model.path_names`): `"main"` and frozen towers.
+        batch_size: batch size for arrays.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        A dict path name → float32 NumPy array `(N, dim)`.
+    """
+
+    def encode(batch):
+        if isinstance(batch, dict):
+            batch = batch["images"]
+        if tuple(paths) == (MAIN_PATH,):
+            return {MAIN_PATH: model.encode_image(batch)}
+        return model.encode_image_paths(batch, paths)
+
+    return _embed(encode, images, "images", batch_size, verbose)
+
+
+def embed_text_paths(model, texts, paths=(MAIN_PATH,), batch_size=256, verbose=0):
+    """Each path's L2-normalised caption embeddings of a whole set, unweighted.
+
+    Args:
+        model: a `ThreeTowerModel` (for `("main",)` alone, any object with
+            `encode_text`).
+        texts: as `embed_texts` takes them.
+        paths: path names (`model.path_names`): `"main"` and frozen towers.
+        batch_size: batch size for arrays.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        A dict path name → float32 NumPy array `(N, dim)`.
+    """
+
+    def encode(batch):
+        text = {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"]}
+        if tuple(paths) == (MAIN_PATH,):
+            return {MAIN_PATH: model.encode_text(text)}
+        return model.encode_text_paths(text, paths)
 
     return _embed(encode, texts, "token_ids", batch_size, verbose)

@@ -14,12 +14,14 @@ A task is a plain dict:
 
 import numpy as np
 
-from keras_3t.evaluation.embedding import embed_images
-from keras_3t.evaluation.embedding import embed_texts
+from keras_3t.combination import combine_paths
+from keras_3t.combination import paths_needed
+from keras_3t.evaluation.checks import model_path_weights
+from keras_3t.evaluation.embedding import embed_image_paths
+from keras_3t.evaluation.embedding import embed_text_paths
 from keras_3t.evaluation.few_shot import few_shot_linear_probe
 from keras_3t.evaluation.retrieval import retrieval_metrics
 from keras_3t.evaluation.zero_shot import classifier_from_paths
-from keras_3t.evaluation.zero_shot import embed_prompts_by_path
 from keras_3t.evaluation.zero_shot import prompts
 from keras_3t.evaluation.zero_shot import tokenize
 from keras_3t.evaluation.zero_shot import top_k_accuracy
@@ -48,18 +50,20 @@ def check_tasks(**tasks):
     return given
 
 
-def embed_tasks(model, tasks, alpha, batch_size=256, verbose=0):
-    """Embeds every image and text the tasks need, at one alpha.
+def embed_tasks(model, tasks, paths, batch_size=256, verbose=0):
+    """Embeds every image and text the tasks need, along each of `paths`.
 
-    A zero-shot task gives its classifier (`"zero_shot_classifier"`), built
-    from each path's prompt embeddings (`classifier_from_paths`).
+    Returns:
+        A dict: each embedding's name (`"retrieval_images"`, …, and
+        `"zero_shot_prompts"`) → dict path name → array, for
+        `combine_task_embeddings`.
     """
 
     def images(data):
-        return embed_images(model, data, alpha, batch_size, verbose)
+        return embed_image_paths(model, data, paths, batch_size, verbose)
 
     def texts(data):
-        return embed_texts(model, data, alpha, batch_size, verbose)
+        return embed_text_paths(model, data, paths, batch_size, verbose)
 
     embeddings = {}
     if "retrieval" in tasks:
@@ -70,19 +74,31 @@ def embed_tasks(model, tasks, alpha, batch_size=256, verbose=0):
         embeddings["zero_shot_images"] = images(task["images"])
         prompt_texts = prompts(task["class_names"], task.get("templates"))
         inputs = tokenize(task["tokenizer"], prompt_texts, model.text_tower.sequence_length)
-        embeddings["zero_shot_classifier"] = classifier_from_paths(
-            embed_prompts_by_path(model, inputs, alpha, batch_size),
-            len(task["class_names"]),
-            alpha,
-        )
+        embeddings["zero_shot_prompts"] = embed_text_paths(model, inputs, paths, batch_size)
     if "few_shot" in tasks:
         embeddings["few_shot_train"] = images(tasks["few_shot"]["train_images"])
         embeddings["few_shot_test"] = images(tasks["few_shot"]["test_images"])
     return embeddings
 
 
+def combine_task_embeddings(tasks, embeddings, weights):
+    """`embed_tasks`' embeddings combined with path weights (`combine_paths`).
+
+    A zero-shot task gives its classifier (`"zero_shot_classifier"`), built
+    from each path's prompt embeddings (`classifier_from_paths`).
+    """
+    combined = {}
+    for name, by_path in embeddings.items():
+        if name == "zero_shot_prompts":
+            num_classes = len(tasks["zero_shot"]["class_names"])
+            combined["zero_shot_classifier"] = classifier_from_paths(by_path, num_classes, weights)
+        else:
+            combined[name] = combine_paths(by_path, weights)
+    return combined
+
+
 def metrics_from_embeddings(tasks, embeddings):
-    """Every task's metrics from the embeddings of `embed_tasks`."""
+    """Every task's metrics from the embeddings of `combine_task_embeddings`."""
     metrics = {}
     if "retrieval" in tasks:
         metrics.update(
@@ -123,7 +139,8 @@ def evaluate_model(
         retrieval: a retrieval task dict (see this module's docstring).
         zero_shot: a zero-shot classification task dict.
         few_shot: a few-shot linear-probe task dict.
-        alpha: the convex-combination weight (α < 1 for 3T models only).
+        alpha: the convex-combination weight (α < 1 for 3T models only), or
+            a dict of weights by path (see `ThreeTowerModel.encode_image`).
         batch_size: examples embedded per batch.
         verbose: 1 shows progress bars.
 
@@ -144,5 +161,6 @@ def evaluate_model(
     ['image_to_text_r1', 'image_to_text_r10']
     """
     tasks = check_tasks(retrieval=retrieval, zero_shot=zero_shot, few_shot=few_shot)
-    embeddings = embed_tasks(model, tasks, alpha, batch_size, verbose)
-    return metrics_from_embeddings(tasks, embeddings)
+    weights = model_path_weights(model, alpha)
+    embeddings = embed_tasks(model, tasks, paths_needed(weights), batch_size, verbose)
+    return metrics_from_embeddings(tasks, combine_task_embeddings(tasks, embeddings, weights))

@@ -2,10 +2,11 @@
 
 import numpy as np
 
-from keras_3t.evaluation.checks import check_alpha
-from keras_3t.evaluation.embedding import combine_paths
+from keras_3t.combination import combine_paths
+from keras_3t.combination import paths_needed
+from keras_3t.evaluation.checks import model_path_weights
 from keras_3t.evaluation.embedding import embed_images
-from keras_3t.evaluation.embedding import embed_texts
+from keras_3t.evaluation.embedding import embed_text_paths
 
 # A small set in the style of CLIP's ImageNet prompts; pass your own for
 # other domains.
@@ -97,42 +98,29 @@ def classifier_from_prompt_embeddings(prompt_embeddings, num_classes):
     return mean / (np.linalg.norm(mean, axis=1, keepdims=True) + 1e-8)
 
 
-def embed_prompts_by_path(model, inputs, alpha=1.0, batch_size=256):
-    """Prompt embeddings of each path the α-combination needs.
-
-    Returns `{"main": g}` at α = 1, and `{"main": g, "third": g_h}` below,
-    each L2-normalised and unweighted.
-    """
-    check_alpha(alpha)
-    main = embed_texts(model, inputs, alpha=1.0, batch_size=batch_size)
-    if alpha == 1.0:
-        return {"main": main}
-    # At α = 0 the encoder returns [0 · g, g_h]: keep the third-tower part.
-    third = embed_texts(model, inputs, alpha=0.0, batch_size=batch_size)[:, main.shape[-1] :]
-    return {"main": main, "third": third}
-
-
-def classifier_from_paths(prompt_embeddings, num_classes, alpha=1.0):
-    """The zero-shot classifier at α from each path's prompt embeddings.
+def classifier_from_paths(prompt_embeddings, num_classes, weights):
+    """The zero-shot classifier for path weights, from each path's prompts.
 
     Each path's class embedding is averaged over the templates and
-    normalised on its own, then the two are weighted as the images are,
-    `[√α ḡ, √(1−α) ḡ_h]`, so an image's score for a class is exactly
+    normalised on its own, then the paths are weighted as the images are,
+    `[√w_p ḡ_p ...]` (`keras_3t.combination`), so an image's score for a
+    class is exactly Σ_p w_p ⟨image_p, ḡ_p⟩; with one frozen tower,
     s_α = α⟨f, ḡ⟩ + (1−α)⟨h_g, ḡ_h⟩. (Renormalising the concatenated mean
     instead would scale each path by how much its templates agree, and so
-    shift the effective α from class to class.)
+    shift the effective weights from class to class.)
 
     Args:
-        prompt_embeddings: `{"main": ...}` and, for α < 1, `{"third": ...}`,
-            as `embed_prompts_by_path` returns.
+        prompt_embeddings: dict path name → `(num_classes × num_templates,
+            dim)` prompt embeddings, as `embed_text_paths` returns; every
+            path `combine_paths` reads for `weights`.
         num_classes: how many classes.
-        alpha: the convex-combination weight.
+        weights: the path weights (`keras_3t.combination.path_weights`).
     """
-    main = classifier_from_prompt_embeddings(prompt_embeddings["main"], num_classes)
-    if alpha == 1.0:
-        return main
-    third = classifier_from_prompt_embeddings(prompt_embeddings["third"], num_classes)
-    return combine_paths(main, third, alpha)
+    classifiers = {
+        name: classifier_from_prompt_embeddings(prompt_embeddings[name], num_classes)
+        for name in paths_needed(weights)
+    }
+    return combine_paths(classifiers, weights)
 
 
 def zero_shot_classifier(
@@ -153,8 +141,9 @@ def zero_shot_classifier(
             `DEFAULT_TEMPLATES`.
         tokenizer: see `tokenize`; by default the model's own
             `preprocessor`.
-        alpha: the convex-combination weight; use the same one for the
-            images in `zero_shot_accuracy`.
+        alpha: the convex-combination weight (or a dict of weights by
+            path, see `encode_image`); use the same one for the images in
+            `zero_shot_accuracy`.
         batch_size: prompts embedded per batch.
 
     Returns:
@@ -178,8 +167,9 @@ def zero_shot_classifier(
         )
     texts = prompts(class_names, templates)
     inputs = tokenize(tokenizer, texts, model.text_tower.sequence_length)
-    embeddings = embed_prompts_by_path(model, inputs, alpha, batch_size)
-    return classifier_from_paths(embeddings, len(list(class_names)), alpha)
+    weights = model_path_weights(model, alpha)
+    embeddings = embed_text_paths(model, inputs, paths_needed(weights), batch_size)
+    return classifier_from_paths(embeddings, len(list(class_names)), weights)
 
 
 def top_k_accuracy(image_embeddings, labels, classifier, ks=(1, 5)):

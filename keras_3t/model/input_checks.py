@@ -4,7 +4,7 @@ Each raises a ValueError (or TypeError) that names the problem and the fix;
 the model calls them before any tower runs.
 """
 
-import numbers
+import re
 
 import keras
 import numpy as np
@@ -19,22 +19,6 @@ OBJECTIVES = ("3t", "lit", "clip")
 LOSSES = ("softmax", "sigmoid")
 ADAPTOR_INPUTS = ("pooled", "embedding")
 BATCH_KEYS = ("images", "token_ids", "padding_mask")
-
-
-def check_alpha(model, alpha):
-    """alpha as a Python float; NumPy scalars are numbers too."""
-    if isinstance(alpha, np.ndarray) and alpha.ndim == 0:
-        alpha = alpha.item()
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1]; got {alpha!r}.")
-    alpha = float(alpha)
-    if alpha < 1.0 and model.objective != "3t":
-        raise ValueError(
-            f"alpha < 1 combines the main towers with the third tower, "
-            f"which only a '3t' model has; this model's objective is "
-            f"{model.objective!r}, so alpha must be 1 (got {alpha})."
-        )
-    return alpha
 
 
 def image_batch(model, images):
@@ -81,10 +65,7 @@ def check_images(model, images):
             "images must be a float batch of shape (batch, height, width, "
             f"channels); got rank {len(shape)}, shape {shape}."
         )
-    image_towers = [model.image_tower]
-    if model.third_tower is not None:
-        image_towers.append(model.third_tower)
-    for tower in image_towers:
+    for tower in (model.image_tower, *model.third_towers.values()):
         for axis, (got, expected) in enumerate(zip(shape[1:], tower.image_shape)):
             if expected is not None and got is not None and got != expected:
                 what = ("height", "width", "channel count")[axis]
@@ -134,14 +115,17 @@ def check_batch(model, batch, replicas):
         raise ValueError(f"The batch has no 'images'; it has keys {sorted(batch)}.")
     check_images(model, batch["images"])
     check_text(model, batch)
-    keys = BATCH_KEYS
+    parts = {key: batch[key] for key in BATCH_KEYS}
     if "third_features" in batch:
         check_third_features(model, batch["third_features"])
-        keys += ("third_features",)
-    batch_sizes = {batch[key].shape[0] for key in keys if batch[key].shape[0] is not None}
+        parts.update(
+            ("third_features" + ("" if name is None else f"[{name!r}]"), features)
+            for name, features in _features_by_name(batch["third_features"])
+        )
+    batch_sizes = {part.shape[0] for part in parts.values() if part.shape[0] is not None}
     if len(batch_sizes) > 1:
         raise ValueError(
-            f"The batch's {', '.join(keys)} have different batch sizes: {sorted(batch_sizes)}."
+            f"The batch's {', '.join(parts)} have different batch sizes: {sorted(batch_sizes)}."
         )
     check_replica_batches(replicas, batch["images"])
     if replicas.count > 1:
@@ -152,39 +136,92 @@ def check_batch(model, batch, replicas):
         raise ValueError(BATCH_TOO_SMALL)
 
 
+def _features_by_name(features):
+    """(name, features) pairs; the name is None for one tower's tensor."""
+    if isinstance(features, dict):
+        return list(features.items())
+    return [(None, features)]
+
+
 def check_third_features(model, features):
     if model.objective != "3t":
         raise ValueError(
             f"The batch has 'third_features', but objective={model.objective!r} "
             "uses no third tower: drop the third-tower cache from the data."
         )
-    shape = tuple(features.shape)
-    expected = model.third_tower.feature_dim
-    if len(shape) != 2 or shape[1] != expected:
-        raise ValueError(
-            f"third_features must have shape (batch, {expected}) (the third "
-            f"tower's pooled features); got {shape}. Was the cache written "
-            "with another third tower?"
+    several = model.third_tower is None
+    if several != isinstance(features, dict) or (
+        several and set(features) != set(model.third_towers)
+    ):
+        expected = (
+            f"a dict with one entry per frozen tower, {sorted(model.third_towers)}"
+            if several
+            else "one (batch, features) tensor"
         )
+        got = f"a dict with keys {sorted(features)}" if isinstance(features, dict) else "a tensor"
+        raise ValueError(f"third_features must be {expected}; got {got}.")
+    for name, values in _features_by_name(features):
+        tower = model.third_towers[name] if several else model.third_tower
+        shape = tuple(values.shape)
+        expected = tower.feature_dim
+        if len(shape) != 2 or shape[1] != expected:
+            what = "third_features" + (f"[{name!r}]" if several else "")
+            raise ValueError(
+                f"{what} must have shape (batch, {expected}) (the {tower.name}'s pooled "
+                f"features); got {shape}. Was the cache written with another third tower?"
+            )
+
+
+# A frozen tower's name becomes part of pair, metric and layer names.
+TOWER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+RESERVED_TOWER_NAMES = ("text", "main")
 
 
 def check_arguments(
-    image_tower, text_tower, third_tower, objective, loss, pair_weights, adaptor_input
+    image_tower, text_tower, third_tower, third_towers, objective, loss, adaptor_input
 ):
-    """Raises on `ThreeTowerModel` arguments that do not fit together."""
+    """Raises on `ThreeTowerModel` arguments that do not fit together.
+
+    Returns:
+        The frozen towers by name: `{"third": third_tower}`, `third_towers`,
+        or `{}` for LiT and CLIP.
+    """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}.")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}.")
     if adaptor_input not in ADAPTOR_INPUTS:
         raise ValueError(f"adaptor_input must be one of {ADAPTOR_INPUTS}; got {adaptor_input!r}.")
-    if objective == "3t" and third_tower is None:
-        raise ValueError("objective='3t' needs a third_tower (a frozen ThirdTower).")
-    if objective != "3t" and third_tower is not None:
+    if third_tower is not None and third_towers:
         raise ValueError(
-            f"objective={objective!r} uses no third tower; got third_tower="
-            f"{third_tower.name!r}. Use objective='3t' to train with it."
+            "Pass third_tower (one frozen tower) or third_towers (a dict of "
+            "them by name), not both."
         )
+    towers = {"third": third_tower} if third_tower is not None else dict(third_towers or {})
+    if objective == "3t" and not towers:
+        raise ValueError(
+            "objective='3t' needs a third_tower (a frozen ThirdTower), or "
+            "third_towers (a dict of them by name)."
+        )
+    if objective != "3t" and towers:
+        names = ", ".join(repr(tower.name) for tower in towers.values())
+        raise ValueError(
+            f"objective={objective!r} uses no third tower; got {names}. "
+            "Use objective='3t' to train with it."
+        )
+    for name in third_towers or {}:
+        if not isinstance(name, str) or not TOWER_NAME.fullmatch(name):
+            raise ValueError(
+                f"third_towers' names become pair and metric names (loss_image_<name>): "
+                f"use lowercase letters, digits and underscores, starting with a "
+                f"letter; got {name!r}."
+            )
+        if name in RESERVED_TOWER_NAMES:
+            raise ValueError(
+                f"{name!r} cannot name a frozen tower: 'text' would make its image "
+                "pair 'image_text', the main pair's name, and 'main' names the main "
+                "towers' path in the α-combination."
+            )
     if objective == "lit" and not image_tower.frozen:
         raise ValueError(
             "objective='lit' locks the image tower: pass an ImageTower built "
@@ -196,12 +233,35 @@ def check_arguments(
             f"differs from the text tower's ({text_tower.output_dim}); both "
             "must project to the same space."
         )
-    weights = tuple(pair_weights)
-    if len(weights) != 3 or any(w < 0 for w in weights) or sum(weights) == 0:
+    return towers
+
+
+def check_pair_weights(pair_weights, pairs):
+    """The pairs' weights as a tuple in `pairs` order.
+
+    Args:
+        pair_weights: None (equal weights), a sequence in `pairs` order, or
+            a dict by pair name (a pair left out weighs 0).
+        pairs: the model's pair names.
+    """
+    if pair_weights is None:
+        return tuple(1.0 / len(pairs) for _ in pairs)
+    if isinstance(pair_weights, dict):
+        unknown = sorted(set(pair_weights) - set(pairs))
+        if unknown:
+            raise ValueError(
+                f"pair_weights names unknown pair(s) {unknown}; this model's pairs "
+                f"are {list(pairs)}."
+            )
+        weights = tuple(float(pair_weights.get(pair, 0.0)) for pair in pairs)
+    else:
+        weights = tuple(float(w) for w in pair_weights)
+    if len(weights) != len(pairs) or any(w < 0 for w in weights) or sum(weights) == 0:
         raise ValueError(
-            "pair_weights must be three non-negative weights (image-text, "
-            f"image-third, text-third), not all zero; got {pair_weights!r}."
+            f"pair_weights must be {len(pairs)} non-negative weights, one per pair "
+            f"({', '.join(pairs)}), not all zero; got {pair_weights!r}."
         )
+    return weights
 
 
 def is_float(dtype):

@@ -14,9 +14,14 @@ from keras_3t.image_converter import ImageConverter
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import normalized_embedding
 from keras_3t.losses import sigmoid_contrastive_loss
+from keras_3t.model.frozen_towers import SINGLE_TOWER_NAME
+from keras_3t.model.frozen_towers import adaptor_heads
+from keras_3t.model.frozen_towers import features_by_name
+from keras_3t.model.frozen_towers import pair_names
 from keras_3t.model.inference import ThreeTowerInference
 from keras_3t.model.input_checks import check_arguments
 from keras_3t.model.input_checks import check_batch
+from keras_3t.model.input_checks import check_pair_weights
 from keras_3t.objective_metrics import ObjectiveMeans
 from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import check_version
@@ -24,9 +29,6 @@ from keras_3t.saving import current_version
 from keras_3t.saving.preset_dir import save_to_preset
 from keras_3t.saving.preset_loader import load_preset
 from keras_3t.training.training_hooks import TrainingHooks
-
-# The three contrastive pairs of L_3T, in the order of `pair_weights`.
-PAIRS = ("image_text", "image_third", "text_third")
 
 
 @keras.saving.register_keras_serializable(package="keras_3t")
@@ -41,6 +43,11 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
       projection); only the text tower (and that projection) trains.
     - `"clip"`: both towers from scratch, L(f, g) only; no third tower.
 
+    Several frozen towers (`third_towers={"digits": ..., "thickness": ...}`,
+    our extension; the paper uses one) each add their two pairs,
+    `"image_<name>"` and `"text_<name>"`, with their own adaptor heads on
+    the main towers, heads, logit scales and metrics.
+
     Each pair has a learnable log logit scale (initialised at log 10 and
     clamped at log 100) and, with `loss="sigmoid"`, a learnable bias
     (initialised at -10). `fit` takes batches as dicts
@@ -50,12 +57,18 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
     Args:
         image_tower: a `keras_3t.towers.ImageTower` (f).
         text_tower: a `keras_3t.towers.TextTower` (g).
-        third_tower: a `keras_3t.towers.ThirdTower` (h); required for "3t",
-            absent for "lit" and "clip".
+        third_tower: a `keras_3t.towers.ThirdTower` (h); a "3t" model needs
+            it or `third_towers`; "lit" and "clip" have none.
+        third_towers: instead of `third_tower`, a dict of named frozen
+            `ThirdTower`s. A name is lowercase letters, digits and
+            underscores, and neither "text" nor "main".
         objective: `"3t"`, `"lit"` or `"clip"`.
         loss: `"softmax"` (CLIP / InfoNCE) or `"sigmoid"` (SigLIP), for every
             pair.
-        pair_weights: weights (w_fg, w_fh, w_gh) of the three 3T pairs.
+        pair_weights: the weights of the pairs in `model.pairs` order:
+            `"image_text"`, then `"image_<name>"` and `"text_<name>"` for each
+            frozen tower; (w_fg, w_fh, w_gh) with one third tower. A dict
+            keyed by pair name is taken too. Default: equal weights.
         shared_logit_scale: bool. One logit scale (and bias) for every pair
             instead of one per pair.
         logit_scale_init: initial log logit scale.
@@ -111,7 +124,7 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
         third_tower=None,
         objective="3t",
         loss="softmax",
-        pair_weights=(1 / 3, 1 / 3, 1 / 3),
+        pair_weights=None,
         shared_logit_scale=False,
         logit_scale_init=math.log(10.0),
         logit_scale_max=math.log(100.0),
@@ -120,37 +133,45 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
         local_loss=False,
         preprocessor=None,
         image_converter=None,
+        third_towers=None,
         **kwargs,
     ):
-        check_arguments(
+        frozen_towers = check_arguments(
             image_tower,
             text_tower,
             third_tower,
+            third_towers,
             objective,
             loss,
-            pair_weights,
             adaptor_input,
         )
+        pairs = pair_names(frozen_towers)
+        pair_weights = check_pair_weights(pair_weights, pairs)
         super().__init__(**kwargs)
 
         # === Towers and heads ===
+        # The frozen towers and the main towers' adaptor heads, by name. One
+        # `third_tower` keeps the attribute names and tracking order it has
+        # always had: Keras saves a weight under the first attribute (sorted
+        # by name) that holds it, and the optimizer's slots follow the
+        # variables' order, so one-tower weights and checkpoints keep their layout.
+        image_adaptors, text_adaptors = adaptor_heads(frozen_towers, third_tower is not None)
         self.image_tower = image_tower
         self.text_tower = text_tower
         self.third_tower = third_tower
         self.preprocessor = preprocessor
         self.image_converter = image_converter or _default_image_converter(image_tower)
-        if objective == "3t":
-            self.image_adaptor = keras.layers.Dense(
-                third_tower.embedding_dim, use_bias=False, name="image_adaptor"
-            )
-            self.text_adaptor = keras.layers.Dense(
-                third_tower.embedding_dim, use_bias=False, name="text_adaptor"
-            )
+        if third_tower is not None:
+            self.image_adaptor = image_adaptors[SINGLE_TOWER_NAME]
+            self.text_adaptor = text_adaptors[SINGLE_TOWER_NAME]
+        self.third_towers = frozen_towers
+        self.image_adaptors = image_adaptors
+        self.text_adaptors = text_adaptors
 
         # === Config ===
         self.objective = objective
         self.loss_type = loss
-        self.pair_weights = tuple(float(w) for w in pair_weights)
+        self.pair_weights = pair_weights
         self.shared_logit_scale = shared_logit_scale
         self.logit_scale_init = float(logit_scale_init)
         self.logit_scale_max = float(logit_scale_max)
@@ -158,7 +179,7 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
         self.adaptor_input = adaptor_input
         self.local_loss = bool(local_loss)
         self.accumulation_steps = 1
-        self.pairs = PAIRS if objective == "3t" else PAIRS[:1]
+        self.pairs = pairs
 
         # === Logit scales (and biases), one per pair or one shared ===
         self._scale_names = {pair: "" if shared_logit_scale else f"_{pair}" for pair in self.pairs}
@@ -190,18 +211,18 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
 
     def build(self, input_shape=None):
         # Towers restored from a saved config arrive built already.
-        for tower in (self.image_tower, self.text_tower, self.third_tower):
-            if tower is not None and not tower.built:
+        for tower in (self.image_tower, self.text_tower, *self.third_towers.values()):
+            if not tower.built:
                 tower.build()
-        if self.objective == "3t":
-            if self.adaptor_input == "pooled":
-                image_dim = self.image_tower.feature_dim
-                text_dim = self.text_tower.hidden_dim
-            else:
-                image_dim = self.image_tower.output_dim
-                text_dim = self.text_tower.output_dim
-            self.image_adaptor.build((None, image_dim))
-            self.text_adaptor.build((None, text_dim))
+        if self.adaptor_input == "pooled":
+            image_dim = self.image_tower.feature_dim
+            text_dim = self.text_tower.hidden_dim
+        else:
+            image_dim = self.image_tower.output_dim
+            text_dim = self.text_tower.output_dim
+        for name in self.third_towers:
+            self.image_adaptors[name].build((None, image_dim))
+            self.text_adaptors[name].build((None, text_dim))
         self.built = True
 
     # --- Training ---------------------------------------------------------
@@ -235,7 +256,8 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
             batch: dict with `"images"`, `"token_ids"` and `"padding_mask"`,
                 and optionally `"third_features"` (the third tower's cached
                 pre-logit features of the images, see
-                `keras_3t.data.write_third_tower_cache`).
+                `keras_3t.data.write_third_tower_cache`; with `third_towers`,
+                a dict of them by tower name).
             training: bool, whether the trainable towers run in training mode.
 
         Under data parallelism (`tf.distribute`, `torch.distributed`) the
@@ -254,9 +276,9 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
     def embed_batch(self, batch, training=False):
         """Each contrastive pair's two L2-normalised embeddings of a batch.
 
-        The third tower's backbone runs once (or not at all, when the batch
-        carries cached `"third_features"`); both of its heads read the same
-        features. Embeddings are float32 whatever the dtype policy, so the
+        Each frozen tower's backbone runs once (or not at all, when the
+        batch carries cached `"third_features"`); both of its heads read the
+        same features. Embeddings are float32 whatever the dtype policy, so the
         losses are computed in float32 under `mixed_bfloat16`.
 
         Returns:
@@ -274,27 +296,35 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
                 normalized_embedding(text["embedding"]),
             )
         }
-        if self.objective == "3t":
-            third = self.third_tower.heads(batch["third_features"])
-            embeddings["image_third"] = (
-                normalized_embedding(self.image_adaptor(image[self.adaptor_input])),
+        third_features = batch.get("third_features", {})
+        for name, features in features_by_name(self, third_features).items():
+            third = self.third_towers[name].heads(features)
+            embeddings[f"image_{name}"] = (
+                normalized_embedding(self.image_adaptors[name](image[self.adaptor_input])),
                 normalized_embedding(third["image_head"]),
             )
-            embeddings["text_third"] = (
-                normalized_embedding(self.text_adaptor(text[self.adaptor_input])),
+            embeddings[f"text_{name}"] = (
+                normalized_embedding(self.text_adaptors[name](text[self.adaptor_input])),
                 normalized_embedding(third["text_head"]),
             )
         return embeddings
 
     def with_third_features(self, batch):
-        """`batch` with the frozen third tower's features as `"third_features"`.
+        """`batch` with the frozen towers' features as `"third_features"`.
 
-        A batch that carries them (from a third-tower cache), or a model
-        without a third tower, is returned as it is.
+        One `third_tower`'s features are a tensor; `third_towers`' are a
+        dict of tensors by name. A batch that carries them (from a
+        third-tower cache), or a model without a third tower, is returned
+        as it is.
         """
-        if self.objective != "3t" or "third_features" in batch:
+        if not self.third_towers or "third_features" in batch:
             return batch
-        return {**batch, "third_features": self.third_tower.features(batch["images"])}
+        features = {
+            name: tower.features(batch["images"]) for name, tower in self.third_towers.items()
+        }
+        if self.third_tower is not None:
+            features = features[SINGLE_TOWER_NAME]
+        return {**batch, "third_features": features}
 
     def objective_from_embeddings(self, embeddings, replicas):
         """The objective's values from `embed_batch`'s embeddings.
@@ -307,9 +337,10 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
             f"loss_{pair}": self._pair_loss(pair, a, b, replicas)
             for pair, (a, b) in embeddings.items()
         }
-        if self.objective == "3t":
+        if len(self.pairs) > 1:
             values["loss"] = sum(
-                weight * values[f"loss_{pair}"] for weight, pair in zip(self.pair_weights, PAIRS)
+                weight * values[f"loss_{pair}"]
+                for weight, pair in zip(self.pair_weights, self.pairs)
             )
         else:
             values["loss"] = values["loss_image_text"]
@@ -352,6 +383,12 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
                 VERSION_KEY: current_version(),
             }
         )
+        # Only a model with several frozen towers has the key, so a
+        # one-tower config reads as it always has.
+        if self.third_towers and self.third_tower is None:
+            config["third_towers"] = {
+                name: keras.layers.serialize(tower) for name, tower in self.third_towers.items()
+            }
         return config
 
     @classmethod
@@ -363,6 +400,11 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
         for key in ("image_tower", "text_tower", "third_tower", "preprocessor", "image_converter"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.layers.deserialize(config[key])
+        if config.get("third_towers"):
+            config["third_towers"] = {
+                name: keras.layers.deserialize(tower)
+                for name, tower in config["third_towers"].items()
+            }
         return cls(**config)
 
     # --- Presets ----------------------------------------------------------

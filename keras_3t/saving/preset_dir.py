@@ -37,6 +37,11 @@ def parameter_counts(model):
     }
     if model.third_tower is not None:
         counts["third_tower"] = model.third_tower.count_params()
+    elif model.third_towers:
+        counts.update(
+            (f"third_tower_{name}", tower.count_params())
+            for name, tower in model.third_towers.items()
+        )
     counts["total"] = model.count_params()
     counts["trainable"] = int(sum(np.prod(v.shape) for v in model.trainable_weights))
     return counts

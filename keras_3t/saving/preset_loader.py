@@ -24,6 +24,9 @@ from keras_3t.saving.shipped import shipped_path
 from keras_3t.towers import ImageTower
 from keras_3t.towers import TextTower
 from keras_3t.towers import ThirdTower
+from keras_3t.towers.keras_hub_presets import WeightsUnavailableError
+from keras_3t.towers.keras_hub_presets import load_backbone
+from keras_3t.towers.keras_hub_presets import load_image_converter
 
 SHIPPED = "the package data keras_3t.saved_models"
 MODEL_OVERRIDES = (
@@ -39,10 +42,6 @@ MODEL_OVERRIDES = (
 TOWER_OVERRIDES = ("image_tower", "text_tower")
 # ThirdTower arguments (3T presets only).
 THIRD_TOWER_OVERRIDES = ("shared_head",)
-
-
-class WeightsUnavailableError(OSError):
-    """Pretrained weights (or a tokenizer) could not be fetched or found."""
 
 
 def register_presets(presets, model_class):
@@ -214,30 +213,11 @@ def _backbone(tower_config):
 def _converter(tower_config, replacement):
     """The tower's image converter; a swapped-in tower brings its own."""
     if replacement is not None and "preset" in tower_config:
-        return _keras_hub_converter(replacement)
+        # A Keras model takes the model's images as they are.
+        return load_image_converter(replacement) if isinstance(replacement, str) else None
     if tower_config.get("image_converter") is None:
         return None
     return keras.layers.Rescaling(**tower_config["image_converter"])
-
-
-def _keras_hub_converter(replacement):
-    """A keras-hub preset's own image converter, rescaled for [0, 1] inputs."""
-    if not isinstance(replacement, str):
-        return None  # a Keras model takes the model's images as they are
-    from keras_hub.src.utils.preset_utils import IMAGE_CONVERTER_CONFIG_FILE
-    from keras_hub.src.utils.preset_utils import check_file_exists
-
-    if not check_file_exists(replacement, IMAGE_CONVERTER_CONFIG_FILE):
-        return None
-    converter = keras_hub.layers.ImageConverter.from_preset(replacement)
-    config = converter.get_config()
-    # keras-hub converters expect pixels in [0, 255]; the model's are in [0, 1].
-    scale = config.get("scale") if config.get("scale") is not None else 1.0
-    if isinstance(scale, (list, tuple)):
-        config["scale"] = [255.0 * s for s in scale]
-    else:
-        config["scale"] = 255.0 * scale
-    return type(converter).from_config(config)
 
 
 def _pretrained_backbone(tower_config, replacement, fetch):
@@ -248,7 +228,7 @@ def _pretrained_backbone(tower_config, replacement, fetch):
                 "third_tower must be a keras-hub preset name, a preset folder "
                 f"or a Keras model; got a {type(replacement).__name__}."
             )
-        return replacement
+        return getattr(replacement, "vision_encoder", replacement)
     source = replacement or tower_config["preset"]
     local = shipped_path(source) or source
     if not fetch:
@@ -267,13 +247,10 @@ def _fetch(source, local, load_weights):
             "with fresh weights."
         )
     try:
-        return keras_hub.models.Backbone.from_preset(local, load_weights=load_weights)
-    except OSError as error:  # includes requests' ConnectionError
+        return load_backbone(local, load_weights=load_weights)
+    except WeightsUnavailableError as error:
         raise WeightsUnavailableError(
-            f"Could not fetch the keras-hub preset {source!r} ({error.__class__.__name__}: "
-            f"{error}). Without network access, save it once where there is "
-            "(keras_hub.models.Backbone.from_preset(name).save_to_preset(dir)) "
-            "and pass that folder as third_tower=dir, or pass "
+            f"{error} Here, pass the folder as third_tower=; or pass "
             "third_tower_weights=False to build the architecture with fresh "
             "weights (and no download)."
         ) from None

@@ -2,7 +2,11 @@
 
 import keras
 
+from keras_3t.towers.pooling import backbone_input_key
+from keras_3t.towers.pooling import backbone_output_shape
+from keras_3t.towers.pooling import backbone_stage
 from keras_3t.towers.pooling import pool_image_features
+from keras_3t.towers.pooling import resolve_image_pooling
 
 
 class BackboneTower(keras.layers.Layer):
@@ -14,7 +18,10 @@ class BackboneTower(keras.layers.Layer):
     Args:
         backbone: a keras-hub image `Backbone` or any Keras image model taking
             `(batch, height, width, channels)` images.
-        pooling: see `keras_3t.towers.pooling.pool_image_features`.
+        pooling: `"auto"` (keras-hub's own classifier's pooling for the
+            family), `"token"`, `"mean"` or `"none"`; see
+            `keras_3t.towers.pooling.resolve_image_pooling`. A backbone that
+            returns a dict of stages is pooled from its last stage.
         frozen: bool. Freeze the backbone.
         image_converter: optional Keras layer applied to the images before
             the backbone (e.g. a keras-hub `ImageConverter` or
@@ -35,6 +42,12 @@ class BackboneTower(keras.layers.Layer):
         self.pooling = pooling
         self.frozen = frozen
         self.image_converter = image_converter
+        # What the backbone is called on and what is pooled, and how:
+        # resolved once, from the backbone. (keras-hub's CLIP and SigLIP
+        # vision encoders take `{"images": ...}`.)
+        self.input_key = backbone_input_key(backbone)
+        self.stage = backbone_stage(backbone)
+        self.resolved_pooling = resolve_image_pooling(backbone, pooling)
         if frozen:
             # Not `backbone.trainable = False`: TensorFlow's AutoTrackable skips
             # that assignment when the flag already reads False (a frozen
@@ -44,24 +57,30 @@ class BackboneTower(keras.layers.Layer):
     @property
     def feature_dim(self):
         """The size of the pooled features."""
-        return self.backbone.output_shape[-1]
+        return backbone_output_shape(self.backbone)[-1]
 
     @property
     def image_shape(self):
         """`(height, width, channels)` expected of the images (None: any)."""
         if self.image_converter is not None:
             return (None, None, None)
-        return tuple(self.backbone.input_shape[1:])
+        shape = self.backbone.input_shape
+        if isinstance(shape, dict):
+            shape = shape[self.input_key]
+        return tuple(shape[1:])
 
     def features(self, images, training=None):
         """Pooled backbone features of a batch of images."""
         if self.image_converter is not None:
             images = self.image_converter(images)
+        inputs = images if self.input_key is None else {self.input_key: images}
         if self.frozen:
-            features = self.backbone(images, training=False)
+            features = self.backbone(inputs, training=False)
         else:
-            features = self.backbone(images, training=training)
-        features = pool_image_features(features, self.pooling)
+            features = self.backbone(inputs, training=training)
+        if self.stage is not None:
+            features = features[self.stage]
+        features = pool_image_features(features, self.resolved_pooling)
         if self.frozen:
             features = keras.ops.stop_gradient(features)
         return features

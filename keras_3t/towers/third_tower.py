@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_3t.towers import keras_hub_presets
 from keras_3t.towers.backbone_tower import BackboneTower
 
 
@@ -63,6 +64,71 @@ class ThirdTower(BackboneTower):
         else:
             self.image_head = keras.layers.Dense(embedding_dim, use_bias=False, name="image_head")
             self.text_head = keras.layers.Dense(embedding_dim, use_bias=False, name="text_head")
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset,
+        embedding_dim,
+        pooling="auto",
+        shared_head=False,
+        image_converter="preset",
+        load_weights=True,
+        **kwargs,
+    ):
+        """A third tower around a pretrained keras-hub backbone.
+
+        Args:
+            preset: a keras-hub preset name (`"vit_base_patch16_224_imagenet"`),
+                a `kaggle://` or `hf://` handle, a local folder written by
+                keras-hub's `save_to_preset`, or a keras-hub `Backbone`. A CLIP
+                or SigLIP preset gives its vision encoder.
+            embedding_dim: int, the size of the heads' outputs.
+            pooling: see `ThirdTower`; `"auto"` pools as keras-hub's own
+                classifier for the family does.
+            shared_head: bool. One head for both pairs.
+            image_converter: `"preset"` (the default): the preset's own image
+                converter (resize and normalisation), taking images in
+                [0, 1], if it has one; or a Keras layer; or None.
+            load_weights: bool. False builds the architecture with fresh
+                weights.
+
+        Raises:
+            keras_3t.presets.WeightsUnavailableError: the preset could not be
+                fetched (offline, say); the message says how to pass a local
+                copy instead.
+
+        Example:
+        >>> import os, tempfile, keras_hub
+        >>> from keras_3t import ThirdTower
+        >>> folder = os.path.join(tempfile.mkdtemp(), "vit")
+        >>> keras_hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=8,
+        ...     num_layers=1, num_heads=2, hidden_dim=16,
+        ...     mlp_dim=32).save_to_preset(folder)
+        >>> tower = ThirdTower.from_preset(folder, embedding_dim=4)
+        >>> tower.resolved_pooling, tower.feature_dim
+        ('token', 16)
+        """
+        if isinstance(preset, keras.Model):
+            backbone = getattr(preset, "vision_encoder", preset)
+            converter = None
+        else:
+            backbone = keras_hub_presets.load_backbone(preset, load_weights)
+            converter = keras_hub_presets.load_image_converter(preset)
+        if not isinstance(image_converter, str):
+            converter = image_converter
+        elif image_converter != "preset":
+            raise ValueError(
+                f"image_converter must be 'preset', a Keras layer or None; got {image_converter!r}."
+            )
+        return cls(
+            backbone,
+            embedding_dim,
+            pooling=pooling,
+            shared_head=shared_head,
+            image_converter=converter,
+            **kwargs,
+        )
 
     def build(self, input_shape=None):
         self.image_head.build((None, self.feature_dim))

@@ -55,7 +55,7 @@ def _accumulated_values_and_gradients(model, batch, value_and_gradients, variabl
     # The frozen third tower runs once per micro-batch, not once per pass.
     micro_batches = [
         model.with_third_features(
-            {key: value[i * size : (i + 1) * size] for key, value in batch.items()}
+            keras.tree.map_structure(lambda value, i=i: value[i * size : (i + 1) * size], batch)
         )
         for i in range(steps)
     ]

@@ -41,7 +41,8 @@ def test_cached_third_tower_trains_like_the_live_one(tmp_path):
     size = _image_size(live)
     cache_dir = str(tmp_path / "captions.csv.third_tower_cache")
     manifest = write_third_tower_cache(live, examples, cache_dir, size, batch_size=5)
-    assert manifest["images"] == 16 and manifest["feature_dim"] == live.third_tower.feature_dim
+    assert manifest["images"] == 16
+    assert manifest["towers"]["third"]["feature_dim"] == live.third_tower.feature_dim
     cache = load_third_tower_cache(cache_dir, cached)
 
     def data(model, **kwargs):

@@ -53,15 +53,15 @@ def test_encoders_record_no_gradients(model, photos, monkeypatch):
 
                 seen.append(torch.is_grad_enabled())
             output = original(*args)
-            seen.append(getattr(output, "requires_grad", False))
+            seen.extend(getattr(path, "requires_grad", False) for path in output.values())
             return output
 
         return wrapped
 
-    monkeypatch.setattr(model, "_image_embeddings", spy(model._image_embeddings))
-    monkeypatch.setattr(model, "_text_embeddings", spy(model._text_embeddings))
-    model.encode_image(photos[1])
-    model.encode_text(["a red square"])
+    monkeypatch.setattr(model, "_image_paths", spy(model._image_paths))
+    monkeypatch.setattr(model, "_text_paths", spy(model._text_paths))
+    model.encode_image(photos[1], alpha=0.5)
+    model.encode_text(["a red square"], alpha=0.5)
     assert seen and not any(seen)
 
 

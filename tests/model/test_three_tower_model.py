@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_3t import ImageTower
 from keras_3t import ThreeTowerModel
 from keras_3t.demo.toy import toy_batch
 from tests.helpers import EMBEDDING_DIM
@@ -19,8 +20,10 @@ from tests.helpers import run_round_trip_test
 from tests.helpers import snapshot
 from tests.helpers import text_of
 from tests.helpers import tiny_model
+from tests.helpers import tiny_text_tower
 from tests.helpers import tiny_vit
 from tests.helpers import to_numpy
+from tests.helpers import two_frozen_towers
 
 BATCH_SIZE = 32
 TRAIN_METRICS = {
@@ -154,6 +157,121 @@ def test_a_trained_model_round_trips_with_identical_embeddings(trained_3t, tmp_p
     loaded.fit(toy_batch(BATCH_SIZE, seed=5), batch_size=BATCH_SIZE, verbose=0)
 
 
+def test_one_third_tower_keeps_its_config_and_pairs():
+    # Its weights files keep their layout too: the shipped presets, saved
+    # before models could have several frozen towers, load (test_shipped.py).
+    model = tiny_model()
+    assert model.pairs == ("image_text", "image_third", "text_third")
+    assert model.path_names == ("main", "third")
+    config = model.get_config()
+    assert "third_towers" not in config
+    assert config["pair_weights"] == [1 / 3, 1 / 3, 1 / 3]
+    assert ThreeTowerModel.from_config(config).third_tower is not None
+
+
+@pytest.fixture(scope="module")
+def two_tower_model():
+    """A 3T model with two frozen towers, trained a few steps."""
+    keras.utils.set_random_seed(0)
+    model = tiny_model(third_towers=two_frozen_towers())
+    model.compile(learning_rate=3e-3)
+    before = snapshot(model.variables)
+    history = model.fit(toy_batch(BATCH_SIZE * 2, seed=1), batch_size=BATCH_SIZE, verbose=0)
+    return model, before, history.history
+
+
+def test_several_frozen_towers_each_add_their_pairs_heads_and_metrics(two_tower_model):
+    model, before, history = two_tower_model
+    names = ("digits", "thickness")
+    assert model.pairs == (
+        "image_text",
+        "image_digits",
+        "text_digits",
+        "image_thickness",
+        "text_thickness",
+    )
+    expected_metrics = {"loss"}
+    for pair in model.pairs:
+        expected_metrics |= {f"loss_{pair}", f"logit_scale_{pair}"}
+    assert set(history) == expected_metrics
+    after = snapshot(model.variables)
+    for name in names:
+        tower = model.third_towers[name]
+        assert not _changed(before, after, tower.backbone), name
+        assert _changed(before, after, tower.image_head) and _changed(
+            before, after, tower.text_head
+        )
+        for adaptor in (model.image_adaptors[name], model.text_adaptors[name]):
+            assert _changed(before, after, adaptor), adaptor.name
+    # The loss is the weighted sum of the five pairs' losses.
+    values = model.compute_objective(toy_batch(8, seed=2))
+    total = sum(float(to_numpy(values[f"loss_{pair}"])) for pair in model.pairs) / 5
+    np.testing.assert_allclose(float(to_numpy(values["loss"])), total, rtol=1e-6)
+
+
+def test_path_weights_give_the_weighted_sum_of_the_paths_scores(two_tower_model):
+    model, _, _ = two_tower_model
+    batch = toy_batch(8, seed=3)
+    text = text_of(batch)
+    images = model.encode_image_paths(batch["images"])
+    texts = model.encode_text_paths(text)
+    assert set(images) == set(texts) == {"main", "digits", "thickness"}
+    for weights in (
+        {"main": 0.5, "digits": 0.3, "thickness": 0.2},
+        {"main": 0.0, "digits": 1.0},
+        0.4,  # 0.6 shared equally by the two towers
+    ):
+        combined = model.encode_image(batch["images"], alpha=weights) @ (
+            model.encode_text(text, alpha=weights).T
+        )
+        if not isinstance(weights, dict):
+            weights = {"main": 0.4, "digits": 0.3, "thickness": 0.3}
+        expected = sum(w * images[p] @ texts[p].T for p, w in weights.items())
+        np.testing.assert_allclose(combined, expected, atol=1e-6)
+    # Each tower's path is its own frozen model's head.
+    head = to_numpy(model.third_towers["thickness"](batch["images"])["text_head"])
+    np.testing.assert_allclose(
+        images["thickness"], head / np.linalg.norm(head, axis=1, keepdims=True), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="sum to 1"):
+        model.encode_image(batch["images"], alpha={"main": 0.5})
+    with pytest.raises(ValueError, match="unknown path"):
+        model.encode_image(batch["images"], alpha={"main": 0.5, "third": 0.5})
+
+
+def test_several_frozen_towers_round_trip(two_tower_model, tmp_path):
+    model, _, _ = two_tower_model
+    batch = toy_batch(4, seed=4)
+    loaded, from_preset = run_round_trip_test(model, batch, tmp_path)
+    for reloaded in (loaded, from_preset):
+        assert list(reloaded.third_towers) == ["digits", "thickness"]
+        assert reloaded.pair_weights == model.pair_weights
+        np.testing.assert_array_equal(
+            reloaded.encode_image(batch["images"], alpha=0.5),
+            model.encode_image(batch["images"], alpha=0.5),
+        )
+
+
+def test_pair_weights_by_name_and_tower_names_are_checked():
+    towers = two_frozen_towers()
+    model = tiny_model(third_towers=towers, pair_weights={"image_text": 1.0, "text_digits": 0.5})
+    assert model.pair_weights == (1.0, 0.0, 0.5, 0.0, 0.0)
+    with pytest.raises(ValueError, match="unknown pair"):
+        tiny_model(third_towers=towers, pair_weights={"image_third": 1.0})
+    with pytest.raises(ValueError, match="5 non-negative weights"):
+        tiny_model(third_towers=towers, pair_weights=(1.0, 1.0, 1.0))
+    for name in ("text", "main", "Digits", "1st"):
+        with pytest.raises(ValueError, match=repr(name)):
+            tiny_model(third_towers={name: towers["digits"]})
+    with pytest.raises(ValueError, match="not both"):
+        ThreeTowerModel(
+            image_tower=ImageTower(tiny_vit(), EMBEDDING_DIM),
+            text_tower=tiny_text_tower(),
+            third_tower=towers["digits"],
+            third_towers={"thickness": towers["thickness"]},
+        )
+
+
 @pytest.mark.parametrize("objective", ["lit", "clip"])
 def test_lit_and_clip_round_trip(objective, tmp_path):
     run_round_trip_test(tiny_model(objective), toy_batch(2, seed=0), tmp_path)
@@ -162,6 +280,7 @@ def test_lit_and_clip_round_trip(objective, tmp_path):
 CROSS_BACKEND_SCRIPT = """
 import json, sys
 import keras, numpy as np
+from keras_3t import ImageTower
 from keras_3t import ThreeTowerModel
 from keras_3t.demo.toy import toy_batch
 config_path, weights_path, keras_path, out_path = sys.argv[1:]
