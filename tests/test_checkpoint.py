@@ -22,7 +22,9 @@ from keras_3t.demo import toy
 from keras_3t.demo.toy import toy_batch
 from tests.helpers import folder_digest
 from tests.helpers import load_script
+from tests.helpers import tiny_model
 from tests.helpers import to_numpy
+from tests.helpers import two_frozen_towers
 from tests.helpers import write_digit_scene_captions
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -42,10 +44,10 @@ class CrashAtStep(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"crash after step {self.step}")
 
 
-def _toy_run(folder, callbacks=()):
+def _toy_run(folder, callbacks=(), two_towers=False):
     """Two epochs of 4 steps of a toy 3T model, its data resumed at the checkpoint's step."""
     keras.utils.set_random_seed(0)
-    model = toy.build_model("3t")
+    model = tiny_model(third_towers=two_frozen_towers()) if two_towers else toy.build_model("3t")
     model.compile(learning_rate=3e-3, warmup_steps=2, total_steps=2 * STEPS_PER_EPOCH)
     checkpoint = TrainingCheckpoint(folder, save_every_n_steps=3)
     batches = tf.data.Dataset.from_tensor_slices(toy_batch(64, seed=0)).batch(8)
@@ -59,13 +61,14 @@ def _toy_run(folder, callbacks=()):
     return model, checkpoint
 
 
-def test_resume_after_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path):
-    whole, _ = _toy_run(str(tmp_path / "whole"))
+@pytest.mark.parametrize("two_towers", [False, True], ids=["one third tower", "two"])
+def test_resume_after_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, two_towers):
+    whole, _ = _toy_run(str(tmp_path / "whole"), two_towers=two_towers)
     with pytest.raises(KeyboardInterrupt):
-        _toy_run(str(tmp_path / "crash"), callbacks=[CrashAtStep(5)])
+        _toy_run(str(tmp_path / "crash"), callbacks=[CrashAtStep(5)], two_towers=two_towers)
     assert [step for step, _ in list_checkpoints(str(tmp_path / "crash"))] == [3]
 
-    resumed, checkpoint = _toy_run(str(tmp_path / "crash"))
+    resumed, checkpoint = _toy_run(str(tmp_path / "crash"), two_towers=two_towers)
     assert checkpoint.initial_step == 3
     # Epoch 1 resumed at its 4th step: only that step ran before epoch 2.
     assert int(to_numpy(resumed.optimizer.iterations)) == 2 * STEPS_PER_EPOCH

@@ -15,12 +15,15 @@ from keras_3t.data import from_caption_file
 from keras_3t.data import load_third_tower_cache
 from keras_3t.data import make_dataset
 from keras_3t.data import write_third_tower_cache
+from keras_3t.data.third_tower_cache import FILES
 from keras_3t.demo.toy import toy_batch
 from tests.helpers import IMAGE_SIZE
 from tests.helpers import digit_scene_source
 from tests.helpers import tiny_model
 from tests.helpers import tiny_vit
 from tests.helpers import to_numpy
+from tests.helpers import toy_preprocessor
+from tests.helpers import two_frozen_towers
 
 BATCH = 8
 
@@ -249,3 +252,46 @@ def test_a_cache_of_another_format_version_is_refused(tmp_path):
             json.dump({**manifest, "format_version": version}, file)
         with pytest.raises(ValueError, match=f"format version {version}, {word}.*overwrite=True"):
             load_third_tower_cache(cache_dir, model)
+
+
+def test_the_cache_holds_each_frozen_tower_and_trains_like_the_live_towers(tmp_path):
+    _, examples = digit_scene_source(tmp_path, 8)
+    live = tiny_model(third_towers=two_frozen_towers(), preprocessor=toy_preprocessor())
+    cached = tiny_model(third_towers=two_frozen_towers())
+    cached.set_weights(live.get_weights())
+    cache_dir = str(tmp_path / "cache")
+    manifest = write_third_tower_cache(live, examples, cache_dir, IMAGE_SIZE)
+    assert sorted(manifest["towers"]) == ["digits", "thickness"]
+    assert sorted(os.listdir(cache_dir)) == sorted(
+        ["features_digits.npy", "features_thickness.npy", *FILES]
+    )
+    cache = load_third_tower_cache(cache_dir, cached)
+    data = make_dataset(
+        examples, live.preprocessor, IMAGE_SIZE, 4, random_crop_scale=None, third_tower_cache=cache
+    )
+    batches = [
+        {k: keras.tree.map_structure(np.asarray, v) for k, v in b.items()} for b in data.take(2)
+    ]
+    for name, tower in live.third_towers.items():
+        np.testing.assert_allclose(
+            batches[0]["third_features"][name],
+            to_numpy(tower.features(batches[0]["images"])),
+            atol=1e-5,
+        )
+    # The same batches, the live model computing the features itself.
+    for model in (live, cached):
+        model.compile(optimizer=keras.optimizers.SGD(0.1))
+    for batch in batches:
+        live.train_on_batch({k: v for k, v in batch.items() if k != "third_features"})
+        cached.train_on_batch(batch)
+    for live_weight, cached_weight in zip(live.trainable_weights, cached.trainable_weights):
+        np.testing.assert_allclose(
+            to_numpy(cached_weight), to_numpy(live_weight), atol=1e-5, err_msg=live_weight.path
+        )
+    # A one-tower model cannot read it, nor a two-tower one one tower's features.
+    with pytest.raises(FileNotFoundError, match="missing features.npy"):
+        load_third_tower_cache(cache_dir, tiny_model())
+    with pytest.raises(ValueError, match=r"dict with one entry per frozen tower"):
+        live.train_on_batch(
+            {**batches[0], "third_features": batches[0]["third_features"]["digits"]}
+        )

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from keras_3t.demo import toy  # noqa: E402
 from tests.helpers import DATA_PARALLEL_MODES  # noqa: E402
 from tests.helpers import tiny_model  # noqa: E402
+from tests.helpers import two_frozen_towers  # noqa: E402
 
 BATCH = toy.toy_batch(16, image_size=16, seed=0)
 
@@ -31,7 +32,7 @@ def train(distribution, local_loss=False, accumulation_steps=1):
     keras.utils.set_random_seed(0)
     keras.distribution.set_distribution(distribution)
     try:
-        model = tiny_model("3t", local_loss=local_loss)
+        model = tiny_model(third_towers=two_frozen_towers(), local_loss=local_loss)
         model.compile(learning_rate=1e-2, accumulation_steps=accumulation_steps)
         history = model.fit(BATCH, batch_size=16, epochs=3, verbose=0, shuffle=False)
         weights = [np.asarray(w) for w in model.get_weights()]
@@ -57,7 +58,7 @@ def main():
     # The first step's loss, from the initial weights (fit's logs are taken
     # before the update): what the same weights give on one device's slice.
     keras.utils.set_random_seed(0)
-    initial = tiny_model("3t")
+    initial = tiny_model(third_towers=two_frozen_towers())
     slices = [{k: v[4 * i : 4 * i + 4] for k, v in BATCH.items()} for i in range(4)]
     per_device = float(np.mean([float(initial.compute_objective(s)["loss"]) for s in slices]))
     result = {

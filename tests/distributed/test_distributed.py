@@ -148,7 +148,8 @@ def test_local_loss_round_trips_in_config():
 def test_jax_data_parallel_matches_one_device_with_global_negatives():
     values = run_check("jax_check.py")
     assert values["devices"] == 4
-    # One global batch of 16 over 4 devices (a user-given DeviceMesh), with
+    # A 3T model with two frozen towers. One global batch of 16 over 4
+    # devices (a user-given DeviceMesh), with
     # the global and the local loss, and the global loss accumulated over two
     # micro-batches: fit's first loss is one device's...
     for mode in DATA_PARALLEL_MODES:
@@ -173,8 +174,8 @@ def test_tf_mirrored_strategy_matches_one_device_with_global_negatives():
     model = values["model"]
     assert abs(model["mean_of_per_device_losses"] - model["single_loss"]) > 0.1
     for mode in DATA_PARALLEL_MODES:
-        # The 3T objective and every gradient of fit's first step equal one
-        # device's...
+        # The objective of 3T with two frozen towers and every gradient of
+        # fit's first step equal one device's...
         assert model[mode]["first_fit_loss"] == pytest.approx(model["single_loss"], rel=1e-6)
         assert model[mode]["max_gradient_difference"] < 1e-5
         # ...and so do the weights after three fit steps ("accumulated":
@@ -212,7 +213,8 @@ def test_torch_distributed_two_processes_match_one_device():
         assert_pair_losses_match(result["pair_losses"])
         assert_negatives_are_global(result["hard_negatives"])
         for mode in DATA_PARALLEL_MODES:
-            # Process 1 started from other weights: fit broadcast process 0's.
+            # 3T with two frozen towers. Process 1 started from other
+            # weights: fit broadcast process 0's.
             train = result[mode]
             assert train["parallel_losses"] == pytest.approx(train["single_losses"], rel=1e-5)
             assert train["max_weight_difference"] < 1e-5

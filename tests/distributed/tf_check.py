@@ -135,13 +135,14 @@ def model_checks(strategy):
     from keras_3t.demo import toy
     from tests.helpers import DATA_PARALLEL_MODES
     from tests.helpers import tiny_model
+    from tests.helpers import two_frozen_towers
 
     batch = toy.toy_batch(16, image_size=16, seed=0)
     rows = 16 // strategy.num_replicas_in_sync
     dataset = tf.data.Dataset.from_tensor_slices(batch).batch(16)
 
     keras.utils.set_random_seed(0)
-    single = tiny_model("3t")
+    single = tiny_model(third_towers=two_frozen_towers())
     weights = single.get_weights()
     per_device = np.mean(
         [
@@ -175,7 +176,7 @@ def model_checks(strategy):
     # micro-batches of 4 (the negatives still the global 16).
     for mode, (local_loss, accumulation_steps) in DATA_PARALLEL_MODES.items():
         with strategy.scope():
-            model = tiny_model("3t", local_loss=local_loss)
+            model = tiny_model(third_towers=two_frozen_towers(), local_loss=local_loss)
             model.set_weights(weights)
             model.compile(
                 optimizer=keras.optimizers.SGD(LEARNING_RATE),

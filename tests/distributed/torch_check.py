@@ -81,9 +81,10 @@ def train(seed, rows, local=False, accumulation_steps=1):
 
     from keras_3t.demo import toy
     from tests.helpers import tiny_model
+    from tests.helpers import two_frozen_towers
 
     keras.utils.set_random_seed(seed)
-    model = tiny_model("3t", local_loss=local)
+    model = tiny_model(third_towers=two_frozen_towers(), local_loss=local)
     # SGD: see tests/distributed/tf_check.py (Adam would magnify float32
     # reduction noise in gradient entries that are exactly zero).
     model.compile(optimizer=keras.optimizers.SGD(0.1), accumulation_steps=accumulation_steps)

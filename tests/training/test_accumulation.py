@@ -10,15 +10,19 @@ from tests.helpers import tiny_model
 from tests.helpers import tiny_text_tower
 from tests.helpers import tiny_vit
 from tests.helpers import to_numpy
+from tests.helpers import two_frozen_towers
 
 BATCH = 8
 
 
 def _one_sgd_step(accumulation_steps, objective="3t", loss="softmax"):
     keras.utils.set_random_seed(0)
-    model = tiny_model(
-        objective, third_backbone=tiny_vit() if objective == "3t" else None, loss=loss
-    )
+    if objective == "3t, two frozen towers":
+        model = tiny_model(third_towers=two_frozen_towers(), loss=loss)
+    else:
+        model = tiny_model(
+            objective, third_backbone=tiny_vit() if objective == "3t" else None, loss=loss
+        )
     before = [to_numpy(v) for v in model.trainable_variables]
     # SGD with learning rate 1: each weight moves by exactly its gradient.
     model.compile(optimizer=keras.optimizers.SGD(1.0), accumulation_steps=accumulation_steps)
@@ -31,7 +35,13 @@ def _one_sgd_step(accumulation_steps, objective="3t", loss="softmax"):
 
 
 @pytest.mark.parametrize(
-    "objective,loss,steps", [("3t", "softmax", 4), ("3t", "sigmoid", 2), ("clip", "softmax", 2)]
+    "objective,loss,steps",
+    [
+        ("3t", "softmax", 4),
+        ("3t", "sigmoid", 2),
+        ("clip", "softmax", 2),
+        ("3t, two frozen towers", "softmax", 2),
+    ],
 )
 def test_accumulated_gradients_equal_the_big_batch(objective, loss, steps):
     logs, gradients = _one_sgd_step(1, objective, loss)
