@@ -127,3 +127,29 @@ def test_quickstart_recipe_trains_and_saves(tmp_path):
     assert keras.saving.load_model(saved).objective == "3t"
     again = subprocess.run(command, env=env, capture_output=True, text=True)
     assert again.returncode != 0 and "pass --overwrite" in again.stderr
+
+
+def test_second_tower_summary_averages_seeds_and_picks_the_best_mean_alpha():
+    recipe = load_script("recipes/second_tower.py")
+    assert recipe.third_backbone("both", {"matched": "a", "mismatched": "b"}) == {
+        "digits": "a",
+        "thickness": "b",
+    }
+    assert recipe.third_backbone("mismatched", {"matched": "a", "mismatched": "b"}) == "b"
+
+    def run(seed, top1_at_half, top1_at_one):
+        rows = [
+            {"alpha": 0.5, "zero_shot_top1": top1_at_half},
+            {"alpha": 1.0, "zero_shot_top1": top1_at_one},
+        ]
+        for row in rows:
+            row.update(image_to_text_r1=row["alpha"], text_to_image_r1=1 - row["alpha"])
+        return {"variant": "both", "seed": seed, "alpha_sweep": rows}
+
+    summary = recipe.summarize([run(0, 0.6, 0.5), run(1, 0.8, 0.7)])
+    top1 = summary["both"]["zero_shot_top1"]
+    assert top1["best_alpha"] == 0.5
+    assert top1["best"] == pytest.approx((0.7, 0.1))
+    assert top1["alpha_1"] == pytest.approx((0.6, 0.1))
+    assert summary["both"]["text_to_image_r1"]["best_alpha"] == 0.5
+    assert "| both | 2 | 0.600 ± 0.100 | 0.700 ± 0.100 (α=0.50)" in recipe.table(summary)

@@ -256,7 +256,14 @@ def check_pair_weights(pair_weights, pairs):
         weights = tuple(float(pair_weights.get(pair, 0.0)) for pair in pairs)
     else:
         weights = tuple(float(w) for w in pair_weights)
-    if len(weights) != len(pairs) or any(w < 0 for w in weights) or sum(weights) == 0:
+    # LiT and CLIP configs saved before models could have several frozen
+    # towers carry three weights; their one pair's loss reads none of them.
+    legacy = len(pairs) == 1 and len(weights) == 3
+    if (
+        (len(weights) != len(pairs) and not legacy)
+        or any(w < 0 for w in weights)
+        or sum(weights) == 0
+    ):
         raise ValueError(
             f"pair_weights must be {len(pairs)} non-negative weights, one per pair "
             f"({', '.join(pairs)}), not all zero; got {pair_weights!r}."

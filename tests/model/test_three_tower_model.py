@@ -272,6 +272,14 @@ def test_pair_weights_by_name_and_tower_names_are_checked():
         )
 
 
+def test_lit_and_clip_configs_saved_with_three_pair_weights_load():
+    # Saved before models could have several frozen towers: the default
+    # (1/3, 1/3, 1/3) is in every LiT and CLIP config (saved_models/clip_tiny).
+    for objective in ("lit", "clip"):
+        config = dict(tiny_model(objective).get_config(), pair_weights=[1 / 3] * 3)
+        assert ThreeTowerModel.from_config(config).pairs == ("image_text",)
+
+
 @pytest.mark.parametrize("objective", ["lit", "clip"])
 def test_lit_and_clip_round_trip(objective, tmp_path):
     run_round_trip_test(tiny_model(objective), toy_batch(2, seed=0), tmp_path)
