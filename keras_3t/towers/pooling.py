@@ -93,14 +93,15 @@ def resolve_image_pooling(backbone, pooling):
             return family
         pooling = {2: "none", 4: "mean"}.get(rank, pooling)
     if pooling not in fits:
-        raise ValueError(
-            f"pooling={pooling!r} cannot pool {name}'s output of shape {shape}: "
-            + (
-                f"pass pooling={fits[0]!r}" + (f" or {fits[1]!r}" if len(fits) > 1 else "") + "."
-                if fits
-                else "keras-3t pools rank 2, 3 or 4 outputs; wrap the backbone in a "
+        if fits:
+            hint = "pass " + " or ".join(f"pooling={fit!r}" for fit in fits) + "."
+        else:
+            hint = (
+                "keras-3t pools rank 2, 3 or 4 outputs; wrap the backbone in a "
                 "keras.Model that returns one of those."
             )
+        raise ValueError(
+            f"pooling={pooling!r} cannot pool {name}'s output of shape {shape}: {hint}"
         )
     return pooling
 
