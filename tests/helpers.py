@@ -87,9 +87,17 @@ def tiny_text_tower(**kwargs):
 
 
 def two_frozen_towers():
-    """Two named frozen towers of different families, for `third_towers=`."""
+    """Two named frozen towers, for `third_towers=`: a small CNN with batch norm, and a ViT."""
+    cnn = keras.Sequential(
+        [
+            keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+            keras.layers.Conv2D(8, 3, strides=2),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+        ]
+    )
     return {
-        "digits": ThirdTower(tiny_resnet(), EMBEDDING_DIM),
+        "digits": ThirdTower(cnn, EMBEDDING_DIM),
         "thickness": ThirdTower(tiny_vit(hidden_dim=16), EMBEDDING_DIM),
     }
 

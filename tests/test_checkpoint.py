@@ -44,10 +44,11 @@ class CrashAtStep(keras.callbacks.Callback):
             raise KeyboardInterrupt(f"crash after step {self.step}")
 
 
-def _toy_run(folder, callbacks=(), two_towers=False):
-    """Two epochs of 4 steps of a toy 3T model, its data resumed at the checkpoint's step."""
+def _toy_run(folder, callbacks=()):
+    """Two epochs of 4 steps of a tiny 3T model with two frozen towers, its
+    data resumed at the checkpoint's step."""
     keras.utils.set_random_seed(0)
-    model = tiny_model(third_towers=two_frozen_towers()) if two_towers else toy.build_model("3t")
+    model = tiny_model(third_towers=two_frozen_towers())
     model.compile(learning_rate=3e-3, warmup_steps=2, total_steps=2 * STEPS_PER_EPOCH)
     checkpoint = TrainingCheckpoint(folder, save_every_n_steps=3)
     batches = tf.data.Dataset.from_tensor_slices(toy_batch(64, seed=0)).batch(8)
@@ -61,14 +62,14 @@ def _toy_run(folder, callbacks=(), two_towers=False):
     return model, checkpoint
 
 
-@pytest.mark.parametrize("two_towers", [False, True], ids=["one third tower", "two"])
-def test_resume_after_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path, two_towers):
-    whole, _ = _toy_run(str(tmp_path / "whole"), two_towers=two_towers)
+def test_resume_after_a_crash_mid_epoch_equals_the_uninterrupted_run(tmp_path):
+    # With two frozen towers; one tower's resume is the recipe's below.
+    whole, _ = _toy_run(str(tmp_path / "whole"))
     with pytest.raises(KeyboardInterrupt):
-        _toy_run(str(tmp_path / "crash"), callbacks=[CrashAtStep(5)], two_towers=two_towers)
+        _toy_run(str(tmp_path / "crash"), callbacks=[CrashAtStep(5)])
     assert [step for step, _ in list_checkpoints(str(tmp_path / "crash"))] == [3]
 
-    resumed, checkpoint = _toy_run(str(tmp_path / "crash"), two_towers=two_towers)
+    resumed, checkpoint = _toy_run(str(tmp_path / "crash"))
     assert checkpoint.initial_step == 3
     # Epoch 1 resumed at its 4th step: only that step ran before epoch 2.
     assert int(to_numpy(resumed.optimizer.iterations)) == 2 * STEPS_PER_EPOCH
