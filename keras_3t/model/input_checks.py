@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_3t.distributed import check_replica_batches
 from keras_3t.image_converter import check_value_range
+from keras_3t.model.frozen_towers import features_by_name
 from keras_3t.training.errors import BATCH_TOO_SMALL
 from keras_3t.training.errors import assert_batch_size_at_least_two
 
@@ -118,9 +119,10 @@ def check_batch(model, batch, replicas):
     parts = {key: batch[key] for key in BATCH_KEYS}
     if "third_features" in batch:
         check_third_features(model, batch["third_features"])
+        several = model.third_tower is None
         parts.update(
-            ("third_features" + ("" if name is None else f"[{name!r}]"), features)
-            for name, features in _features_by_name(batch["third_features"])
+            ("third_features" + (f"[{name!r}]" if several else ""), features)
+            for name, features in features_by_name(model, batch["third_features"]).items()
         )
     batch_sizes = {part.shape[0] for part in parts.values() if part.shape[0] is not None}
     if len(batch_sizes) > 1:
@@ -134,13 +136,6 @@ def check_batch(model, batch, replicas):
         assert_batch_size_at_least_two(batch["images"])
     elif batch_sizes.pop() < 2:
         raise ValueError(BATCH_TOO_SMALL)
-
-
-def _features_by_name(features):
-    """(name, features) pairs; the name is None for one tower's tensor."""
-    if isinstance(features, dict):
-        return list(features.items())
-    return [(None, features)]
 
 
 def check_third_features(model, features):
@@ -160,8 +155,8 @@ def check_third_features(model, features):
         )
         got = f"a dict with keys {sorted(features)}" if isinstance(features, dict) else "a tensor"
         raise ValueError(f"third_features must be {expected}; got {got}.")
-    for name, values in _features_by_name(features):
-        tower = model.third_towers[name] if several else model.third_tower
+    for name, values in features_by_name(model, features).items():
+        tower = model.third_towers[name]
         shape = tuple(values.shape)
         expected = tower.feature_dim
         if len(shape) != 2 or shape[1] != expected:
