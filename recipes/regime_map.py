@@ -100,13 +100,13 @@ def third_tower(root, labelled, pretrain_steps, command):
 def train_run(root, objective, labelled, pairs, seed, budget, pretrain_steps, command):
     """Trains and evaluates one run; writes its results.json atomically."""
     train, preprocessor, tasks = main_job.prepare_data(REGIME, budget, seed, train_digits=pairs)
-    data = main_job.train_dataset(train, preprocessor, budget["batch_size"], seed)
+    validation = main_job.evaluation_tasks(preprocessor, budget, seed, split="validation")
     backbone, accuracy = (None, None)
     if objective != "clip":
         backbone, accuracy = third_tower(root, labelled, pretrain_steps, command)
     name = run_name(objective, labelled, pairs, seed)
     _, result = main_job.train_and_evaluate(
-        name, objective, backbone, data, preprocessor, tasks, budget, seed
+        name, objective, backbone, train, preprocessor, tasks, budget, seed, validation
     )
     result.update(
         labelled_digits=None if objective == "clip" else labelled,

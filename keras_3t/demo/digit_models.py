@@ -48,9 +48,15 @@ def digit_backbone():
     return keras_hub.models.ResNetBackbone(**three_tower_presets.DIGIT_RESNET)
 
 
-def digit_vit():
-    """A fresh keras-hub ViT for 56×56×3 scenes: 7×7-pixel patches, 2 layers."""
-    return keras_hub.models.ViTBackbone(**three_tower_presets.DIGIT_VIT)
+def digit_vit(width=three_tower_presets.DIGIT_VIT["hidden_dim"]):
+    """A fresh keras-hub ViT for 56×56×3 scenes: 7×7-pixel patches, 2 layers.
+
+    Args:
+        width: the hidden width (64 by default); the MLP is twice as wide.
+    """
+    return keras_hub.models.ViTBackbone(
+        **{**three_tower_presets.DIGIT_VIT, "hidden_dim": width, "mlp_dim": 2 * width}
+    )
 
 
 def load_third_tower_backbone(which="matched", directory=SAVED_MODELS):
@@ -99,6 +105,8 @@ def pretrain_third_tower(
     seed=0,
     command=None,
     overwrite=False,
+    per_class=None,
+    digits=None,
 ):
     """Pretrains a `digit_backbone` classifier and saves it as a keras-hub preset.
 
@@ -119,6 +127,9 @@ def pretrain_third_tower(
         seed: the scenes' and the initialisation's seed.
         command: the command line to record in `metadata.json`.
         overwrite: replace an existing `output` (else it is an error).
+        per_class: pretrain on only the first `per_class` digits of each
+            class of the pretrain pool (`digit_scenes.pretraining_pool`).
+        digits: pretrain on only the digits with these labels.
 
     Returns:
         The metadata written to `output/metadata.json`: the task, L, the
@@ -129,9 +140,16 @@ def pretrain_third_tower(
     staging = output.rstrip(os.sep) + ".partial"
     shutil.rmtree(staging, ignore_errors=True)
     keras.utils.set_random_seed(seed)
-    copies = -(-steps * batch_size // labelled_digits)  # ceil
+    _, labels = digit_scenes.load_source_digits()
+    pool = digit_scenes.pretraining_pool(labels, labelled_digits, per_class, digits)
+    copies = -(-steps * batch_size // len(pool))  # ceil
     train = digit_scenes.pretraining_scenes(
-        task, copies=copies, seed=seed, labelled_digits=labelled_digits
+        task,
+        copies=copies,
+        seed=seed,
+        labelled_digits=labelled_digits,
+        per_class=per_class,
+        digits=digits,
     )
     count = steps * batch_size
     images, labels = train["images"][:count], train["labels"][:count]
@@ -156,6 +174,9 @@ def pretrain_third_tower(
         "task": task,
         "class_names": train["class_names"],
         "labelled_digits": labelled_digits,
+        "pretrained_digits": len(pool),
+        "per_class": per_class,
+        "digits": None if digits is None else [int(d) for d in digits],
         "held_out_accuracy": accuracy,
         "held_out_digits": digit_scenes.VALIDATION_DIGITS,
         "steps": steps,
@@ -174,7 +195,13 @@ def pretrain_third_tower(
 
 
 def build_digit_model(
-    objective, third_backbone=None, vocabulary_size=64, sequence_length=16, preprocessor=None
+    objective,
+    third_backbone=None,
+    vocabulary_size=64,
+    sequence_length=16,
+    preprocessor=None,
+    width=three_tower_presets.DIGIT_TEXT["hidden_dim"],
+    pair_weights=None,
 ):
     """CLIP, LiT or 3T for digit scenes, with `EMBEDDING_DIM`-wide embeddings.
 
@@ -191,19 +218,23 @@ def build_digit_model(
         vocabulary_size: the tokenizer's vocabulary size.
         sequence_length: the padded caption length.
         preprocessor: optional `ThreeTowerPreprocessor` saved with the model.
+        width: the hidden width of the towers trained from scratch (the
+            text tower, and CLIP's and 3T's image tower; 64 by default);
+            their MLPs are twice as wide. The pretrained backbone is as it is.
+        pair_weights: the model's `pair_weights` (default: equal).
     """
     text_tower = TextTower(
         vocabulary_size=vocabulary_size,
         sequence_length=sequence_length,
         embedding_dim=EMBEDDING_DIM,
-        **three_tower_presets.DIGIT_TEXT,
+        **{**three_tower_presets.DIGIT_TEXT, "hidden_dim": width, "intermediate_dim": 2 * width},
     )
     if objective in ("lit", "3t") and third_backbone is None:
         raise ValueError(f"objective={objective!r} needs a pretrained third_backbone.")
     if objective == "lit":
         image_tower = ImageTower(third_backbone, EMBEDDING_DIM, frozen=True)
     else:
-        image_tower = ImageTower(digit_vit(), EMBEDDING_DIM)
+        image_tower = ImageTower(digit_vit(width), EMBEDDING_DIM)
     third_tower, third_towers = None, None
     if objective == "3t" and isinstance(third_backbone, dict):
         third_towers = {
@@ -217,5 +248,6 @@ def build_digit_model(
         third_tower=third_tower,
         third_towers=third_towers,
         objective=objective,
+        pair_weights=pair_weights,
         preprocessor=preprocessor,
     )

@@ -228,6 +228,9 @@ PRETRAINING_TASKS = {
     # The analog of the paper's Places365 model: stroke thickness relative to
     # other drawings of the same digit, which no caption mentions.
     "thickness": ["thin", "medium", "thick"],
+    # Another label set over the same digits: mismatched with the captions'
+    # task, yet its features must tell digits apart.
+    "parity": ["even", "odd"],
 }
 
 
@@ -245,6 +248,46 @@ def stroke_thickness(images, labels):
     return classes
 
 
+def pretraining_targets(task, images, labels):
+    """Each source digit's class for a pretraining task (`PRETRAINING_TASKS`)."""
+    if task == "thickness":
+        return stroke_thickness(images, labels)
+    if task == "parity":
+        return labels % 2
+    return labels
+
+
+def pretraining_pool(labels, labelled_digits=DEFAULT_LABELLED_DIGITS, per_class=None, digits=None):
+    """The source digits a classifier pretrains on, sorted.
+
+    Args:
+        labels: every source digit's label.
+        labelled_digits: L, the size of the pretrain pool (`source_pools`).
+        per_class: if given, only the first `per_class` digits of each
+            class in the pool: a small pool with every class present.
+        digits: if given, only the digits with these labels: a classifier
+            that never sees the others.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_3t.demo.digit_scenes import pretraining_pool
+    >>> labels = np.arange(5000) % 10
+    >>> pool = pretraining_pool(labels, labelled_digits=1500, per_class=2)
+    >>> len(pool), sorted(set(labels[pool]))
+    (20, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    """
+    pool = source_pools(len(labels), labelled_digits=labelled_digits)["pretrain"]
+    if digits is not None:
+        pool = pool[np.isin(labels[pool], digits)]
+    if per_class is not None:
+        pool = np.sort(
+            np.concatenate([pool[labels[pool] == c][:per_class] for c in np.unique(labels[pool])])
+        )
+    if len(pool) == 0:
+        raise ValueError("The pretrain pool is empty: check per_class and digits.")
+    return pool
+
+
 def pretraining_scenes(
     task="digit",
     part="train",
@@ -252,6 +295,8 @@ def pretraining_scenes(
     seed=0,
     source=None,
     labelled_digits=DEFAULT_LABELLED_DIGITS,
+    per_class=None,
+    digits=None,
 ):
     """Single-digit scenes of labelled digits, for pretraining a classifier.
 
@@ -267,6 +312,8 @@ def pretraining_scenes(
         seed: the scenes' seed.
         source: `(images, labels)`; default `load_source_digits()`.
         labelled_digits: L, the size of the pretrain pool.
+        per_class, digits: narrow the pretrain pool (`pretraining_pool`);
+            the held-out part is always the whole validation pool.
 
     Returns:
         `{"images" (N, 56, 56, 3), "labels" (N,), "class_names", "source_ids"}`.
@@ -276,9 +323,11 @@ def pretraining_scenes(
     if part not in ("train", "held_out"):
         raise ValueError(f"part must be 'train' or 'held_out'; got {part!r}.")
     images, labels = source if source is not None else load_source_digits()
-    pools = source_pools(len(images), labelled_digits=labelled_digits)
-    pool = pools["pretrain"] if part == "train" else pools["validation"]
-    targets = labels if task == "digit" else stroke_thickness(images, labels)
+    if part == "train":
+        pool = pretraining_pool(labels, labelled_digits, per_class, digits)
+    else:
+        pool = source_pools(len(images), labelled_digits=labelled_digits)["validation"]
+    targets = pretraining_targets(task, images, labels)
     rng = np.random.default_rng([seed, 11, ("train", "held_out").index(part)])
     chosen = rng.permutation(np.repeat(pool, copies))  # mixed classes per batch
     scenes = np.zeros((len(chosen), CANVAS, CANVAS, 3), "float32")

@@ -7,10 +7,12 @@
 Trains CLIP (both towers from scratch), LiT (the shipped pretrained digit
 classifier frozen as the image tower) and 3T (towers from scratch plus that
 classifier as the frozen third tower) with the same data, steps, batch size
-and seed; with `--mismatched`, LiT and 3T again with the shipped stroke
-thickness classifier. Then it evaluates each on held-out test scenes
-(exact captions): zero-shot digit classification and image↔text retrieval,
-plus 3T's α sweep, prints the table, and writes `results.json`,
+and seed, and the same order of batches; with `--mismatched`, LiT and 3T
+again with the shipped stroke thickness classifier. Then it evaluates each
+on held-out test scenes (exact captions): zero-shot digit classification
+and image↔text retrieval, plus 3T's α sweep on the test scenes and on the
+validation scenes, where each metric's α is chosen; it prints the table,
+and writes `results.json`,
 `training_curves.png` and `alpha_sweep.png` to the output folder. With
 `--save-presets DIR` it also saves the three trained models as presets
 (`DIR/clip_tiny`, `DIR/lit_tiny`, `DIR/3t_tiny`), which is how the shipped
@@ -80,17 +82,25 @@ def prepare_data(regime, budget, seed, train_digits=digit_scenes.DEFAULT_TRAIN_D
     return train, preprocessor, evaluation_tasks(preprocessor, budget, seed)
 
 
-def evaluation_tasks(preprocessor, budget, seed):
+def evaluation_tasks(preprocessor, budget, seed, split="test"):
     """Held-out retrieval and zero-shot tasks, for `evaluate_model`.
 
     Evaluation is on clean scenes (exact captions), whatever the training
     data, as image-text benchmarks such as COCO are clean.
+
+    Args:
+        preprocessor: the `ThreeTowerPreprocessor` that tokenizes captions.
+        budget: one of `BUDGETS` (its `test_scenes`).
+        seed: the scenes' seed.
+        split: `"test"` (the 500 test source digits: the reported numbers)
+            or `"validation"` (the 500 validation source digits: where α is
+            chosen).
     """
     test = scenes_with_distinct_captions(
-        digit_scenes.make_scenes(budget["test_scenes"], "test", "clean", seed)
+        digit_scenes.make_scenes(budget["test_scenes"], split, "clean", seed)
     )
     texts = preprocessor(list(test["captions"]))
-    zero_shot = digit_scenes.single_digit_task(budget["test_scenes"] // 2, "test", seed)
+    zero_shot = digit_scenes.single_digit_task(budget["test_scenes"] // 2, split, seed)
     return {
         "retrieval": {
             "images": test["images"],
@@ -115,16 +125,45 @@ def train_dataset(train, preprocessor, batch_size, seed):
     )
 
 
-def train_and_evaluate(name, objective, backbone, data, preprocessor, tasks, budget, seed):
-    """Trains one model with the shared budget; returns it and its results."""
+def chosen_alphas(validation_sweep):
+    """Each metric's α: the one with the best validation value (ties: the larger α)."""
+    return {
+        key: max(validation_sweep, key=lambda row: (row[key], row["alpha"]))["alpha"]
+        for key in COLUMNS
+    }
+
+
+def train_and_evaluate(
+    name,
+    objective,
+    backbone,
+    train,
+    preprocessor,
+    tasks,
+    budget,
+    seed,
+    validation_tasks,
+    model_options=None,
+):
+    """Trains one model with the shared budget; returns it and its results.
+
+    The batches come from a pipeline built after the seed is set, so every
+    model trained with the same `train` scenes and seed sees the same
+    batches in the same order. A 3T model is also swept along α on the test
+    and the validation tasks; `chosen_alpha` holds each metric's α picked on
+    the validation tasks. `model_options` go to `build_digit_model`
+    (`width`, `pair_weights`).
+    """
     print(f"\n=== {name} ({objective}) ===", flush=True)
     keras.utils.set_random_seed(seed)
+    data = train_dataset(train, preprocessor, budget["batch_size"], seed)
     model = build_digit_model(
         objective,
         backbone,
         vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
         sequence_length=preprocessor.sequence_length,
         preprocessor=preprocessor,
+        **(model_options or {}),
     )
     steps_per_epoch = budget["steps"] // budget["epochs"]
     model.compile(
@@ -148,11 +187,19 @@ def train_and_evaluate(name, objective, backbone, data, preprocessor, tasks, bud
     }
     if objective == "3t":
         result["alpha_sweep"] = alpha_sweep(model, alphas=ALPHAS, **tasks)
+        result["alpha_sweep_validation"] = alpha_sweep(model, alphas=ALPHAS, **validation_tasks)
+        result["chosen_alpha"] = chosen_alphas(result["alpha_sweep_validation"])
     return model, result
 
 
+def at_chosen_alpha(result):
+    """Each metric's test value at the α chosen for it on the validation tasks."""
+    by_alpha = {row["alpha"]: row for row in result["alpha_sweep"]}
+    return {key: by_alpha[alpha][key] for key, alpha in result["chosen_alpha"].items()}
+
+
 def results_table(results):
-    """A Markdown table: one row per model, then 3T's α sweep."""
+    """A Markdown table: one row per model, 3T's α sweep, then 3T at its chosen α."""
     header = "| model | " + " | ".join(COLUMNS.values()) + " |"
     lines = [header, "|---" * (len(COLUMNS) + 1) + "|"]
     for name, result in results.items():
@@ -163,6 +210,13 @@ def results_table(results):
             if row["alpha"] < 1.0:  # α = 1 is the model's own row
                 cells = " | ".join(f"{row[k]:.3f}" for k in COLUMNS)
                 lines.append(f"| {name} α={row['alpha']:.2f} | {cells} |")
+    for name, result in results.items():
+        if "chosen_alpha" in result:
+            values = at_chosen_alpha(result)
+            cells = " | ".join(
+                f"{values[k]:.3f} (α={result['chosen_alpha'][k]:.2f})" for k in COLUMNS
+            )
+            lines.append(f"| {name}, α chosen on validation | {cells} |")
     return "\n".join(lines)
 
 
@@ -281,7 +335,7 @@ def main(argv=None):
 
     start = time.time()
     train, preprocessor, tasks = prepare_data(args.regime, budget, args.seed)
-    data = train_dataset(train, preprocessor, budget["batch_size"], args.seed)
+    validation = evaluation_tasks(preprocessor, budget, args.seed, split="validation")
     towers = {"matched": load_third_tower_backbone("matched")}
     runs = [("CLIP", "clip", None), ("LiT", "lit", "matched"), ("3T", "3t", "matched")]
     if args.mismatched:
@@ -291,7 +345,15 @@ def main(argv=None):
     results = {}
     for name, objective, tower in runs:
         model, results[name] = train_and_evaluate(
-            name, objective, towers.get(tower), data, preprocessor, tasks, budget, args.seed
+            name,
+            objective,
+            towers.get(tower),
+            train,
+            preprocessor,
+            tasks,
+            budget,
+            args.seed,
+            validation,
         )
         if args.save_presets and tower != "mismatched":
             model.save_to_preset(
