@@ -1,8 +1,10 @@
-"""keras_3t.demo.main_job: the regime map's plan and its summary."""
+"""keras_3t.demo.main_job: one data order per run, α chosen on validation, and the
+recipes built on it (the seeds' summary, the regime map's plan and summary)."""
 
 import os
 
 import keras
+import numpy as np
 import pytest
 
 from keras_3t.demo import main_job
@@ -127,3 +129,56 @@ def test_default_output_folder_names_backend_and_run():
     )
     quick = main_job.default_output(main_job.parse_args(["--quick"]))
     assert quick == os.path.join("runs", f"demo_{backend}_web_quick_seed0")
+
+
+TINY_BUDGET = dict(train_scenes=64, steps=4, batch_size=16, test_scenes=40, epochs=2)
+
+
+def test_every_model_of_a_run_sees_the_same_batches_and_3t_picks_alpha_on_validation():
+    train, preprocessor, tasks = main_job.prepare_data("web", TINY_BUDGET, seed=0)
+    validation = main_job.evaluation_tasks(preprocessor, TINY_BUDGET, 0, split="validation")
+    assert not np.array_equal(validation["zero_shot"]["images"], tasks["zero_shot"]["images"])
+
+    def train_clip():
+        _, result = main_job.train_and_evaluate(
+            "CLIP", "clip", None, train, preprocessor, tasks, TINY_BUDGET, 0, validation
+        )
+        return result
+
+    # Two models trained one after the other in one process: the same
+    # batches in the same order give the same losses, step for step (a
+    # pipeline iterated a second time would reshuffle).
+    first, second = train_clip(), train_clip()
+    np.testing.assert_allclose(first["history"]["loss"], second["history"]["loss"], rtol=1e-5)
+    assert "chosen_alpha" not in first
+
+    from keras_3t.demo.digit_models import load_third_tower_backbone
+
+    _, result = main_job.train_and_evaluate(
+        "3T",
+        "3t",
+        load_third_tower_backbone("matched"),
+        train,
+        preprocessor,
+        tasks,
+        TINY_BUDGET,
+        0,
+        validation,
+    )
+    assert result["chosen_alpha"] == main_job.chosen_alphas(result["alpha_sweep_validation"])
+    table = main_job.results_table({"3T": result})
+    at_chosen = main_job.at_chosen_alpha(result)
+    assert f"| 3T, α chosen on validation | {at_chosen['zero_shot_top1']:.3f} (α=" in table
+
+
+def test_alpha_is_chosen_per_metric_on_validation_and_ties_go_to_the_larger_alpha():
+    rows = [{"alpha": alpha, **{key: 0.0 for key in main_job.COLUMNS}} for alpha in main_job.ALPHAS]
+    rows[1]["zero_shot_top1"] = 0.9
+    for row in rows[2:4]:
+        row["image_to_text_r1"] = 0.5
+    chosen = main_job.chosen_alphas(rows)
+    assert chosen["zero_shot_top1"] == 0.25
+    assert chosen["image_to_text_r1"] == 0.75
+    assert chosen["text_to_image_r1"] == 1.0
+    result = {"alpha_sweep": rows, "chosen_alpha": chosen}
+    assert main_job.at_chosen_alpha(result)["zero_shot_top1"] == 0.9
