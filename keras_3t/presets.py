@@ -53,7 +53,7 @@ def load(
         name_or_path: a registered name (`keras_3t.presets.names()`) or a
             folder written by `ThreeTowerModel.save_to_preset`.
         weights: bool. Load the preset's trained weights (the `*_tiny`
-            presets and saved folders have them; the paper-size presets are
+            presets and saved folders have them; the large presets are
             configurations to train, so their main towers always start
             fresh). False builds the same architecture with fresh weights.
         third_tower: replaces the pretrained tower (3T's third tower, LiT's
@@ -64,7 +64,7 @@ def load(
             keras-hub (or the shipped folder); False builds it from its
             config with fresh weights and needs no download.
         preprocessor: True for the preset's tokenizer (saved with the
-            weights, or a keras-hub tokenizer preset for the paper sizes),
+            weights, or a keras-hub tokenizer preset for the large sizes),
             False for none, or a `ThreeTowerPreprocessor` to attach.
         safe_mode: bool. Refuse a saved folder whose config carries Python
             code, such as a `Lambda` layer's function, which loading would

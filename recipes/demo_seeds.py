@@ -4,7 +4,8 @@ Runs `keras-3t demo --mismatched` for each regime and seed into
 `runs/results/<regime>_seed<seed>/` (a run whose results.json exists is
 reused, not redone), then prints one Markdown table per regime: each
 metric's mean ± standard deviation over seeds, and in how many seeds each
-of the paper's statements held.
+of the paper's statements held. 3T's α rows are the test scenes along α,
+then each metric at the α chosen for it on the validation scenes.
 
     KERAS_BACKEND=torch python recipes/demo_seeds.py --seeds 0 1 2
 """
@@ -42,6 +43,12 @@ def rows(runs):
             for row in run["models"][name].get("alpha_sweep", []):
                 if row["alpha"] < 1.0:
                     table.setdefault(f"{name} α={row['alpha']:.2f}", []).append(row)
+    for run in runs:  # and each metric at the α chosen for it on the validation scenes
+        for name in MODELS:
+            if "chosen_alpha" in run["models"][name]:
+                table.setdefault(f"{name}, α chosen on validation", []).append(
+                    main_job.at_chosen_alpha(run["models"][name])
+                )
     return table
 
 
@@ -61,14 +68,14 @@ STATEMENTS = [
     ),
     ("LiT mismatched < CLIP", "zero_shot_top1", lambda m: m["LiT mismatched"] < m["CLIP"]),
 ]
-# Not a statement of the paper: the paper finds 3T behind LiT with JFT and
-# ahead with ImageNet-21k, so this one is counted, not expected.
+# Counted, not expected: the paper finds 3T behind LiT with JFT and ahead
+# with ImageNet-21k, and its convex combination "often" ahead of both ends.
 OBSERVATIONS = [
     ("classification, matched: 3T > LiT", "zero_shot_top1", lambda m: m["3T"] > m["LiT"]),
     (
-        "keras-3t's α-combination: some α in (0, 1) ≥ both ends (3T)",
+        "the convex combination at the validation α > both ends (3T)",
         "image_to_text_r1",
-        lambda m: m["best_inner_alpha"] >= max(m["3T"], m["3T α=0"]),
+        lambda m: m["3T chosen α"] > max(m["3T"], m["3T α=0"]),
     ),
 ]
 
@@ -82,7 +89,7 @@ def expectations(runs, checks=STATEMENTS + OBSERVATIONS):
             values = {name: run["models"][name]["metrics"][key] for name in MODELS}
             sweep = run["models"]["3T"]["alpha_sweep"]
             values["3T α=0"] = sweep[0][key]
-            values["best_inner_alpha"] = max(row[key] for row in sweep if 0.0 < row["alpha"] < 1.0)
+            values["3T chosen α"] = main_job.at_chosen_alpha(run["models"]["3T"])[key]
             count += bool(check(values))
         held[statement, key] = count
     return held

@@ -70,7 +70,7 @@ DIGIT_VOCABULARY_SIZE = 85
 DIGIT_SEQUENCE_LENGTH = 22
 
 
-def _paper(objective, size):
+def _large(objective, size):
     vit, text, width = {"b16": (VIT_B16, TEXT_B, 768), "l16": (VIT_L16, TEXT_L, 1024)}[size]
     pretrained = {
         "backbone": ("ViTBackbone", vit),
@@ -120,19 +120,19 @@ def _tiny(objective):
     }
 
 
-PAPER_DESCRIPTIONS = {
+LARGE_DESCRIPTIONS = {
     "3t": (
-        "3T at the paper's {size} size: {vit} image and text towers trained "
+        "3T at {size} size: {vit} image and text towers trained "
         "from scratch, keras-hub's ImageNet-21k {vit} frozen as the third "
         "tower. No trained weights: a configuration to train."
     ),
     "lit": (
-        "LiT at the paper's {size} size: keras-hub's ImageNet-21k {vit} "
+        "LiT at {size} size: keras-hub's ImageNet-21k {vit} "
         "frozen as the image tower (a linear projection trains), a text "
         "tower trained from scratch. No trained weights: a configuration to train."
     ),
     "clip": (
-        "CLIP at the paper's {size} size: {vit} image and text towers both "
+        "CLIP at {size} size: {vit} image and text towers both "
         "trained from scratch, no pretrained model. No trained weights: a "
         "configuration to train."
     ),
@@ -195,8 +195,8 @@ for _objective in ("3t", "lit", "clip"):
     for _size, _vit in (("b16", "ViT-B/16"), ("l16", "ViT-L/16")):
         _name = f"{_objective}_vit{_size}"
         PRESETS[_name] = dict(
-            _paper(_objective, _size),
-            description=PAPER_DESCRIPTIONS[_objective].format(size=_vit[4:], vit=_vit),
+            _large(_objective, _size),
+            description=LARGE_DESCRIPTIONS[_objective].format(size=_vit[4:], vit=_vit),
             parameter_count=PARAMETER_COUNTS[_name],
         )
     PRESETS[f"{_objective}_tiny"] = dict(

@@ -22,6 +22,7 @@ def _fake_run(itr, alphas_itr):
         models[name]["alpha_sweep"] = [
             {"alpha": alpha, **metrics(value)} for alpha, value in zip(main_job.ALPHAS, alphas_itr)
         ]
+        models[name]["chosen_alpha"] = {key: 0.5 for key in main_job.COLUMNS}
     return {"models": models, "backend": "torch"}
 
 
@@ -45,6 +46,7 @@ def test_seed_summary_counts_where_the_papers_statements_hold():
     assert "| CLIP | 0.300 ± 0.000 |" in table
     assert "| 3T | 0.300 ± 0.100 |" in table
     assert "| 3T α=0.50 | 0.325 ± 0.125 |" in table
+    assert "| 3T, α chosen on validation | 0.325 ± 0.125 |" in table
     assert "- retrieval: 3T > LiT (T→I R@1): 1/2" in table
 
 

@@ -29,6 +29,6 @@ def test_vitb16_builds_offline_with_the_registered_counts():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in PAPER_PRESETS if name != "3t_vitb16"])
-def test_paper_presets_build_offline_with_the_registered_counts(name):
+def test_large_presets_build_offline_with_the_registered_counts(name):
     model = presets.load(name, weights=False, third_tower_weights=False, preprocessor=False)
     assert presets.parameter_counts(model) == presets.PRESETS[name]["parameter_count"]
