@@ -10,7 +10,7 @@ backbone then loads with `keras_hub.models.Backbone.from_preset(path)` like
 any keras-hub model; the whole classifier with `ImageClassifier.from_preset(path)`.
 
 - `--task digit` → `saved_models/digit_classifier` (matched: names the digit,
-  the analog of an ImageNet / JFT classifier);
+  our analog of a JFT or ImageNet-21k classifier);
 - `--task thickness` → `saved_models/thickness_classifier` (mismatched:
   stroke thickness within the digit's class, the analog of Places365).
 

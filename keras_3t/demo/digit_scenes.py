@@ -223,7 +223,7 @@ def single_digit_task(num_scenes, split="test", seed=0, source=None):
 
 
 PRETRAINING_TASKS = {
-    # The analog of an ImageNet / JFT classifier: it names the digit.
+    # Our analog of a JFT or ImageNet-21k classifier: it names the digit.
     "digit": [str(d) for d in range(10)],
     # The analog of the paper's Places365 model: stroke thickness relative to
     # other drawings of the same digit, which no caption mentions.
