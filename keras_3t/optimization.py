@@ -1,4 +1,5 @@
-"""The default optimizer: AdamW with optional warmup + cosine decay."""
+"""The default optimizer: AdamW with optional warmup + cosine decay; the
+logit scales' clamp after each step."""
 
 import weakref
 
@@ -45,6 +46,40 @@ class AdamW(keras.optimizers.AdamW):
 
     def get_config(self):
         return {**super().get_config(), "fused": self.fused}
+
+
+@keras.saving.register_keras_serializable(package="keras_3t")
+class MaxValue(keras.constraints.Constraint):
+    """Clamps a variable at `max_value`; Keras optimizers apply it after each step.
+
+    `ThreeTowerModel` clamps each log logit scale at `logit_scale_max` with
+    it, as open_clip clamps CLIP's logit scale after each optimizer step:
+    the forward pass reads the variable as it is, and a value above the
+    maximum comes back to it with the next step.
+
+    Args:
+        max_value: float, the largest value the variable keeps.
+
+    Example:
+    >>> import keras
+    >>> from keras_3t.optimization import MaxValue
+    >>> variable = keras.Variable(6.0)
+    >>> variable.constraint = MaxValue(5.0)
+    >>> optimizer = keras.optimizers.SGD(learning_rate=0.5)
+    >>> optimizer.apply([keras.ops.convert_to_tensor(-2.0)], [variable])
+    >>> float(variable)
+    5.0
+    """
+
+    def __init__(self, max_value):
+        self.max_value = float(max_value)
+
+    def __call__(self, w):
+        w = keras.ops.convert_to_tensor(w)
+        return keras.ops.minimum(w, keras.ops.cast(self.max_value, w.dtype))
+
+    def get_config(self):
+        return {"max_value": self.max_value}
 
 
 def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps=0):

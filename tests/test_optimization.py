@@ -1,10 +1,12 @@
-"""keras_3t.optimization.AdamW: Keras's AdamW, without its temporaries on PyTorch."""
+"""keras_3t.optimization: AdamW (Keras's, without its temporaries on PyTorch) and
+the MaxValue constraint."""
 
 import keras
 import numpy as np
 import pytest
 
 from keras_3t.optimization import AdamW
+from keras_3t.optimization import MaxValue
 from keras_3t.optimization import torch_adam_update
 from tests.helpers import tiny_model
 from tests.helpers import to_numpy
@@ -76,3 +78,36 @@ def test_compile_default_is_this_adamw_and_survives_saving(tmp_path):
     loaded = keras.saving.load_model(path)
     assert type(loaded.optimizer) is AdamW and loaded.optimizer.fused
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
+
+
+def test_max_value_clamps_only_above_the_maximum_after_each_step():
+    variables = [keras.Variable(value) for value in (6.0, 4.0)]
+    for variable in variables:
+        variable.constraint = MaxValue(5.0)
+    optimizer = keras.optimizers.SGD(learning_rate=0.5)
+    # 6 + 1 = 7 is clamped at 5; 4 - 1 = 3 is kept.
+    optimizer.apply([keras.ops.convert_to_tensor(g) for g in (-2.0, 2.0)], variables)
+    assert [float(to_numpy(v)) for v in variables] == [5.0, 3.0]
+    # Only the step clamps: a value assigned above the maximum stays until then.
+    variables[0].assign(8.0)
+    assert float(to_numpy(variables[0])) == 8.0
+
+
+def test_max_value_round_trips_in_config():
+    constraint = MaxValue(np.log(100.0))
+    restored = keras.constraints.deserialize(keras.constraints.serialize(constraint))
+    assert type(restored) is MaxValue
+    assert restored.get_config() == {"max_value": float(np.log(100.0))}
+
+
+def test_each_logit_scale_is_constrained_at_the_model_maximum(tmp_path):
+    model = tiny_model(logit_scale_max=np.log(50.0))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    # The constraint is not in the config: the model rebuilds it from
+    # `logit_scale_max`, so configs saved without it load with it.
+    for loaded in (model, keras.saving.load_model(path)):
+        assert len(loaded.logit_scales) == 3
+        for variable in loaded.logit_scales.values():
+            assert type(variable.constraint) is MaxValue
+            assert variable.constraint.max_value == float(np.log(50.0))

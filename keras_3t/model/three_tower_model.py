@@ -23,6 +23,7 @@ from keras_3t.model.input_checks import check_arguments
 from keras_3t.model.input_checks import check_batch
 from keras_3t.model.input_checks import check_pair_weights
 from keras_3t.objective_metrics import ObjectiveMeans
+from keras_3t.optimization import MaxValue
 from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import check_version
 from keras_3t.saving import current_version
@@ -49,10 +50,10 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
     the main towers, heads, logit scales and metrics.
 
     Each pair has a learnable log logit scale (initialised at log 10 and
-    clamped at log 100) and, with `loss="sigmoid"`, a learnable bias
-    (initialised at -10). `fit` takes batches as dicts
-    `{"images": float (B, H, W, C), "token_ids": int (B, L),
-    "padding_mask": bool (B, L)}` and needs no labels.
+    clamped at log 100 after each optimizer step) and, with
+    `loss="sigmoid"`, a learnable bias (initialised at -10). `fit` takes
+    batches as dicts `{"images": float (B, H, W, C), "token_ids": int
+    (B, L), "padding_mask": bool (B, L)}` and needs no labels.
 
     Args:
         image_tower: a `keras_3t.towers.ImageTower` (f).
@@ -72,7 +73,8 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
         shared_logit_scale: bool. One logit scale (and bias) for every pair
             instead of one per pair.
         logit_scale_init: initial log logit scale.
-        logit_scale_max: the log logit scale is clamped at this value.
+        logit_scale_max: each optimizer step clamps the log logit scale at
+            this value.
         logit_bias_init: initial logit bias of the sigmoid loss.
         adaptor_input: what the main towers' adaptor heads (A_f, A_g) read:
             `"pooled"` representations (u_f, u_g) or the projected
@@ -189,6 +191,7 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
             self.logit_scales[suffix] = self.add_weight(
                 shape=(),
                 initializer=keras.initializers.Constant(self.logit_scale_init),
+                constraint=MaxValue(self.logit_scale_max),
                 name=f"logit_scale{suffix}",
             )
             if loss == "sigmoid":
@@ -233,12 +236,8 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
         return list(self.logit_scales.values()) + list(self.logit_biases.values())
 
     def logit_scale(self, pair="image_text"):
-        """The multiplier exp(s) of a pair's cosine similarities (clamped)."""
-        return self._clamped_scale(self._scale_names[pair])
-
-    def _clamped_scale(self, suffix):
-        log_scale = self.logit_scales[suffix]
-        return ops.exp(ops.minimum(log_scale, self.logit_scale_max))
+        """The multiplier exp(s) of a pair's cosine similarities."""
+        return ops.exp(self.logit_scales[self._scale_names[pair]])
 
     def _pair_loss(self, pair, a, b, replicas):
         scale = self.logit_scale(pair)
@@ -344,8 +343,8 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
             )
         else:
             values["loss"] = values["loss_image_text"]
-        for suffix in self.logit_scales:
-            values[f"logit_scale{suffix}"] = self._clamped_scale(suffix)
+        for suffix, log_scale in self.logit_scales.items():
+            values[f"logit_scale{suffix}"] = ops.exp(log_scale)
         for suffix, bias in self.logit_biases.items():
             values[f"logit_bias{suffix}"] = ops.convert_to_tensor(bias)
         return values

@@ -2,6 +2,7 @@
 ThreeTowerModel."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -396,11 +397,41 @@ def test_sigmoid_loss_shared_scale_shared_head_and_embedding_adaptors():
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
-def test_logit_scale_is_clamped_at_log_100():
+def test_logit_scale_is_exp_of_the_variable_even_above_the_maximum():
     model = tiny_model()
     model.logit_scales["_image_text"].assign(10.0)
-    np.testing.assert_allclose(to_numpy(model.logit_scale("image_text")), 100.0, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(model.logit_scale("image_text")), np.exp(10.0), rtol=1e-6)
     np.testing.assert_allclose(to_numpy(model.logit_scale("text_third")), 10.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_a_logit_scale_above_the_maximum_is_clamped_by_the_step(accumulation_steps):
+    # Each backend's step (and accumulation's) applies the optimizer.
+    keras.utils.set_random_seed(0)
+    model = tiny_model(logit_scale_init=math.log(200.0), logit_scale_max=math.log(100.0))
+    model.compile(accumulation_steps=accumulation_steps)
+    after_epoch = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: after_epoch.append(
+            {suffix: to_numpy(v) for suffix, v in model.logit_scales.items()}
+        )
+    )
+    history = model.fit(
+        toy_batch(8, seed=0), batch_size=8, epochs=2, verbose=0, callbacks=[record]
+    ).history
+    maximum = np.float32(math.log(100.0))
+    for suffix in model.logit_scales:
+        logged = history[f"logit_scale{suffix}"]
+        # The first step's forward pass and metric read the variable as it
+        # was: exp(log 200), not the maximum.
+        np.testing.assert_allclose(logged[0], np.exp(np.float32(math.log(200.0))), rtol=1e-6)
+        # The optimizer step clamped the variable itself, exactly.
+        assert after_epoch[0][suffix] == maximum, suffix
+        # The second step read it there: its metric is exp of the variable.
+        np.testing.assert_allclose(logged[1], np.exp(after_epoch[0][suffix]), rtol=1e-6)
+        # At the maximum the gradient reaches it: the loss of an untrained
+        # model falls with the scale, and the second step lowers it.
+        assert after_epoch[1][suffix] < maximum, suffix
 
 
 def test_mixed_bfloat16_trains_with_float32_losses():
