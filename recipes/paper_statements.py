@@ -74,10 +74,16 @@ class Outcome:
             return "**holds**"
         return "mixed" if k else "**does not hold**"
 
+    def brief(self):
+        """Cases held, k/n, or how many are not run yet."""
+        if self.missing or not self.held:
+            return f"{self.missing} of {self.missing + len(self.held)} cases not run yet"
+        return f"{sum(self.held)}/{len(self.held)}"
+
     def text(self):
         if self.missing or not self.held:
             return f"{self.missing} of {self.missing + len(self.held)} cases not run yet"
-        parts = [f"{sum(self.held)}/{len(self.held)}"]
+        parts = [self.brief()]
         for label, values in self.differences.items():
             values = np.asarray(values)
             parts.append(f"{label} {values.mean():+.3f} ± {values.std():.3f}")
@@ -184,13 +190,14 @@ def row_weaker_tower(runs):
         f"{tower} (held-out {accuracy(runs, tower)}): {outcome.text()}"
         for tower, outcome in outcomes.items()
     )
+    brief = ", ".join(f"{tower} {outcome.brief()}" for tower, outcome in outcomes.items())
     if any(outcome.missing or not outcome.held for outcome in outcomes.values()):
-        return text, "not run yet"
+        return text, brief, "not run yet"
     if any(all(outcome.held) for outcome in outcomes.values()):
-        return text, "**holds**"
+        return text, brief, "**holds**"
     if any(any(outcome.held) for outcome in outcomes.values()):
-        return text, "mixed"
-    return text, "**does not hold**"
+        return text, brief, "mixed"
+    return text, brief, "**does not hold**"
 
 
 def accuracy(runs, tower):
@@ -298,6 +305,7 @@ class Row:
     command: str
     outcome: str
     verdict: str
+    brief: str  # the cases held, for the summary
 
 
 def rows(runs):
@@ -305,7 +313,7 @@ def rows(runs):
     b = row_retrieval(runs, "CLIP")
     c = row_classification_over_clip(runs)
     d = row_matched_lit_ahead(runs)
-    e_text, e_verdict = row_weaker_tower(runs)
+    e_text, e_brief, e_verdict = row_weaker_tower(runs)
     f_thickness, f_parity = row_mismatched(runs, "3T", "LiT", "zero-shot 3T − LiT")
     f2_thickness, f2_parity = row_mismatched(runs, "CLIP", "LiT", "zero-shot CLIP − LiT")
     g = row_deficient(runs)
@@ -324,6 +332,7 @@ def rows(runs):
             DEMO,
             a.text(),
             a.verdict(),
+            a.brief(),
         ),
         Row(
             "b",
@@ -335,6 +344,7 @@ def rows(runs):
             DEMO,
             b.text(),
             b.verdict(),
+            b.brief(),
         ),
         Row(
             "c",
@@ -346,6 +356,7 @@ def rows(runs):
             f"{DEMO}; {RUNS} reference deficient strength parity",
             c.text(),
             c.verdict(),
+            c.brief(),
         ),
         Row(
             "d",
@@ -356,6 +367,7 @@ def rows(runs):
             DEMO,
             d.text(),
             d.verdict(),
+            d.brief(),
         ),
         Row(
             "e",
@@ -367,6 +379,7 @@ def rows(runs):
             f"{RUNS} strength",
             e_text,
             e_verdict,
+            e_brief,
         ),
         Row(
             "f",
@@ -377,6 +390,7 @@ def rows(runs):
             f"{DEMO}; {RUNS} reference parity",
             f"thickness {f_thickness.text()}; parity {f_parity.text()}",
             both([f_thickness, f_parity]),
+            f"thickness {f_thickness.brief()}, parity {f_parity.brief()}",
         ),
         Row(
             "f′",
@@ -388,6 +402,7 @@ def rows(runs):
             f"{DEMO}; {RUNS} reference parity",
             f"thickness {f2_thickness.text()}; parity {f2_parity.text()}",
             both([f2_thickness, f2_parity]),
+            f"thickness {f2_thickness.brief()}, parity {f2_parity.brief()}",
         ),
         Row(
             "g",
@@ -399,6 +414,7 @@ def rows(runs):
             f"{RUNS} reference deficient",
             g.text(),
             g.verdict(),
+            g.brief(),
         ),
         Row(
             "h",
@@ -409,6 +425,7 @@ def rows(runs):
             f"{RUNS} reference pairs",
             h.text(),
             h.verdict(),
+            h.brief(),
         ),
         Row(
             "i",
@@ -419,6 +436,7 @@ def rows(runs):
             f"{RUNS} width",
             i.text(),
             i.verdict(),
+            i.brief(),
         ),
         Row(
             "j",
@@ -432,6 +450,7 @@ def rows(runs):
             DEMO,
             j.text(),
             j.verdict(majority=True),
+            j.brief(),
         ),
     ]
 
@@ -452,9 +471,7 @@ def markdown(table):
 
 def summary_lines(table):
     """One line per row: the statement's gist and its verdict, for README.md."""
-    return "\n".join(
-        f"- ({row.key}) {row.gist}: {row.verdict} ({row.outcome.split(';')[0]})" for row in table
-    )
+    return "\n".join(f"- ({row.key}) {row.gist}: {row.verdict} ({row.brief})" for row in table)
 
 
 def plot_strength(runs, path):

@@ -273,7 +273,7 @@ def pretraining_pool(labels, labelled_digits=DEFAULT_LABELLED_DIGITS, per_class=
     >>> from keras_3t.demo.digit_scenes import pretraining_pool
     >>> labels = np.arange(5000) % 10
     >>> pool = pretraining_pool(labels, labelled_digits=1500, per_class=2)
-    >>> len(pool), sorted(set(labels[pool]))
+    >>> len(pool), sorted(set(labels[pool].tolist()))
     (20, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     """
     pool = source_pools(len(labels), labelled_digits=labelled_digits)["pretrain"]
