@@ -8,6 +8,9 @@
   image paths relative to `--image-root`;
 - a folder (or glob) of TFRecords written by `keras_3t.data.write_tfrecords`
   (convert once with `--write-tfrecords DIR`, then train from DIR);
+- img2dataset's shards: its output folder, or a pattern of its `.tar`
+  (webdataset), `.parquet` or `.tfrecord` files, e.g.
+  `'shards/{00000..00099}.tar'`; each process reads its own shards;
 - `tfds:NAME[:SPLIT]`, e.g. `tfds:coco_captions:train` (prepared in
   `--tfds-data-dir`; nothing is downloaded unless `--tfds-download`).
 
@@ -211,17 +214,33 @@ def data_parallel(args):
     return contextlib.nullcontext, world, rank, args.batch_size // world, rank == 0
 
 
-def source(args, bad_data):
+def is_img2dataset(path):
+    """Whether `--data` names img2dataset's shards rather than `write_tfrecords`'s folder."""
+    if path.endswith((".tar", ".parquet")) or "{" in path:
+        return True
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    return not os.path.exists(os.path.join(folder, data.records.MANIFEST))
+
+
+def source(args, bad_data, num_shards, shard_index):
+    """The examples of `--data`, and whether they are this process's share already."""
     if args.data.startswith("tfds:"):
         name, _, split = args.data[len("tfds:") :].partition(":")
-        return data.from_tfds(
+        examples = data.from_tfds(
             name, split or "train", data_dir=args.tfds_data_dir, download=args.tfds_download
         )
+        return examples, False
     if args.data.endswith((".csv", ".tsv", ".jsonl", ".json")):
-        return data.from_caption_file(
+        examples = data.from_caption_file(
             args.data, args.image_root, on_bad_data=args.on_bad_data, bad_data=bad_data
         )
-    return data.from_tfrecords(args.data)
+        return examples, False
+    if is_img2dataset(args.data):
+        examples = data.from_img2dataset(
+            args.data, num_shards, shard_index, on_bad_data=args.on_bad_data, bad_data=bad_data
+        )
+        return examples, True
+    return data.from_tfrecords(args.data), False
 
 
 def third_tower_cache(args, model, examples, image_size, chief):
@@ -267,7 +286,7 @@ def main(argv=None):
         sys.exit(f"{args.preset} has no tokenizer; save one with the model (see docs/presets.md).")
     image_size = model.image_tower.backbone.input_shape[1]
     bad_data = data.BadDataCounter()
-    examples = source(args, bad_data)
+    examples, sharded = source(args, bad_data, num_shards, shard_index)
     if args.write_tfrecords:
         if num_shards > 1:
             sys.exit(
@@ -279,7 +298,7 @@ def main(argv=None):
         print(
             f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})"
         )
-        examples = data.from_tfrecords(args.write_tfrecords)
+        examples, sharded = data.from_tfrecords(args.write_tfrecords), False
     cache = third_tower_cache(args, model, examples, image_size, chief)
     checkpoints = os.path.join(args.output, "checkpoints")
     if args.overwrite and chief and os.path.isdir(checkpoints):
@@ -302,8 +321,8 @@ def main(argv=None):
         seed=args.seed,
         on_bad_data=args.on_bad_data,
         bad_data=bad_data,
-        num_shards=num_shards,
-        shard_index=shard_index,
+        num_shards=1 if sharded else num_shards,
+        shard_index=0 if sharded else shard_index,
         third_tower_cache=cache,
         start_step=checkpoint.initial_step,
         **({"random_crop_scale": None} if cache is not None else {}),

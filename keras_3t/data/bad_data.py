@@ -4,7 +4,9 @@ import logging
 
 import keras
 
-BAD_DATA_KINDS = ("missing_file", "undecodable_image", "empty_caption")
+# unreadable_shard: a damaged shard file (img2dataset sources), whose readable
+# records are kept.
+BAD_DATA_KINDS = ("missing_file", "undecodable_image", "empty_caption", "unreadable_shard")
 # What a source or the pipeline does with a bad example: raise, or drop and count it.
 BAD_DATA_MODES = ("raise", "skip")
 
@@ -90,7 +92,7 @@ def assert_with_lazy_message(condition, message):
 
 
 class BadDataCounter:
-    """Counts skipped examples by kind: missing files, undecodable images, empty captions.
+    """Counts what was skipped, by kind: missing files, undecodable images, empty captions, shards.
 
     The counts live in TensorFlow variables, so the `tf.data` pipeline
     updates them while it runs (on every Keras backend).
@@ -100,7 +102,7 @@ class BadDataCounter:
     >>> counter = BadDataCounter()
     >>> _ = counter.add("empty_caption", 2)
     >>> counter.counts()
-    {'missing_file': 0, 'undecodable_image': 0, 'empty_caption': 2}
+    {'missing_file': 0, 'undecodable_image': 0, 'empty_caption': 2, 'unreadable_shard': 0}
     """
 
     def __init__(self):

@@ -9,7 +9,7 @@ from keras_3t.data.bad_data import assert_with_lazy_message
 from keras_3t.data.bad_data import bad_example_message
 
 # Image formats `tf.io.decode_image` reads, by their first bytes.
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
 # A 1×1 black PNG: what the decode check falls back to when an image fails.
 _FALLBACK_IMAGE = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
@@ -29,7 +29,7 @@ def decode_image(image, image_id, on_bad_data, source=None):
     are, grayscale ones `(height, width, 1)` to RGB.
 
     Args:
-        image: a string tensor of encoded JPEG, PNG, GIF or BMP bytes, or a
+        image: a string tensor of encoded JPEG, PNG, GIF, BMP or WebP bytes, or a
             decoded uint8 `(height, width, 3)` or `(height, width, 1)` image.
         image_id: the example's `image_id`, named in the error.
         on_bad_data: `"raise"` or `"skip"`.
@@ -90,7 +90,11 @@ def _decode_or_fail(encoded, image_id, source):
         known_format = tf.reduce_any(
             [tf.strings.substr(encoded, 0, len(s)) == s for s in IMAGE_SIGNATURES]
         )
-        reason = tf.where(known_format, "truncated or corrupt", "not JPEG, PNG, GIF or BMP data")
+        reason = tf.where(
+            tf.strings.length(encoded) == 0,
+            "no image data",
+            tf.where(known_format, "truncated or corrupt", "not JPEG, PNG, GIF, BMP or WebP data"),
+        )
         what = tf.strings.join(["Undecodable image (", reason, ")"])
         return bad_example_message(what, image_id, source)
 

@@ -42,7 +42,12 @@ def test_bad_data_is_skipped_and_counted(image_folder, tmp_path):
     )
     kept = sum(len(b["images"]) for b in dataset.as_numpy_iterator())
     assert kept == len(caption_rows(names))
-    assert counter.counts() == {"missing_file": 1, "undecodable_image": 1, "empty_caption": 1}
+    assert counter.counts() == {
+        "missing_file": 1,
+        "undecodable_image": 1,
+        "empty_caption": 1,
+        "unreadable_shard": 0,
+    }
 
     # TFRecords: the writer leaves bad examples out and says so in the manifest.
     records = str(tmp_path / "records")
@@ -208,6 +213,7 @@ def test_broken_images_are_skipped_and_counted(image_folder):
         "missing_file": 0,
         "undecodable_image": len(BROKEN),
         "empty_caption": 0,
+        "unreadable_shard": 0,
     }
     assert sorted(batches[0]) == ["images", "padding_mask", "token_ids"]
 
