@@ -35,7 +35,10 @@ process per device started by `torchrun`.
 Speed (docs/benchmarks.md): `--third-tower-cache DIR` computes the frozen
 third tower's features once per image (next to the data, say
 `captions.csv.third_tower_cache`) and trains from them, with central crops
-instead of random ones; `--accumulation-steps N` splits each batch into N
+instead of random ones; on img2dataset's shards, `--third-tower-features
+DIR` reads them from feature shards beside the data instead
+(`recipes/feature_shards.py` writes them), in memory one shard at a time;
+`--accumulation-steps N` splits each batch into N
 micro-batches with the whole batch's negatives; `--mixed-precision` computes
 in bfloat16; `--jit-compile` forces XLA on or off.
 """
@@ -110,6 +113,13 @@ def parse_args(argv):
         default=None,
         help="3T: read the third tower's features from DIR, writing it first if absent; "
         "turns random crops off (the cache holds central crops)",
+    )
+    speed.add_argument(
+        "--third-tower-features",
+        metavar="DIR",
+        default=None,
+        help="3T on img2dataset shards: read each shard's frozen-tower features from DIR "
+        "(written by recipes/feature_shards.py); turns random crops off",
     )
     speed.add_argument(
         "--accumulation-steps",
@@ -222,7 +232,7 @@ def is_img2dataset(path):
     return not os.path.exists(os.path.join(folder, data.records.MANIFEST))
 
 
-def source(args, bad_data, num_shards, shard_index):
+def source(args, bad_data, num_shards, shard_index, features=None):
     """The examples of `--data`, and whether they are this process's share already."""
     if args.data.startswith("tfds:"):
         name, _, split = args.data[len("tfds:") :].partition(":")
@@ -237,9 +247,16 @@ def source(args, bad_data, num_shards, shard_index):
         return examples, False
     if is_img2dataset(args.data):
         examples = data.from_img2dataset(
-            args.data, num_shards, shard_index, on_bad_data=args.on_bad_data, bad_data=bad_data
+            args.data,
+            num_shards,
+            shard_index,
+            on_bad_data=args.on_bad_data,
+            bad_data=bad_data,
+            third_tower_features=features,
         )
         return examples, True
+    if features is not None:
+        sys.exit("--third-tower-features reads img2dataset's shards; use --third-tower-cache.")
     return data.from_tfrecords(args.data), False
 
 
@@ -286,7 +303,17 @@ def main(argv=None):
         sys.exit(f"{args.preset} has no tokenizer; save one with the model (see docs/presets.md).")
     image_size = model.image_tower.backbone.input_shape[1]
     bad_data = data.BadDataCounter()
-    examples, sharded = source(args, bad_data, num_shards, shard_index)
+    features = None
+    if args.third_tower_features is not None:
+        if args.third_tower_cache is not None or args.write_tfrecords:
+            sys.exit(
+                "--third-tower-features goes with neither --third-tower-cache nor --write-tfrecords."
+            )
+        try:
+            features = data.load_feature_shards(args.third_tower_features, model)
+        except (OSError, ValueError) as error:
+            sys.exit(str(error))
+    examples, sharded = source(args, bad_data, num_shards, shard_index, features)
     if args.write_tfrecords:
         if num_shards > 1:
             sys.exit(
@@ -299,7 +326,7 @@ def main(argv=None):
             f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})"
         )
         examples, sharded = data.from_tfrecords(args.write_tfrecords), False
-    cache = third_tower_cache(args, model, examples, image_size, chief)
+    cache = features or third_tower_cache(args, model, examples, image_size, chief)
     checkpoints = os.path.join(args.output, "checkpoints")
     if args.overwrite and chief and os.path.isdir(checkpoints):
         shutil.rmtree(checkpoints)

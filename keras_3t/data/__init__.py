@@ -3,6 +3,9 @@ the tf.data pipeline."""
 
 from keras_3t.data.bad_data import BadDataCounter
 from keras_3t.data.bad_data import BadDataReport
+from keras_3t.data.feature_shards import FeatureShards
+from keras_3t.data.feature_shards import load_feature_shards
+from keras_3t.data.feature_shards import write_feature_shards
 from keras_3t.data.pipeline import make_dataset
 from keras_3t.data.pipeline import retrieval_task
 from keras_3t.data.records import from_tfrecords

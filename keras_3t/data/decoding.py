@@ -65,8 +65,8 @@ def _decode_encoded(image):
     return tf.io.decode_image(image, channels=3, expand_animations=False)
 
 
-def _decode_or_fail(encoded, image_id, source):
-    """The decoded uint8 image, or an assertion error naming the example.
+def decode_or_fallback(encoded):
+    """`(uint8 image, ok)`: the decoded image, or a black 1×1 one and False.
 
     The decode runs in a small dataset of two images, this one and a valid
     1×1 fallback, each flagged by whether it is this one: errors are
@@ -84,7 +84,14 @@ def _decode_or_fail(encoded, image_id, source):
         .ignore_errors()
         .take(1)
     )
-    image, ok = decoded.get_single_element()
+    return decoded.get_single_element()
+
+
+def _decode_or_fail(encoded, image_id, source):
+    """The decoded uint8 image, or an assertion error naming the example."""
+    import tensorflow as tf
+
+    image, ok = decode_or_fallback(encoded)
 
     def message():
         known_format = tf.reduce_any(

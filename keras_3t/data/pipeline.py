@@ -6,6 +6,7 @@ from keras_3t.data.bad_data import assert_with_lazy_message
 from keras_3t.data.bad_data import bad_example_message
 from keras_3t.data.bad_data import check_bad_data_mode
 from keras_3t.data.decoding import decode_image
+from keras_3t.data.feature_shards import FeatureShards
 from keras_3t.image_converter import resize_and_center_crop
 
 # open_clip's default for CLIP training: crops of 90–100 % of the image area.
@@ -80,11 +81,13 @@ def make_dataset(
             input pipeline and makes `batch_size` the global batch, each
             pipeline batching its per-replica share.
         third_tower_cache: a `keras_3t.data.ThirdTowerCache`
-            (`load_third_tower_cache`): batches also carry
-            `"third_features"`, the third tower's cached features of each
-            image, and the model skips its third backbone. Needs the
-            deterministic crop the cache was computed on: no random crop
-            (`random_crop_scale=None`), no flip, the cache's `image_size`.
+            (`load_third_tower_cache`), or the `FeatureShards`
+            (`load_feature_shards`) that `from_img2dataset` read beside
+            the data: batches also carry `"third_features"`, the third
+            tower's cached features of each image, and the model skips its
+            third backbone. Needs the deterministic crop the features were
+            computed on: no random crop (`random_crop_scale=None`), no
+            flip, their `image_size`.
         start_step: batches to skip, to resume a run where it stopped
             (`keras_3t.callbacks.TrainingCheckpoint.initial_step`): with the
             same seed, the dataset continues with the batch the run would
@@ -109,6 +112,19 @@ def make_dataset(
     import tensorflow as tf
 
     check_bad_data_mode(on_bad_data, bad_data)
+    carried = "third_features" in examples.element_spec
+    if carried and not isinstance(third_tower_cache, FeatureShards):
+        raise ValueError(
+            "The examples carry third_features (from_img2dataset(..., "
+            "third_tower_features=shards)): pass the same FeatureShards as "
+            "make_dataset(..., third_tower_cache=shards), which checks the crops."
+        )
+    if isinstance(third_tower_cache, FeatureShards) and not carried:
+        raise ValueError(
+            "third_tower_cache is feature shards, but the examples carry no "
+            "third_features: read them with from_img2dataset(..., "
+            "third_tower_features=shards)."
+        )
     if third_tower_cache is not None:
         _check_cache_use(third_tower_cache, training, random_crop_scale, flip, image_size)
     if input_context is not None:
@@ -161,9 +177,7 @@ def make_dataset(
             image = tf.image.stateless_random_flip_left_right(image, crop_seed + 1)
         loaded = {"images": image, "captions": example["caption"]}
         if third_tower_cache is not None:
-            loaded["third_features"] = third_tower_cache.lookup(
-                example["image_id"], example["image"]
-            )
+            loaded["third_features"] = third_tower_cache.features_of(example)
         return loaded
 
     def tokenize(batch):

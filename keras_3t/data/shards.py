@@ -151,6 +151,7 @@ def from_img2dataset(
     cycle_length=4,
     on_bad_data="raise",
     bad_data=None,
+    third_tower_features=None,
 ):
     """Examples `{"image", "caption", "image_id", "key", "source"}` from img2dataset's shards.
 
@@ -185,6 +186,11 @@ def from_img2dataset(
         on_bad_data: `"raise"` or `"skip"`, for damaged shards (pass the
             same to `make_dataset` for bad examples).
         bad_data: a `keras_3t.data.BadDataCounter`, needed with `"skip"`.
+        third_tower_features: `FeatureShards` (`load_feature_shards`): each
+            example also carries `"third_features"`, its row of the frozen
+            towers' features read from the feature shard beside its data
+            shard, and the model skips its frozen backbones (see
+            `keras_3t.data.feature_shards`).
 
     Example:
     >>> import io, os, tarfile, tempfile
@@ -209,12 +215,10 @@ def from_img2dataset(
             input_context.input_pipeline_id,
         )
     files = worker_shards(files, num_shards, shard_index)
-    kind = shard_format(files)
-    if kind == "tfrecord":
-        read = _read_tfrecord
-    else:
-        records = tar_records if kind == "webdataset" else parquet_records
-        read = _generated_records(records, on_bad_data, bad_data)
+    records = RECORDS[shard_format(files)]
+    if third_tower_features is not None:
+        third_tower_features.check_shards(files)
+    read = _generated_records(records, on_bad_data, bad_data, third_tower_features)
     examples = tf.data.Dataset.from_tensor_slices(files).interleave(
         read,
         cycle_length=min(len(files), cycle_length),
@@ -224,13 +228,16 @@ def from_img2dataset(
     return examples.map(_with_id_and_source, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _record_signature():
-    return {
+def _record_signature(third_tower_features):
+    signature = {
         "image": tf.TensorSpec([], tf.string),
         "caption": tf.TensorSpec([], tf.string),
         "key": tf.TensorSpec([], tf.string),
         "shard": tf.TensorSpec([], tf.string),
     }
+    if third_tower_features is not None:
+        signature["third_features"] = third_tower_features.signature()
+    return signature
 
 
 def _with_id_and_source(record):
@@ -240,13 +247,16 @@ def _with_id_and_source(record):
         lambda: tf.strings.to_number(key, tf.int64),
         lambda: tf.strings.to_hash_bucket_fast(key, _HASH_BUCKETS),
     )
-    return {
+    example = {
         "image": record["image"],
         "caption": record["caption"],
         "image_id": image_id,
         "key": key,
         "source": tf.strings.join([record["shard"], ", key ", key]),
     }
+    if "third_features" in record:
+        example["third_features"] = record["third_features"]
+    return example
 
 
 def tar_records(path):
@@ -294,14 +304,20 @@ def tar_records(path):
         ) from None
 
 
-def _generated_records(records, on_bad_data, bad_data):
+def _generated_records(records, on_bad_data, bad_data, third_tower_features):
     """One shard's dataset from `records(path)`, a Python generator of `(key, image, caption)`."""
 
     def generate(path):
         path = path.decode()
+        rows = records(path)
+        if third_tower_features is not None:
+            rows = third_tower_features.attach(path, rows)
         try:
-            for key, image, caption in records(path):
-                yield {"image": image, "caption": caption, "key": key, "shard": path}
+            for key, image, caption, *features in rows:
+                record = {"image": image, "caption": caption, "key": key, "shard": path}
+                if features:
+                    record["third_features"] = features[0]
+                yield record
         except UnreadableShardError as error:
             if on_bad_data == "raise":
                 raise
@@ -312,7 +328,7 @@ def _generated_records(records, on_bad_data, bad_data):
     @tf.autograph.experimental.do_not_convert
     def read(path):
         return tf.data.Dataset.from_generator(
-            generate, output_signature=_record_signature(), args=(path,)
+            generate, output_signature=_record_signature(third_tower_features), args=(path,)
         )
 
     return read
@@ -361,21 +377,31 @@ def parquet_records(path, batch_rows=256):
             yield key, image, (caption or "").encode()
 
 
-def _read_tfrecord(path):
-    features = {
-        name: tf.io.FixedLenFeature([], tf.string, default_value="")
-        for name in ("key", "txt", "caption", *IMAGE_EXTENSIONS)
-    }
+def tfrecord_records(path):
+    """`(key, image bytes, caption)` of each example of an img2dataset TFRecord file.
 
-    def parse(record):
-        parsed = tf.io.parse_single_example(record, features)
-        return {
-            # One image feature is set, named after its format.
-            "image": tf.strings.join([parsed[name] for name in IMAGE_EXTENSIONS]),
-            # "txt" as img2dataset writes it; else its metadata's "caption".
-            "caption": tf.where(parsed["txt"] != "", parsed["txt"], parsed["caption"]),
-            "key": parsed["key"],
-            "shard": path,
-        }
+    Raises:
+        UnreadableShardError: a record is truncated or corrupt.
+    """
+    key = None
+    try:
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            feature = tf.train.Example.FromString(record).features.feature
 
-    return tf.data.TFRecordDataset(path).map(parse)
+            def value(name):
+                values = feature[name].bytes_list.value if name in feature else []
+                return values[0] if values else b""
+
+            key = value("key")
+            # One image feature is set, named after its format; "txt" as
+            # img2dataset writes it, else its metadata's "caption".
+            image = next((value(e) for e in IMAGE_EXTENSIONS if value(e)), b"")
+            yield key, image, value("txt") or value("caption")
+    except tf.errors.DataLossError as error:
+        where = f"after key {key.decode()}" if key is not None else "before its first record"
+        raise UnreadableShardError(
+            f"{path}: unreadable TFRecord shard ({error.message}), {where}."
+        ) from None
+
+
+RECORDS = {"webdataset": tar_records, "parquet": parquet_records, "tfrecord": tfrecord_records}

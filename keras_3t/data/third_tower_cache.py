@@ -108,7 +108,7 @@ def write_third_tower_cache(model, examples, cache_dir, image_size, batch_size=6
     import keras
     import tensorflow as tf
 
-    _check_three_towers(model)
+    check_three_towers(model)
     cache_dir = os.path.abspath(cache_dir)
     if os.path.exists(cache_dir) and os.listdir(cache_dir) and not overwrite:
         raise FileExistsError(
@@ -236,6 +236,10 @@ class ThirdTowerCache:
         self._features = tf.nest.map_structure(tf.constant, features)
         self._hashes = tf.constant(image_hashes, tf.int64)
 
+    def features_of(self, example):
+        """The cached features of one example (inside `tf.data`); see `lookup`."""
+        return self.lookup(example["image_id"], example["image"])
+
     def lookup(self, image_id, image):
         """The cached features of one example (inside `tf.data`).
 
@@ -282,7 +286,7 @@ def load_third_tower_cache(cache_dir, model):
     Returns:
         A `ThirdTowerCache`, for `make_dataset(..., third_tower_cache=...)`.
     """
-    _check_three_towers(model)
+    check_three_towers(model)
     files = _feature_files(model)
     missing = [
         name
@@ -327,32 +331,49 @@ def load_third_tower_cache(cache_dir, model):
             f"The third-tower cache {cache_dir} is corrupt: its manifest counts "
             f"{rows} images, its arrays have shapes {', '.join(map(str, shapes))}."
         )
-    cached = manifest["towers"]
-    if set(cached) != set(files):
-        raise ValueError(
-            f"The third-tower cache {cache_dir} holds the features of the frozen "
-            f"towers {sorted(cached)}; this model's are {sorted(files)}. Write a "
-            "cache with this model."
-        )
-    for name, tower in model.third_towers.items():
-        expected = tower.feature_dim
-        if features[name].shape[1] != expected:
-            raise ValueError(
-                f"The third-tower cache {cache_dir} holds {features[name].shape[1]}-dim "
-                f"features for {name!r}; this model's tower gives {expected}."
-            )
-        if cached[name]["fingerprint"] != third_tower_fingerprint(tower):
-            raise ValueError(
-                f"The third-tower cache {cache_dir} was written with another third "
-                f"tower {name!r} (its frozen weights differ from this model's): its "
-                "features would be wrong for this model. Write a cache with this model."
-            )
+    check_cached_towers(
+        f"The third-tower cache {cache_dir}",
+        {
+            name: (tower["fingerprint"], features[name].shape[1] if name in features else None)
+            for name, tower in manifest["towers"].items()
+        },
+        model,
+    )
     if model.third_tower is not None:
         features = features[next(iter(features))]
     return ThirdTowerCache(features, image_ids, hashes, manifest["image_size"], cache_dir)
 
 
-def _check_three_towers(model):
+def check_cached_towers(what, cached, model):
+    """Refuses features written by other frozen towers than `model`'s.
+
+    Args:
+        what: the cache or folder, as the errors name it
+            (`"The third-tower cache runs/cache"`).
+        cached: `{tower name: (fingerprint, feature_dim)}` as written.
+        model: the `ThreeTowerModel` that will read the features.
+    """
+    if set(cached) != set(model.third_towers):
+        raise ValueError(
+            f"{what} holds the features of the frozen towers {sorted(cached)}; this "
+            f"model's are {sorted(model.third_towers)}. Write them with this model."
+        )
+    for name, tower in model.third_towers.items():
+        fingerprint, feature_dim = cached[name]
+        if feature_dim != tower.feature_dim:
+            raise ValueError(
+                f"{what} holds {feature_dim}-dim features for {name!r}; this model's "
+                f"tower gives {tower.feature_dim}."
+            )
+        if fingerprint != third_tower_fingerprint(tower):
+            raise ValueError(
+                f"{what} was written with another third tower {name!r} (its frozen "
+                "weights differ from this model's): its features would be wrong for "
+                "this model. Write them with this model."
+            )
+
+
+def check_three_towers(model):
     if getattr(model, "objective", None) != "3t":
         raise ValueError(
             "A third-tower cache is for 3T models; this model's objective is "

@@ -23,10 +23,9 @@ from tests.helpers import snapshot
 FORMATS = ("webdataset", "parquet", "tfrecord")
 
 
-@pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
-    folder = str(tmp_path_factory.mktemp("img2dataset"))
-    return img2dataset_run.run_img2dataset(folder)
+@pytest.fixture
+def outputs(img2dataset_outputs):
+    return img2dataset_outputs
 
 
 def by_key(examples):
