@@ -168,10 +168,12 @@ def from_img2dataset(
     keeps them to record the failure) are left out; its `*_stats.json`
     counts them.
 
-    A damaged shard (a truncated or corrupt tar or parquet file) raises a
-    `ValueError` naming it and the last key read before the damage, or with
-    `on_bad_data="skip"` keeps the records read before the damage, logs a
-    warning and counts it in `bad_data` as `"unreadable_shard"`.
+    A damaged shard (a truncated or corrupt tar, parquet or TFRecord file)
+    stops the dataset as it is read, with an `InvalidArgumentError` whose
+    message begins `UnreadableShardError: <shard>: …` and names the last
+    key read before the damage; or with `on_bad_data="skip"` the records
+    read before the damage are kept, a warning is logged and the shard is
+    counted in `bad_data` as `"unreadable_shard"`.
 
     Args:
         shards: a pattern (`"shards/{00000..00099}.tar"`, `"shards/*.tar"`),
