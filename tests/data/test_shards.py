@@ -116,6 +116,25 @@ def test_the_train_recipe_reads_img2dataset_shards(outputs, output_format, tmp_p
     assert recipe.is_img2dataset(folder) and recipe.is_img2dataset(folder + "/*." + extension)
 
 
+def test_a_resumed_run_reads_the_batches_the_run_had_not_reached(outputs):
+    # Shards are read in a fixed order and the shuffle is seeded, so a run
+    # resumed at step k (make_dataset(start_step=k), as recipes/train.py
+    # --resume does) continues with the very batches the killed run would
+    # have read next, across the epoch boundary (14 examples, batches of 4).
+    preprocessor = keras_3t.presets.load("clip_tiny").preprocessor
+
+    def stream(start_step):
+        examples = data.from_img2dataset(outputs["webdataset"])
+        dataset = data.make_dataset(examples, preprocessor, 56, 4, seed=3, start_step=start_step)
+        return [batch["images"] for batch in dataset.take(8 - start_step).as_numpy_iterator()]
+
+    whole = stream(0)
+    assert not np.array_equal(whole[0], whole[1])
+    for start_step in (2, 5):
+        for expected, actual in zip(whole[start_step:], stream(start_step), strict=True):
+            np.testing.assert_array_equal(actual, expected)
+
+
 def write_tar(path, members):
     with tarfile.open(path, "w") as tar:
         for name, payload in members:
