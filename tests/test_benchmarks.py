@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_3t.data.shards import tar_records
 from keras_3t.demo.toy import toy_batch
 from tests.helpers import IMAGE_SIZE
 from tests.helpers import ROOT
@@ -216,3 +217,22 @@ def test_optimizer_benchmark_runs(tmp_path):
     assert names[:2] == ["keras.optimizers.AdamW", "keras_3t.optimization.AdamW"]
     assert len(names) == (5 if keras.backend.backend() == "torch" else 2)
     assert all(len(result["times_s"]) == 2 for result in report["results"])
+
+
+@pytest.mark.one_backend
+def test_input_memory_benchmark_measures_both_ways_on_the_same_shards(tmp_path):
+    benchmark = load_script("benchmarks/input_memory.py")
+    workdir = str(tmp_path / "work")
+    sizes = ["--sizes", "200", "400", "--shard-size", "100", "--feature-dim", "8"]
+    rows = benchmark.main([*sizes, "--batches", "2", "--batch-size", "16", "--workdir", workdir])
+    assert [row["examples"] for row in rows] == [200, 400]
+    assert all(row["shards"] > 0 and row["cache"] > 0 for row in rows)
+    assert sorted(os.listdir(os.path.join(workdir, "data"))) == [f"{i:05d}.tar" for i in range(4)]
+    # Each data shard has its feature shard, whose keys are the data shard's.
+    with np.load(os.path.join(workdir, "features", "00003.tar.npz")) as features:
+        keys = [
+            key.encode() for key, _, _ in tar_records(os.path.join(workdir, "data", "00003.tar"))
+        ]
+        assert features["keys"].tolist() == keys
+        assert features["features"].shape == (100, 8)
+    assert "| 400 |" in benchmark.markdown(rows)
