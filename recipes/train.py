@@ -326,7 +326,11 @@ def main(argv=None):
             f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})"
         )
         examples, sharded = data.from_tfrecords(args.write_tfrecords), False
-    cache = features or third_tower_cache(args, model, examples, image_size, chief)
+    cache = (
+        features
+        if features is not None
+        else third_tower_cache(args, model, examples, image_size, chief)
+    )
     checkpoints = os.path.join(args.output, "checkpoints")
     if args.overwrite and chief and os.path.isdir(checkpoints):
         shutil.rmtree(checkpoints)

@@ -261,6 +261,13 @@ def toy_evaluation_tasks(seed=0):
     )
 
 
+def train_recipe_briefly(data, output, *flags):
+    """recipes/train.py on `data`, 2 steps of 4, in this process: (the recipe, its history)."""
+    recipe = load_script("recipes/train.py")
+    arguments = ["--data", data, "--batch-size", "4", "--steps-per-epoch", "2"]
+    return recipe, recipe.main([*arguments, "--output", str(output), *flags])
+
+
 def digit_scene_source(tmp_path, count=16):
     """Digit scenes written as a caption file, and its source."""
     path = write_digit_scene_captions(str(tmp_path), count)

@@ -21,6 +21,7 @@ from tests.helpers import ROOT
 from tests.helpers import tiny_model
 from tests.helpers import to_numpy
 from tests.helpers import toy_preprocessor
+from tests.helpers import train_recipe_briefly
 from tests.helpers import two_frozen_towers
 
 
@@ -235,21 +236,6 @@ def test_make_dataset_needs_the_feature_shards_and_deterministic_crops(written):
 
 
 def test_the_train_recipe_reads_feature_shards(written, tmp_path):
-    from tests.helpers import load_script
-
     shards, folder, _ = written
-    history = load_script("recipes/train.py").main(
-        [
-            "--data",
-            shards,
-            "--third-tower-features",
-            folder,
-            "--batch-size",
-            "4",
-            "--steps-per-epoch",
-            "2",
-            "--output",
-            str(tmp_path / "run"),
-        ]
-    )
+    _, history = train_recipe_briefly(shards, tmp_path / "run", "--third-tower-features", folder)
     assert np.isfinite(history["loss"]).all()

@@ -17,8 +17,8 @@ import keras_3t
 from keras_3t import data
 from keras_3t.data.shards import expand_shards
 from tests.data import img2dataset_run
-from tests.helpers import load_script
 from tests.helpers import snapshot
+from tests.helpers import train_recipe_briefly
 
 FORMATS = ("webdataset", "parquet", "tfrecord")
 
@@ -97,21 +97,10 @@ def test_a_preset_trains_on_img2dataset_shards(outputs):
 
 @pytest.mark.parametrize("output_format", ["parquet", "tfrecord"])
 def test_the_train_recipe_reads_img2dataset_shards(outputs, output_format, tmp_path):
-    recipe = load_script("recipes/train.py")
     folder = outputs[output_format]
     extension = "parquet" if output_format == "parquet" else "tfrecord"
-    history = recipe.main(
-        [
-            "--data",
-            os.path.join(folder, "{00000..00003}." + extension),
-            "--batch-size",
-            "4",
-            "--steps-per-epoch",
-            "2",
-            "--output",
-            str(tmp_path / "run"),
-        ]
-    )
+    pattern = os.path.join(folder, "{00000..00003}." + extension)
+    recipe, history = train_recipe_briefly(pattern, tmp_path / "run")
     assert len(history["loss"]) == 1 and np.isfinite(history["loss"]).all()
     assert recipe.is_img2dataset(folder) and recipe.is_img2dataset(folder + "/*." + extension)
 
