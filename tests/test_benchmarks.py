@@ -230,9 +230,7 @@ def test_input_memory_benchmark_measures_both_ways_on_the_same_shards(tmp_path):
     assert sorted(os.listdir(os.path.join(workdir, "data"))) == [f"{i:05d}.tar" for i in range(4)]
     # Each data shard has its feature shard, whose keys are the data shard's.
     with np.load(os.path.join(workdir, "features", "00003.tar.npz")) as features:
-        keys = [
-            key.encode() for key, _, _ in tar_records(os.path.join(workdir, "data", "00003.tar"))
-        ]
+        keys = [key for key, _, _ in tar_records(os.path.join(workdir, "data", "00003.tar"))]
         assert features["keys"].tolist() == keys
         assert features["features"].shape == (100, 8)
     assert "| 400 |" in benchmark.markdown(rows)

@@ -38,6 +38,7 @@ from keras_3t.data.shards import expand_shards
 from keras_3t.data.shards import shard_format
 from keras_3t.data.third_tower_cache import check_cached_towers
 from keras_3t.data.third_tower_cache import check_three_towers
+from keras_3t.data.third_tower_cache import feature_array_names
 from keras_3t.data.third_tower_cache import third_tower_fingerprint
 from keras_3t.image_converter import resize_and_center_crop
 
@@ -60,14 +61,8 @@ def image_fingerprint(image):
     return int.from_bytes(digest, "little", signed=True)
 
 
-def _feature_keys(model):
-    if model.third_tower is not None:
-        return {name: "features" for name in model.third_towers}
-    return {name: f"features_{name}" for name in model.third_towers}
-
-
 def _manifest(model, image_size):
-    keys = _feature_keys(model)
+    keys = feature_array_names(model)
     return {
         "format_version": FORMAT_VERSION,
         "image_size": int(image_size),
@@ -157,7 +152,7 @@ def write_feature_shards(
         inputs, {name: tower.features(inputs) for name, tower in towers.items()}
     )
     crops = _crop_function(image_size)
-    keys = _feature_keys(model)
+    keys = feature_array_names(model)
     done = {"written": [], "skipped": []}
     for path in files[worker::workers]:
         target = os.path.join(features_dir, feature_shard_name(path))
@@ -173,7 +168,7 @@ def write_feature_shards(
         pending = []
         try:
             for key, image, _ in records(path):
-                arrays["keys"].append(key.encode() if isinstance(key, str) else key)
+                arrays["keys"].append(key)
                 arrays["image_hashes"].append(image_fingerprint(image))
                 pending.append(image)
                 if len(pending) == batch_size:
@@ -185,19 +180,17 @@ def write_feature_shards(
         if pending:
             embed(pending)
         rows = len(arrays["keys"])
-        _save_atomically(
-            target,
-            {
-                "keys": np.asarray(arrays["keys"], dtype=object).astype(bytes),
-                "image_hashes": np.asarray(arrays["image_hashes"], "int64"),
-                **{
-                    keys[name]: np.concatenate(arrays[keys[name]])
-                    if rows
-                    else np.zeros((0, tower.feature_dim), "float32")
-                    for name, tower in towers.items()
-                },
+        shard = {
+            "keys": np.asarray(arrays["keys"], dtype=bytes),
+            "image_hashes": np.asarray(arrays["image_hashes"], "int64"),
+            **{
+                keys[name]: np.concatenate(arrays[keys[name]])
+                if rows
+                else np.zeros((0, tower.feature_dim), "float32")
+                for name, tower in towers.items()
             },
-        )
+        }
+        _write_atomically(target, lambda file: np.savez(file, **shard))
         done["written"].append(target)
     return done
 
@@ -231,20 +224,18 @@ def _write_or_check_manifest(features_dir, manifest):
                 "model's features into another folder."
             )
         return
-    staging = tempfile.NamedTemporaryFile("w", dir=features_dir, suffix=".tmp", delete=False)
-    with staging:
-        json.dump(manifest, staging, indent=1)
     # Several workers may write it at once; each writes the same content.
-    os.replace(staging.name, path)
+    _write_atomically(path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))
 
 
-def _save_atomically(target, arrays):
+def _write_atomically(target, write):
+    """`write(file)` into a hidden temporary file beside `target`, then renamed to it."""
     staging = tempfile.NamedTemporaryFile(
-        dir=os.path.dirname(target), prefix=".", suffix=".npz.tmp", delete=False
+        dir=os.path.dirname(target), prefix=".", suffix=".tmp", delete=False
     )
     try:
         with staging:
-            np.savez(staging, **arrays)
+            write(staging)
         os.replace(staging.name, target)
     except BaseException:
         os.remove(staging.name)
@@ -313,18 +304,17 @@ class FeatureShards:
         rewrite = "delete it and write it again (write_feature_shards)."
         row = -1
         for row, (key, image, caption) in enumerate(records):
-            key_bytes = key.encode() if isinstance(key, str) else key
             if row >= len(keys):
                 raise FeatureShardError(
                     f"{data_shard} has more records than its feature shard {target} "
-                    f"({len(keys)}); key {key_bytes.decode()} has no features: {rewrite}"
+                    f"({len(keys)}); key {key.decode()} has no features: {rewrite}"
                 )
-            if keys[row] != key_bytes or hashes[row] != image_fingerprint(image):
-                what = "key" if keys[row] != key_bytes else "image"
+            if keys[row] != key or hashes[row] != image_fingerprint(image):
+                what = "key" if keys[row] != key else "image"
                 raise FeatureShardError(
                     f"The feature shard {target} was written for other data: its row {row} "
                     f"is key {keys[row].decode()}, and {data_shard} has key "
-                    f"{key_bytes.decode()} there (the {what} differs): {rewrite}"
+                    f"{key.decode()} there (the {what} differs): {rewrite}"
                 )
             row_features = {name: values[row] for name, values in features.items()}
             if self.single:

@@ -27,13 +27,13 @@ import tarfile
 import tensorflow as tf
 
 from keras_3t.data.bad_data import check_bad_data_mode
+from keras_3t.data.third_tower_cache import HASH_BUCKETS
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 FORMATS = {".tar": "webdataset", ".parquet": "parquet", ".tfrecord": "tfrecord"}
 # An img2dataset key is its shard number and position, in digits: the
 # image_id is that number. Other keys are hashed into int64.
-_DIGITS = re.compile(r"[0-9]{1,18}")
-_HASH_BUCKETS = 2**62
+_DIGITS = r"[0-9]{1,18}"
 
 
 class UnreadableShardError(ValueError):
@@ -245,9 +245,9 @@ def _record_signature(third_tower_features):
 def _with_id_and_source(record):
     key = record["key"]
     image_id = tf.cond(
-        tf.strings.regex_full_match(key, _DIGITS.pattern),
+        tf.strings.regex_full_match(key, _DIGITS),
         lambda: tf.strings.to_number(key, tf.int64),
-        lambda: tf.strings.to_hash_bucket_fast(key, _HASH_BUCKETS),
+        lambda: tf.strings.to_hash_bucket_fast(key, HASH_BUCKETS),
     )
     example = {
         "image": record["image"],
@@ -262,7 +262,7 @@ def _with_id_and_source(record):
 
 
 def tar_records(path):
-    """`(key, image bytes, caption)` of each example of a webdataset tar, streamed.
+    """`(key, image, caption)` bytes of each example of a webdataset tar, streamed.
 
     Members are grouped by key, as webdataset groups them: consecutive
     members whose names agree up to the first dot of the file name. A
@@ -276,7 +276,7 @@ def tar_records(path):
 
     def record():
         image = next((fields[e] for e in IMAGE_EXTENSIONS if e in fields), b"")
-        return key, image, fields.get("txt", b"")
+        return key.encode(), image, fields.get("txt", b"")
 
     try:
         with tarfile.open(path, "r|") as tar:
@@ -337,7 +337,7 @@ def _generated_records(records, on_bad_data, bad_data, third_tower_features):
 
 
 def parquet_records(path, batch_rows=256):
-    """`(key, image bytes, caption)` of each downloaded row of an img2dataset parquet.
+    """`(key, image, caption)` bytes of each downloaded row of an img2dataset parquet.
 
     Reads `batch_rows` rows at a time. Rows without an image (downloads
     that failed) are left out.
@@ -376,11 +376,11 @@ def parquet_records(path, batch_rows=256):
         for key, image, caption in zip(rows["key"], rows[image_column], captions):
             if image is None:
                 continue
-            yield key, image, (caption or "").encode()
+            yield key.encode(), image, (caption or "").encode()
 
 
 def tfrecord_records(path):
-    """`(key, image bytes, caption)` of each example of an img2dataset TFRecord file.
+    """`(key, image, caption)` bytes of each example of an img2dataset TFRecord file.
 
     Raises:
         UnreadableShardError: a record is truncated or corrupt.

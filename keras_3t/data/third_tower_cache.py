@@ -32,7 +32,7 @@ from keras_3t.image_converter import resize_and_center_crop
 FILES = ("image_ids.npy", "image_hashes.npy", "manifest.json")
 FORMAT_VERSION = 2
 # tf.strings.to_hash_bucket_fast needs a bucket count; 2**62 keeps int64s.
-_HASH_BUCKETS = 2**62
+HASH_BUCKETS = 2**62
 
 
 def third_tower_fingerprint(third_tower):
@@ -64,7 +64,7 @@ def image_hash(image):
 
     if image.dtype != tf.string:
         image = tf.io.serialize_tensor(image)
-    return tf.strings.to_hash_bucket_fast(image, _HASH_BUCKETS)
+    return tf.strings.to_hash_bucket_fast(image, HASH_BUCKETS)
 
 
 def write_third_tower_cache(model, examples, cache_dir, image_size, batch_size=64, overwrite=False):
@@ -177,11 +177,18 @@ def write_third_tower_cache(model, examples, cache_dir, image_size, batch_size=6
     return manifest
 
 
-def _feature_files(model):
-    """The features file of each frozen tower: one tower's is `features.npy`."""
+def feature_array_names(model):
+    """The name of each frozen tower's features array: one tower's is `features`.
+
+    The cache stores each as `<name>.npy`, a feature shard as an array of its `.npz`.
+    """
     if model.third_tower is not None:
-        return {name: "features.npy" for name in model.third_towers}
-    return {name: f"features_{name}.npy" for name in model.third_towers}
+        return {name: "features" for name in model.third_towers}
+    return {name: f"features_{name}" for name in model.third_towers}
+
+
+def _feature_files(model):
+    return {name: f"{array}.npy" for name, array in feature_array_names(model).items()}
 
 
 def _write_atomically(cache_dir, arrays, manifest):
