@@ -22,6 +22,7 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_3t.distributed import saving_on_one_process
 from keras_3t.saving import shape_mismatch
 from keras_3t.version import __version__
 
@@ -271,7 +272,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         staging = tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=self.directory)
         try:
             weights = os.path.join(staging, WEIGHTS_FILE)
-            self.model.save_weights(weights)
+            with saving_on_one_process():
+                self.model.save_weights(weights)
             state = {
                 "format_version": FORMAT_VERSION,
                 "keras_3t_version": __version__,

@@ -8,6 +8,7 @@ JAX's keras.distribution the step sees one global array that XLA
 partitions, so there is nothing to gather.
 """
 
+import contextlib
 import functools
 
 import keras
@@ -180,3 +181,23 @@ def synchronize_weights(model):
 
     for weight in model.weights:
         dist.broadcast(weight.value.data, src=0)
+
+
+@contextlib.contextmanager
+def saving_on_one_process():
+    """Lets one process of a multi-process JAX run save on its own.
+
+    Keras's saving creates throwaway variables, and under a multi-process
+    `keras.distribution` creating a variable is a collective that every
+    process must join. Without a distribution they stay on this process;
+    the weights themselves are replicated, so each process holds them whole.
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)

@@ -49,6 +49,7 @@ import json
 import os
 import shutil
 import sys
+import typing
 
 from keras_3t.console import quiet_native_logs  # noqa: E402
 
@@ -59,6 +60,7 @@ import keras  # noqa: E402
 
 import keras_3t  # noqa: E402
 from keras_3t import data  # noqa: E402
+from keras_3t.distributed import saving_on_one_process  # noqa: E402
 
 
 def parse_args(argv):
@@ -163,50 +165,48 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def data_parallel(args):
-    """Sets up data parallelism for the backend.
+class Parallel(typing.NamedTuple):
+    """How this process takes part in data-parallel training.
 
-    Returns `(scope, num_shards, shard_index, input_batch_size, is_chief)`:
-    a function giving the scope to build and compile the model in, this
-    process's share of the data, the batch size its input pipeline makes,
-    and whether it is the process that writes the outputs (the others write
-    nothing).
+    `scope` gives the scope to build and compile the model in;
+    `num_shards`, `shard_index` this process's share of the data;
+    `input_batch_size` the batch its input pipeline makes; `chief` whether
+    it writes the outputs (the others write nothing); `distribute` turns
+    its dataset into what `fit` reads.
     """
+
+    scope: typing.Callable = contextlib.nullcontext
+    num_shards: int = 1
+    shard_index: int = 0
+    input_batch_size: int = 0
+    chief: bool = True
+    distribute: typing.Callable = lambda dataset: dataset
+
+
+def data_parallel(args):
+    """Sets up data parallelism for the backend; returns a `Parallel`."""
     if not args.data_parallel:
-        return contextlib.nullcontext, 1, 0, args.batch_size, True
+        return Parallel(input_batch_size=args.batch_size)
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        if args.tpu is not None:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=args.tpu)
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-            strategy = tf.distribute.TPUStrategy(resolver)
-        elif "TF_CONFIG" in os.environ:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        else:
-            if args.cpu_devices:
-                cpu = tf.config.list_physical_devices("CPU")[0]
-                tf.config.set_logical_device_configuration(
-                    cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices
-                )
-            devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-            strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
-        # Keras splits each global batch over the replicas (and workers).
-        chief = strategy.cluster_resolver is None or strategy.cluster_resolver.task_id == 0
-        return strategy.scope, 1, 0, args.batch_size, chief
+        return _tensorflow_parallel(args)
     if backend == "jax":
         import jax
 
         if args.coordinator is not None:
+            # CPU devices of several processes reach each other through gloo
+            # (set before the backend starts; accelerators use their own).
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
             keras.distribution.initialize(args.coordinator, args.num_processes, args.process_id)
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
-        # Each host feeds its own slice of the global batch.
+        # Each host reads its own data and feeds its own slice of the global
+        # batch (not Keras's sharding of one global stream).
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
+        )
         hosts, host = jax.process_count(), jax.process_index()
         if args.batch_size % hosts:
             sys.exit(f"--batch-size {args.batch_size} must divide by the {hosts} hosts.")
-        return contextlib.nullcontext, hosts, host, args.batch_size // hosts, host == 0
+        return Parallel(contextlib.nullcontext, hosts, host, args.batch_size // hosts, host == 0)
     import torch
     import torch.distributed as dist
 
@@ -221,7 +221,46 @@ def data_parallel(args):
         sys.exit(f"--batch-size {args.batch_size} must divide by the {world} processes.")
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return contextlib.nullcontext, world, rank, args.batch_size // world, rank == 0
+    return Parallel(contextlib.nullcontext, world, rank, args.batch_size // world, rank == 0)
+
+
+def _tensorflow_parallel(args):
+    import tensorflow as tf
+
+    if args.tpu is not None:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=args.tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        strategy = tf.distribute.TPUStrategy(resolver)
+    elif "TF_CONFIG" in os.environ:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        if args.cpu_devices:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_devices
+            )
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+    resolver = strategy.cluster_resolver
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # One input pipeline: Keras splits each global batch over the replicas.
+        chief = resolver is None or resolver.task_id == 0
+        return Parallel(strategy.scope, input_batch_size=args.batch_size, chief=chief)
+    # Several workers: each reads its own shards (as on JAX and PyTorch)
+    # and batches its replicas' rows, one per-replica batch at a time.
+    replicas = strategy.num_replicas_in_sync
+    if args.batch_size % replicas:
+        sys.exit(f"--batch-size {args.batch_size} must divide by the {replicas} replicas.")
+    workers = resolver.cluster_spec().num_tasks("worker")
+    return Parallel(
+        strategy.scope,
+        workers,
+        resolver.task_id,
+        args.batch_size // replicas,
+        resolver.task_id == 0,
+        lambda dataset: strategy.distribute_datasets_from_function(lambda _: dataset),
+    )
 
 
 def is_img2dataset(path):
@@ -291,11 +330,11 @@ def main(argv=None):
             f"{args.output} is not empty; pass --resume to continue its run, --overwrite "
             "to start over, or choose another --output."
         )
-    scope, num_shards, shard_index, input_batch_size, chief = data_parallel(args)
+    parallel = data_parallel(args)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    with scope():
+    with parallel.scope():
         model = keras_3t.presets.load(
             args.preset, weights=args.from_trained, local_loss=args.local_loss
         )
@@ -313,9 +352,9 @@ def main(argv=None):
             features = data.load_feature_shards(args.third_tower_features, model)
         except (OSError, ValueError) as error:
             sys.exit(str(error))
-    examples, sharded = source(args, bad_data, num_shards, shard_index, features)
+    examples, sharded = source(args, bad_data, parallel.num_shards, parallel.shard_index, features)
     if args.write_tfrecords:
-        if num_shards > 1:
+        if parallel.num_shards > 1:
             sys.exit(
                 "--write-tfrecords converts once on one process; convert first, then train in parallel."
             )
@@ -329,10 +368,10 @@ def main(argv=None):
     cache = (
         features
         if features is not None
-        else third_tower_cache(args, model, examples, image_size, chief)
+        else third_tower_cache(args, model, examples, image_size, parallel.chief)
     )
     checkpoints = os.path.join(args.output, "checkpoints")
-    if args.overwrite and chief and os.path.isdir(checkpoints):
+    if args.overwrite and parallel.chief and os.path.isdir(checkpoints):
         shutil.rmtree(checkpoints)
     try:
         checkpoint = keras_3t.callbacks.TrainingCheckpoint(
@@ -340,7 +379,7 @@ def main(argv=None):
             save_every_n_steps=args.checkpoint_every,
             keep=args.keep_checkpoints,
             resume=args.resume,
-            save=chief,
+            save=parallel.chief,
         )
     except (FileExistsError, keras_3t.callbacks.CheckpointError) as error:
         sys.exit(str(error))
@@ -348,18 +387,18 @@ def main(argv=None):
         examples,
         model.preprocessor,
         image_size,
-        input_batch_size,
+        parallel.input_batch_size,
         seed=args.seed,
         on_bad_data=args.on_bad_data,
         bad_data=bad_data,
-        num_shards=1 if sharded else num_shards,
-        shard_index=0 if sharded else shard_index,
+        num_shards=1 if sharded else parallel.num_shards,
+        shard_index=0 if sharded else parallel.shard_index,
         third_tower_cache=cache,
         start_step=checkpoint.initial_step,
         **({"random_crop_scale": None} if cache is not None else {}),
     )
     total = args.epochs * args.steps_per_epoch
-    with scope():
+    with parallel.scope():
         model.compile(
             learning_rate=args.learning_rate,
             warmup_steps=args.warmup_steps,
@@ -369,29 +408,30 @@ def main(argv=None):
         )
     try:
         model.fit(
-            dataset,
+            parallel.distribute(dataset),
             epochs=args.epochs,
             steps_per_epoch=args.steps_per_epoch,
             shuffle=False,
-            verbose=2 if chief else 0,
+            verbose=2 if parallel.chief else 0,
             callbacks=[data.BadDataReport(bad_data), checkpoint],
         )
     except (keras_3t.callbacks.NonFiniteLossError, keras_3t.callbacks.CheckpointError) as error:
         sys.exit(str(error))
     # Every epoch's logs, those before a resume included.
     history = checkpoint.history
-    if not chief:
+    if not parallel.chief:
         return history
     with open(os.path.join(args.output, "history.json"), "w") as file:
         json.dump(history, file, indent=2)
     command = f"KERAS_BACKEND={keras.backend.backend()} python recipes/train.py " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    model.save_to_preset(
-        os.path.join(args.output, "preset"),
-        overwrite=args.overwrite or args.resume,
-        metadata={"command": command, "data": args.data, "skipped": bad_data.counts()},
-    )
+    with saving_on_one_process():
+        model.save_to_preset(
+            os.path.join(args.output, "preset"),
+            overwrite=args.overwrite or args.resume,
+            metadata={"command": command, "data": args.data, "skipped": bad_data.counts()},
+        )
     print(
         f"final loss {history['loss'][-1]:.4f}; skipped {bad_data.counts()}; "
         f"saved {os.path.join(args.output, 'preset')}"

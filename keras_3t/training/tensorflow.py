@@ -12,8 +12,8 @@ def value_and_gradients_function(model, count):
     """The `value_and_gradients` of a TensorFlow step on `count` replicas.
 
     Each call chains after the previous call's gradients (accumulation's
-    micro-batch passes); gradients are dense where accumulation sums them,
-    and zeros for variables the objective does not reach.
+    micro-batch passes); gradients are dense, and zeros for variables the
+    objective does not reach.
     """
     previous_gradients = []
 
@@ -24,11 +24,15 @@ def value_and_gradients_function(model, count):
         with tf.control_dependencies(previous_gradients), tf.GradientTape() as tape:
             values = objective()
             scaled_loss = model.optimizer.scale_loss(replica_share(values["loss"], count))
-        gradients = tape.gradient(scaled_loss, variables)
-        if model.accumulation_steps > 1:
-            # Sums of embedding gradients (IndexedSlices) need dense tensors.
-            gradients = [None if g is None else tf.convert_to_tensor(g) for g in gradients]
-        gradients = [tf.zeros_like(v) if g is None else g for g, v in zip(gradients, variables)]
+        # Embedding gradients come as IndexedSlices, one row per use of a
+        # row (a token in several captions; each replica's rows under
+        # tf.distribute). Keras's Adam would square each of those before
+        # summing them; dense, they are summed first, as on JAX and PyTorch
+        # (and accumulation can add them up).
+        gradients = [
+            tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(tape.gradient(scaled_loss, variables), variables)
+        ]
         previous_gradients[:] = gradients
         return values, gradients
 
