@@ -35,3 +35,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
         if "one_backend" in item.keywords and keras.backend.backend() != ONE_BACKEND:
             item.add_marker(skip_other_backends)
+
+
+@pytest.fixture(scope="session")
+def img2dataset_outputs(tmp_path_factory):
+    """`{format: folder}`: img2dataset's webdataset, parquet and TFRecord shards.
+
+    Tests only read them.
+    """
+    from tests.data import img2dataset_run
+
+    return img2dataset_run.run_img2dataset(str(tmp_path_factory.mktemp("img2dataset")))

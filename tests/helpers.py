@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -288,3 +289,14 @@ def run_python(code, cwd=None, **env):
 def native_lines(text):
     """The lines of `text` that native libraries (TensorFlow, XLA) wrote."""
     return [line for line in text.splitlines() if console.is_native_log_line(line.encode())]
+
+
+def free_ports(count):
+    """`count` TCP ports on 127.0.0.1 that nothing listens on now."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -7,7 +7,6 @@ tests/distributed/{jax,tf,torch,multi_worker}_check.py.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -21,6 +20,7 @@ from keras_3t.losses import l2_normalize
 from keras_3t.losses import sigmoid_contrastive_loss
 from tests.helpers import DATA_PARALLEL_MODES
 from tests.helpers import ROOT
+from tests.helpers import free_ports
 from tests.helpers import tiny_model
 from tests.helpers import to_numpy
 from tests.helpers import write_digit_scene_captions
@@ -57,16 +57,6 @@ def run_processes(script, argument_lists):
     for process, (_, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-3000:]
     return [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def assert_pair_losses_match(pair_losses):
