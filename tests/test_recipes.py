@@ -83,9 +83,9 @@ def test_train_recipe_with_cache_accumulation_and_bfloat16(tmp_path):
     try:
         history = recipe.main(arguments)
         assert np.isfinite(history["loss"]).all()
-        written = os.path.getmtime(os.path.join(cache_dir, "features.npy"))
+        written = os.path.getmtime(os.path.join(cache_dir, "features.npz"))
         history = recipe.main(arguments + ["--overwrite"])  # reads the cache, does not rewrite it
-        assert os.path.getmtime(os.path.join(cache_dir, "features.npy")) == written
+        assert os.path.getmtime(os.path.join(cache_dir, "features.npz")) == written
         assert np.isfinite(history["loss"]).all()
     finally:
         keras.mixed_precision.set_global_policy("float32")

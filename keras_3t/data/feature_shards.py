@@ -8,9 +8,11 @@ Training reads a data shard and its feature shard together
 (`from_img2dataset(..., third_tower_features=...)`), so memory does not
 depend on the number of images.
 
-Layout of a features folder:
-- `manifest.json`: the format version, the crop size, and per frozen tower
-  its layer name, fingerprint (`third_tower_fingerprint`) and feature size;
+Layout of a features folder (that of the in-memory third-tower cache,
+which holds one `.npz` for all images instead):
+- `manifest.json`: the format version, the layout (`"shards"`), the crop
+  size, and per frozen tower its layer name, fingerprint
+  (`third_tower_fingerprint`), feature size and array name;
 - `<data shard's file name>.npz` per data shard (`00000.tar.npz`):
   `keys` (the data shard's keys, in its order), `image_hashes` (int64, a
   fingerprint of each stored image's bytes) and `features` (float32
@@ -36,14 +38,12 @@ from keras_3t.data.shards import RECORDS
 from keras_3t.data.shards import UnreadableShardError
 from keras_3t.data.shards import expand_shards
 from keras_3t.data.shards import shard_format
-from keras_3t.data.third_tower_cache import check_cached_towers
+from keras_3t.data.third_tower_cache import MANIFEST
 from keras_3t.data.third_tower_cache import check_three_towers
 from keras_3t.data.third_tower_cache import feature_array_names
-from keras_3t.data.third_tower_cache import third_tower_fingerprint
+from keras_3t.data.third_tower_cache import features_manifest
+from keras_3t.data.third_tower_cache import read_features_manifest
 from keras_3t.image_converter import resize_and_center_crop
-
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 
 class FeatureShardError(ValueError):
@@ -59,24 +59,6 @@ def image_fingerprint(image):
     """An int64 fingerprint of one stored image's bytes."""
     digest = hashlib.blake2b(bytes(image), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
-
-
-def _manifest(model, image_size):
-    keys = feature_array_names(model)
-    return {
-        "format_version": FORMAT_VERSION,
-        "image_size": int(image_size),
-        "towers": {
-            name: {
-                "layer": tower.name,
-                "fingerprint": third_tower_fingerprint(tower),
-                "feature_dim": int(tower.feature_dim),
-                "array": keys[name],
-            }
-            for name, tower in model.third_towers.items()
-        },
-        "preprocessing": "decode to float [0, 1] RGB, resize the shorter side, central crop",
-    }
 
 
 def write_feature_shards(
@@ -144,7 +126,7 @@ def write_feature_shards(
             "write each folder's features into a features folder of its own."
         )
     records = RECORDS[shard_format(files)]
-    manifest = _manifest(model, image_size)
+    manifest = features_manifest(model, image_size, "shards")
     _write_or_check_manifest(features_dir, manifest)
     towers = model.third_towers
     inputs = keras.Input((image_size, image_size, 3))
@@ -339,30 +321,14 @@ def load_feature_shards(features_dir, model):
         A `FeatureShards`, for `from_img2dataset(..., third_tower_features=...)`
         and `make_dataset(..., third_tower_cache=...)`.
     """
-    check_three_towers(model)
-    path = os.path.join(features_dir, MANIFEST)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{features_dir} has no {MANIFEST}: it is not a folder of feature shards. "
-            "Write them with write_feature_shards (recipes/feature_shards.py)."
-        )
-    try:
-        with open(path) as file:
-            manifest = json.load(file)
-    except (ValueError, OSError) as error:
-        raise FeatureShardError(f"{path} is corrupt ({error}); write the shards again.") from None
-    version = manifest.get("format_version", 0)
-    if version != FORMAT_VERSION:
-        raise FeatureShardError(
-            f"The feature shards in {features_dir} have format version {version}; this "
-            f"keras-3t reads version {FORMAT_VERSION}. Write them again."
-        )
-    towers = manifest["towers"]
-    check_cached_towers(
-        f"The feature folder {features_dir}",
-        {name: (tower["fingerprint"], tower["feature_dim"]) for name, tower in towers.items()},
+    manifest = read_features_manifest(
+        features_dir,
         model,
+        "shards",
+        f"The feature folder {features_dir}",
+        "Write them with write_feature_shards (recipes/feature_shards.py).",
     )
+    towers = manifest["towers"]
     return FeatureShards(
         features_dir,
         manifest["image_size"],

@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from keras_3t.data.bad_data import BAD_DATA_MODES
+from keras_3t.data.shards import worker_shards
 
 MANIFEST = "manifest.json"
 
@@ -139,11 +140,7 @@ def from_tfrecords(path, num_shards=1, shard_index=0):
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"No TFRecord files match {pattern}.")
-    if len(files) < num_shards:
-        raise ValueError(
-            f"{len(files)} TFRecord file(s) cannot be split over {num_shards} workers; "
-            "write at least one shard per worker (write_tfrecords(num_shards=...))."
-        )
+    files = worker_shards(files, num_shards, shard_index, "write_tfrecords(num_shards=...)")
     features = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "caption": tf.io.FixedLenFeature([], tf.string),
@@ -167,7 +164,6 @@ def from_tfrecords(path, num_shards=1, shard_index=0):
 
     return (
         tf.data.Dataset.from_tensor_slices(files)
-        .shard(num_shards, shard_index)
         .interleave(
             records,
             cycle_length=min(len(files), 4),

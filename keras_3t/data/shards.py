@@ -120,8 +120,18 @@ def shard_format(files):
     return formats.pop()
 
 
-def worker_shards(files, num_shards=1, shard_index=0):
+def worker_shards(
+    files,
+    num_shards=1,
+    shard_index=0,
+    write_more="img2dataset: fewer examples per shard, --number_sample_per_shard",
+):
     """Every `num_shards`-th file from `shard_index`: one worker's own shards.
+
+    Args:
+        files: the sorted shard files.
+        num_shards, shard_index: how many workers, and this one's index.
+        write_more: how to write more shards, as the error says it.
 
     Raises:
         ValueError: fewer files than workers (a worker would read nothing),
@@ -137,8 +147,8 @@ def worker_shards(files, num_shards=1, shard_index=0):
     if len(files) < num_shards:
         raise ValueError(
             f"{len(files)} shard file(s) cannot be split over {num_shards} workers: each "
-            "worker reads its own files. Write at least as many shards as workers "
-            "(img2dataset: fewer examples per shard, --number_sample_per_shard)."
+            f"worker reads its own files. Write at least as many shards as workers "
+            f"({write_more})."
         )
     return files[shard_index::num_shards]
 

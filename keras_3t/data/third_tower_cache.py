@@ -6,16 +6,20 @@ are the same at every step: compute them once, store them next to the data,
 and 3T trains at the cost of CLIP plus the two linear heads (which do train,
 so they run on the cached features at every step).
 
-Layout of a cache folder:
-- `features.npy`: float32 `(images, feature_dim)`; for a model with several
-  frozen towers (`third_towers`), `features_<name>.npy` for each;
-- `image_ids.npy`: int64 `(images,)`, the `image_id` of each row;
-- `image_hashes.npy`: int64 `(images,)`, a fingerprint of each image's
-  stored bytes, checked as the data are read, so a changed data set (ids
-  reused for other images) is refused instead of training on wrong features;
-- `manifest.json`: the format version; per frozen tower its layer name,
-  fingerprint (see `third_tower_fingerprint`), feature size and file; the
-  image size and row count.
+A cache is the small-data case of the feature shards' format
+(`keras_3t.data.feature_shards`): a features folder with the same
+`manifest.json` and one `.npz` for all images, keyed by `image_id` instead
+of a data shard's keys, and held in memory so that any source (caption
+files, TFRecords, TFDS) can look its images up. Layout:
+- `manifest.json`: the format version, the layout (`"cache"`), the crop
+  size, the image count, and per frozen tower its layer name, fingerprint
+  (see `third_tower_fingerprint`), feature size and array name;
+- `features.npz`: `image_ids` (int64, the `image_id` of each row),
+  `image_hashes` (int64, a fingerprint of each image's stored bytes,
+  checked as the data are read, so a changed data set, with ids reused for
+  other images, is refused instead of training on wrong features) and
+  `features` (float32 `(images, feature_dim)`), or `features_<name>` per
+  tower for a model with several frozen towers (`third_towers`).
 """
 
 import hashlib
@@ -23,14 +27,22 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import numpy as np
 
 from keras_3t.data.decoding import decode_image
 from keras_3t.image_converter import resize_and_center_crop
 
-FILES = ("image_ids.npy", "image_hashes.npy", "manifest.json")
-FORMAT_VERSION = 2
+MANIFEST = "manifest.json"
+CACHE_FILE = "features.npz"
+# Of both layouts of a features folder: 3 is the first with feature shards.
+FORMAT_VERSION = 3
+LAYOUTS = {
+    "cache": "a third-tower cache (load it with load_third_tower_cache)",
+    "shards": "feature shards (load them with load_feature_shards)",
+}
+PREPROCESSING = "decode to float [0, 1] RGB, resize the shorter side, central crop"
 # tf.strings.to_hash_bucket_fast needs a bucket count; 2**62 keeps int64s.
 HASH_BUCKETS = 2**62
 
@@ -154,41 +166,86 @@ def write_third_tower_cache(model, examples, cache_dir, image_size, batch_size=6
         hashes.append(batch["image_hash"])
     if not image_ids:
         raise ValueError("write_third_tower_cache got no examples.")
-    files = _feature_files(model)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "towers": {
-            name: {
-                "layer": tower.name,
-                "fingerprint": third_tower_fingerprint(tower),
-                "feature_dim": int(tower.feature_dim),
-                "file": files[name],
-            }
-            for name, tower in towers.items()
-        },
-        "image_size": int(image_size),
-        "images": int(sum(len(part) for part in image_ids)),
-        "preprocessing": "decode to float [0, 1] RGB, resize the shorter side, central crop",
+    arrays = {
+        array: np.concatenate(features[name]) for name, array in feature_array_names(model).items()
     }
-    arrays = {files[name]: np.concatenate(parts) for name, parts in features.items()}
-    arrays["image_ids.npy"] = np.concatenate(image_ids).astype("int64")
-    arrays["image_hashes.npy"] = np.concatenate(hashes).astype("int64")
+    arrays["image_ids"] = np.concatenate(image_ids).astype("int64")
+    arrays["image_hashes"] = np.concatenate(hashes).astype("int64")
+    manifest = features_manifest(model, image_size, "cache", images=len(arrays["image_ids"]))
     _write_atomically(cache_dir, arrays, manifest)
     return manifest
 
 
 def feature_array_names(model):
-    """The name of each frozen tower's features array: one tower's is `features`.
-
-    The cache stores each as `<name>.npy`, a feature shard as an array of its `.npz`.
-    """
+    """The name of each frozen tower's features array: one tower's is `features`."""
     if model.third_tower is not None:
         return {name: "features" for name in model.third_towers}
     return {name: f"features_{name}" for name in model.third_towers}
 
 
-def _feature_files(model):
-    return {name: f"{array}.npy" for name, array in feature_array_names(model).items()}
+def features_manifest(model, image_size, layout, **fields):
+    """The `manifest.json` of a features folder of `model`'s frozen towers."""
+    arrays = feature_array_names(model)
+    return {
+        "format_version": FORMAT_VERSION,
+        "layout": layout,
+        "image_size": int(image_size),
+        "towers": {
+            name: {
+                "layer": tower.name,
+                "fingerprint": third_tower_fingerprint(tower),
+                "feature_dim": int(tower.feature_dim),
+                "array": arrays[name],
+            }
+            for name, tower in model.third_towers.items()
+        },
+        "preprocessing": PREPROCESSING,
+        **fields,
+    }
+
+
+def read_features_manifest(folder, model, layout, what, write_again):
+    """A features folder's manifest, checked against `model` and `layout`.
+
+    Args:
+        folder: the features folder.
+        model: the `ThreeTowerModel` that will read the features.
+        layout: `"cache"` or `"shards"`, what the caller reads.
+        what: the folder as errors name it (`"The third-tower cache c/"`).
+        write_again: how to write it, as errors say it.
+
+    Raises:
+        FileNotFoundError: no manifest. ValueError: an unreadable manifest,
+        another format version or layout, or other frozen towers.
+    """
+    check_three_towers(model)
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{what} has no {MANIFEST}: it is not {LAYOUTS[layout]}, or its writing "
+            f"did not finish. {write_again}"
+        )
+    try:
+        with open(path) as file:
+            manifest = json.load(file)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{path} is corrupt ({error}). {write_again}") from None
+    version = manifest.get("format_version", 0)
+    if version != FORMAT_VERSION:
+        newer_or_older = "newer" if version > FORMAT_VERSION else "older"
+        raise ValueError(
+            f"{what} has format version {version}, {newer_or_older} than this keras-3t "
+            f"reads ({FORMAT_VERSION}). {write_again} Or use the keras-3t that wrote it."
+        )
+    if manifest.get("layout") != layout:
+        raise ValueError(f"{what} holds {LAYOUTS[manifest.get('layout')]}, not {LAYOUTS[layout]}.")
+    towers = manifest["towers"]
+    check_cached_towers(
+        what,
+        {name: (tower["fingerprint"], tower["feature_dim"]) for name, tower in towers.items()},
+        model,
+    )
+    return manifest
 
 
 def _write_atomically(cache_dir, arrays, manifest):
@@ -196,9 +253,8 @@ def _write_atomically(cache_dir, arrays, manifest):
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".third_tower_cache.", dir=parent)
     try:
-        for name, array in arrays.items():
-            np.save(os.path.join(staging, name), array)
-        with open(os.path.join(staging, "manifest.json"), "w") as file:
+        np.savez(os.path.join(staging, CACHE_FILE), **arrays)
+        with open(os.path.join(staging, MANIFEST), "w") as file:
             json.dump(manifest, file, indent=1)
         previous = None
         if os.path.exists(cache_dir):
@@ -293,62 +349,34 @@ def load_third_tower_cache(cache_dir, model):
     Returns:
         A `ThirdTowerCache`, for `make_dataset(..., third_tower_cache=...)`.
     """
-    check_three_towers(model)
-    files = _feature_files(model)
-    missing = [
-        name
-        for name in (*FILES, *files.values())
-        if not os.path.exists(os.path.join(cache_dir, name))
-    ]
-    if missing:
-        raise FileNotFoundError(
-            f"{cache_dir} is not a complete third-tower cache for this model: missing "
-            f"{', '.join(missing)}. Write it with write_third_tower_cache."
-        )
+    what = f"The third-tower cache {cache_dir}"
+    write_again = "Write it again with write_third_tower_cache(..., overwrite=True)."
+    manifest = read_features_manifest(cache_dir, model, "cache", what, write_again)
+    if not os.path.exists(os.path.join(cache_dir, CACHE_FILE)):
+        raise FileNotFoundError(f"{what} has no {CACHE_FILE}. {write_again}")
     try:
-        with open(os.path.join(cache_dir, "manifest.json")) as file:
-            manifest = json.load(file)
-        features = {
-            name: np.load(os.path.join(cache_dir, file), allow_pickle=False)
-            for name, file in files.items()
-        }
-        image_ids = np.load(os.path.join(cache_dir, "image_ids.npy"), allow_pickle=False)
-        hashes = np.load(os.path.join(cache_dir, "image_hashes.npy"), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
+        with np.load(os.path.join(cache_dir, CACHE_FILE), allow_pickle=False) as file:
+            arrays = {name: file[name] for name in file.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(
-            f"The third-tower cache {cache_dir} is corrupt ({type(error).__name__}: "
-            f"{error}); write it again with overwrite=True."
+            f"{what} is corrupt ({type(error).__name__}: {error}). {write_again}"
         ) from None
-    version = manifest.get("format_version", 0)
-    if version != FORMAT_VERSION:
-        newer_or_older = "newer" if version > FORMAT_VERSION else "older"
-        raise ValueError(
-            f"The third-tower cache {cache_dir} has format version {version}, "
-            f"{newer_or_older} than this keras-3t reads ({FORMAT_VERSION}): write "
-            "the cache again (overwrite=True), or use the keras-3t that wrote it."
-        )
     rows = manifest.get("images")
-    shapes = [array.shape for array in (*features.values(), image_ids, hashes)]
-    if (
-        any(array.ndim != 2 or array.shape[0] != rows for array in features.values())
-        or image_ids.shape != (rows,)
-        or hashes.shape != (rows,)
-    ):
+    expected = {"image_ids": (rows,), "image_hashes": (rows,)}
+    for tower in manifest["towers"].values():
+        expected[tower["array"]] = (rows, tower["feature_dim"])
+    shapes = {name: arrays[name].shape if name in arrays else None for name in expected}
+    if shapes != expected:
         raise ValueError(
-            f"The third-tower cache {cache_dir} is corrupt: its manifest counts "
-            f"{rows} images, its arrays have shapes {', '.join(map(str, shapes))}."
+            f"{what} is corrupt: its manifest says {CACHE_FILE} holds arrays of shapes "
+            f"{expected}, and it holds {shapes}. {write_again}"
         )
-    check_cached_towers(
-        f"The third-tower cache {cache_dir}",
-        {
-            name: (tower["fingerprint"], features[name].shape[1] if name in features else None)
-            for name, tower in manifest["towers"].items()
-        },
-        model,
-    )
+    features = {name: arrays[tower["array"]] for name, tower in manifest["towers"].items()}
     if model.third_tower is not None:
         features = features[next(iter(features))]
-    return ThirdTowerCache(features, image_ids, hashes, manifest["image_size"], cache_dir)
+    return ThirdTowerCache(
+        features, arrays["image_ids"], arrays["image_hashes"], manifest["image_size"], cache_dir
+    )
 
 
 def check_cached_towers(what, cached, model):

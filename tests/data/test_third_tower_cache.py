@@ -12,10 +12,10 @@ import tensorflow as tf
 
 from keras_3t import presets
 from keras_3t.data import from_caption_file
+from keras_3t.data import load_feature_shards
 from keras_3t.data import load_third_tower_cache
 from keras_3t.data import make_dataset
 from keras_3t.data import write_third_tower_cache
-from keras_3t.data.third_tower_cache import FILES
 from keras_3t.demo.toy import toy_batch
 from tests.helpers import IMAGE_SIZE
 from tests.helpers import digit_scene_source
@@ -147,13 +147,16 @@ def test_cache_is_never_overwritten_and_corruption_is_named(tmp_path):
     # No staging folder left beside the cache.
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".third_tower_cache")]
 
-    features = os.path.join(cache_dir, "features.npy")
+    features = os.path.join(cache_dir, "features.npz")
     with open(features, "r+b") as file:
         file.truncate(os.path.getsize(features) // 2)
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ValueError, match="corrupt.*overwrite=True"):
         load_third_tower_cache(cache_dir, model)
     os.remove(features)
-    with pytest.raises(FileNotFoundError, match="missing features.npy"):
+    with pytest.raises(FileNotFoundError, match="has no features.npz"):
+        load_third_tower_cache(cache_dir, model)
+    os.remove(os.path.join(cache_dir, "manifest.json"))
+    with pytest.raises(FileNotFoundError, match="has no manifest.json: it is not a third-tower"):
         load_third_tower_cache(cache_dir, model)
     manifest = write_third_tower_cache(model, examples, cache_dir, 56, overwrite=True)
     assert (
@@ -247,11 +250,20 @@ def test_a_cache_of_another_format_version_is_refused(tmp_path):
     manifest_path = os.path.join(cache_dir, "manifest.json")
     with open(manifest_path) as file:
         manifest = json.load(file)
-    for version, word in ((1, "older"), (99, "newer")):
+    for version, word in ((2, "older"), (99, "newer")):
         with open(manifest_path, "w") as file:
             json.dump({**manifest, "format_version": version}, file)
         with pytest.raises(ValueError, match=f"format version {version}, {word}.*overwrite=True"):
             load_third_tower_cache(cache_dir, model)
+    # The feature shards' format, another layout: each loader names the other.
+    with open(manifest_path, "w") as file:
+        json.dump(manifest, file)
+    with pytest.raises(ValueError, match="holds a third-tower cache .* not feature shards"):
+        load_feature_shards(cache_dir, model)
+    with open(manifest_path, "w") as file:
+        json.dump({**manifest, "layout": "shards"}, file)
+    with pytest.raises(ValueError, match="holds feature shards .*load_feature_shards"):
+        load_third_tower_cache(cache_dir, model)
 
 
 def test_the_cache_holds_each_frozen_tower_and_trains_like_the_live_towers(tmp_path):
@@ -262,9 +274,14 @@ def test_the_cache_holds_each_frozen_tower_and_trains_like_the_live_towers(tmp_p
     cache_dir = str(tmp_path / "cache")
     manifest = write_third_tower_cache(live, examples, cache_dir, IMAGE_SIZE)
     assert sorted(manifest["towers"]) == ["digits", "thickness"]
-    assert sorted(os.listdir(cache_dir)) == sorted(
-        ["features_digits.npy", "features_thickness.npy", *FILES]
-    )
+    assert sorted(os.listdir(cache_dir)) == ["features.npz", "manifest.json"]
+    with np.load(os.path.join(cache_dir, "features.npz")) as arrays:
+        assert sorted(arrays.files) == [
+            "features_digits",
+            "features_thickness",
+            "image_hashes",
+            "image_ids",
+        ]
     cache = load_third_tower_cache(cache_dir, cached)
     data = make_dataset(
         examples, live.preprocessor, IMAGE_SIZE, 4, random_crop_scale=None, third_tower_cache=cache
@@ -289,7 +306,7 @@ def test_the_cache_holds_each_frozen_tower_and_trains_like_the_live_towers(tmp_p
             to_numpy(cached_weight), to_numpy(live_weight), atol=1e-5, err_msg=live_weight.path
         )
     # A one-tower model cannot read it, nor a two-tower one one tower's features.
-    with pytest.raises(FileNotFoundError, match="missing features.npy"):
+    with pytest.raises(ValueError, match=r"frozen towers \['digits', 'thickness'\]"):
         load_third_tower_cache(cache_dir, tiny_model())
     with pytest.raises(ValueError, match=r"dict with one entry per frozen tower"):
         live.train_on_batch(
