@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import keras_3t
 from keras_3t import data
+from keras_3t.data import shards
 from keras_3t.data.shards import expand_shards
 from tests.data import img2dataset_run
 from tests.helpers import snapshot
@@ -206,6 +207,19 @@ def test_a_truncated_shard_raises_naming_it_or_keeps_what_it_could_read(tmp_path
     assert sum(r.startswith(whole) for r in read) == 6
     assert 0 < sum(r.startswith(truncated) for r in read) < 6
     assert counter.counts()["unreadable_shard"] == 1
+
+
+def test_a_truncated_tfrecord_shard_raises_naming_it(outputs, tmp_path):
+    written = os.path.join(outputs["tfrecord"], "00000.tfrecord")
+    truncated = str(tmp_path / "00000.tfrecord")
+    with open(written, "rb") as file:
+        payload = file.read()
+    with open(truncated, "wb") as file:
+        file.write(payload[: len(payload) * 2 // 3])
+    with pytest.raises(
+        shards.UnreadableShardError, match="00000.tfrecord: unreadable TFRecord shard .*after key"
+    ):
+        list(shards.tfrecord_records(truncated))
 
 
 def test_a_file_that_is_not_parquet_is_named(tmp_path):
