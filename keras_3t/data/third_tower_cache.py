@@ -237,8 +237,10 @@ def read_features_manifest(folder, model, layout, what, write_again):
             f"{what} has format version {version}, {newer_or_older} than this keras-3t "
             f"reads ({FORMAT_VERSION}). {write_again} Or use the keras-3t that wrote it."
         )
-    if manifest.get("layout") != layout:
-        raise ValueError(f"{what} holds {LAYOUTS[manifest.get('layout')]}, not {LAYOUTS[layout]}.")
+    found = manifest.get("layout")
+    if found != layout:
+        holds = LAYOUTS.get(found, f"an unknown layout {found!r}")
+        raise ValueError(f"{what} holds {holds}, not {LAYOUTS[layout]}.")
     towers = manifest["towers"]
     check_cached_towers(
         what,
