@@ -151,6 +151,10 @@ def make_dataset(
     if on_bad_data == "raise":
         # Nothing is dropped after this point, so skipping here is exact.
         examples = examples.skip(skipped_examples)
+    if third_tower_cache is not None:
+        # Plain TensorFlow ops without Python control flow: called as they
+        # are, not through AutoGraph's conversion.
+        features_of = tf.autograph.experimental.do_not_convert(third_tower_cache.features_of)
 
     def load(index, example):
         if on_bad_data == "skip":
@@ -177,7 +181,7 @@ def make_dataset(
             image = tf.image.stateless_random_flip_left_right(image, crop_seed + 1)
         loaded = {"images": image, "captions": example["caption"]}
         if third_tower_cache is not None:
-            loaded["third_features"] = third_tower_cache.features_of(example)
+            loaded["third_features"] = features_of(example)
         return loaded
 
     def tokenize(batch):
