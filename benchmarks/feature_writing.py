@@ -1,9 +1,9 @@
 """Feature-shard writing throughput: one process against two.
 
-Writes `--examples` synthetic examples (`synthetic_examples` of
+Writes `--examples` synthetic examples (`write_webdataset_shards` of
 input_pipeline_benchmark.py: 256×256 smooth random JPEGs, img2dataset's
-default size, with captions) as `--shards` webdataset shards, then runs
-recipes/feature_shards.py on them, as users do:
+default size, with captions) as `--shards` webdataset shards of equal size,
+then runs recipes/feature_shards.py on them, as users do:
 
 - **1 process**: `--worker 0 --workers 1`;
 - **2 processes**: `--worker 0 --workers 2` and `--worker 1 --workers 2`,
@@ -43,7 +43,6 @@ writes a few examples/s on 2 cores):
 """
 
 import argparse
-import io
 import json
 import os
 import re
@@ -51,14 +50,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
 import numpy as np
 
 # This script's folder is first on sys.path.
-from input_pipeline_benchmark import synthetic_examples
+from input_pipeline_benchmark import write_webdataset_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "feature_shards.py")
@@ -66,27 +64,6 @@ PROCESS_COUNTS = (1, 2)
 THREAD_SETTINGS = ("pinned", "unpinned")
 # The recipe's last line: "worker 0 of 2: wrote 4 feature shard(s), found 0 done, in 12.3 s".
 RECIPE_REPORT = re.compile(r"wrote (\d+) feature shard\(s\), found \d+ done, in ([\d.]+) s")
-
-
-def write_webdataset_shards(folder, examples, shards):
-    """`examples` synthetic examples as `shards` tar shards, key i in shard i % shards."""
-    dataset, _ = synthetic_examples(examples)
-    os.makedirs(folder)
-    tars = [tarfile.open(os.path.join(folder, f"{i:05d}.tar"), "w") for i in range(shards)]
-    for example in dataset.as_numpy_iterator():
-        key = f"{example['image_id']:09d}"
-        members = [
-            (f"{key}.jpg", example["image"]),
-            (f"{key}.txt", example["caption"]),
-            (f"{key}.json", json.dumps({"key": key}).encode()),
-        ]
-        tar = tars[example["image_id"] % shards]
-        for name, payload in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    for tar in tars:
-        tar.close()
 
 
 def save_fresh_preset(name, folder):
@@ -259,11 +236,13 @@ def main(argv=None):
     args.cores = sorted(os.sched_getaffinity(0))[:2]
     if "pinned" in args.threads and len(args.cores) < 2:
         parser.error("pinned threads need 2 CPUs")
+    if args.examples % args.shards:
+        parser.error("--examples must split evenly into --shards")
 
     args.work_dir = tempfile.mkdtemp(prefix="feature_writing_")
     try:
         args.data_dir = os.path.join(args.work_dir, "shards")
-        write_webdataset_shards(args.data_dir, args.examples, args.shards)
+        write_webdataset_shards(args.data_dir, args.examples, args.examples // args.shards)
         args.preset_flags = ["--preset", args.preset]
         if args.fresh_weights:
             folder = os.path.join(args.work_dir, "preset")

@@ -16,8 +16,10 @@ package's format, `keras_3t.data.write_tfrecords`), then measures:
 """
 
 import argparse
+import io
 import json
 import os
+import tarfile
 import tempfile
 import time
 
@@ -53,6 +55,36 @@ def synthetic_examples(count, seed=0):
     return tf.data.Dataset.from_tensor_slices(
         {"image": images, "caption": captions, "image_id": np.arange(count)}
     ), captions
+
+
+def write_webdataset_shards(folder, count, shard_size, seed=0):
+    """`count` synthetic examples as webdataset tars of `shard_size`, as img2dataset writes them.
+
+    Consecutive keys fill each shard; beside each image go its caption and
+    img2dataset's metadata. Returns the shards' brace pattern.
+    """
+    examples, _ = synthetic_examples(count, seed)
+    os.makedirs(folder, exist_ok=True)
+    shards = -(-count // shard_size)
+    tar = None
+    for key, example in enumerate(examples.as_numpy_iterator()):
+        if key % shard_size == 0:
+            if tar is not None:
+                tar.close()
+            tar = tarfile.open(os.path.join(folder, f"{key // shard_size:05d}.tar"), "w")
+        caption = example["caption"]
+        metadata = {"key": f"{key:09d}", "caption": caption.decode(), "status": "success"}
+        metadata.update(width=256, height=256, original_width=256, original_height=256)
+        for extension, payload in (
+            ("jpg", example["image"]),
+            ("txt", caption),
+            ("json", json.dumps(metadata).encode()),
+        ):
+            info = tarfile.TarInfo(f"{key:09d}.{extension}")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    tar.close()
+    return os.path.join(folder, f"{{00000..{shards - 1:05d}}}.tar")
 
 
 def pipeline_rate(records, preprocessor, batch_size, batches):

@@ -63,13 +63,11 @@ on the other (it is cheap beside decoding).
 """
 
 import argparse
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
@@ -82,36 +80,6 @@ SHIPPED_TOKENIZER_PRESET = "3t_tiny"
 
 
 # --- shards -------------------------------------------------------------------
-
-
-def write_shards(folder, count, shard_size, seed=0):
-    """`count` synthetic examples as webdataset tars in `folder`; returns the brace pattern."""
-    sys.path.insert(0, BENCHMARKS)
-    from input_pipeline_benchmark import synthetic_examples
-
-    examples, _ = synthetic_examples(count, seed)
-    os.makedirs(folder, exist_ok=True)
-    shards = -(-count // shard_size)
-    tar = None
-    for key, example in enumerate(examples.as_numpy_iterator()):
-        if key % shard_size == 0:
-            if tar is not None:
-                tar.close()
-            tar = tarfile.open(os.path.join(folder, f"{key // shard_size:05d}.tar"), "w")
-        caption = example["caption"]
-        # What img2dataset writes beside each image.
-        metadata = {"key": f"{key:09d}", "caption": caption.decode(), "status": "success"}
-        metadata.update(width=256, height=256, original_width=256, original_height=256)
-        for extension, payload in (
-            ("jpg", example["image"]),
-            ("txt", caption),
-            ("json", json.dumps(metadata).encode()),
-        ):
-            info = tarfile.TarInfo(f"{key:09d}.{extension}")
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-    tar.close()
-    return os.path.join(folder, f"{{00000..{shards - 1:05d}}}.tar")
 
 
 def timed_batches(count, shard_size, batch_size, workers):
@@ -424,8 +392,13 @@ def main(argv=None):
     from keras_3t import data
     from keras_3t.data.shards import expand_shards
 
+    sys.path.insert(0, BENCHMARKS)
+    from input_pipeline_benchmark import write_webdataset_shards
+
     workdir = args.workdir or tempfile.mkdtemp(prefix="wds_input_speed_")
-    pattern = write_shards(os.path.join(workdir, "shards"), args.examples, args.shard_size)
+    pattern = write_webdataset_shards(
+        os.path.join(workdir, "shards"), args.examples, args.shard_size
+    )
     read_back = sum(1 for _ in data.from_img2dataset(pattern))
     if read_back != args.examples:
         raise RuntimeError(f"wrote {args.examples} examples, read back {read_back}")
