@@ -7,14 +7,25 @@ Two markers leave tests out of a run:
 - `one_backend`: checks that do not depend on the Keras backend (the docs'
   code and the docstring examples in `keras_3t/`, which call only the public
   API that the other tests check on every backend; a recipe's files, flags
-  and resume; a benchmark script's report; the wheel), run under
-  `ONE_BACKEND` only, since the suite runs once per backend.
+  and resume; a KerasTuner sweep; a benchmark script's report; the wheel),
+  run under `ONE_BACKEND` only, since the suite runs once per backend.
 """
 
+import os
 import pathlib
 
-import keras
-import pytest
+# The tests' models are tiny, so under JAX most of their time goes to XLA
+# compiling them: compile without LLVM's costlier optimizations
+# (tests/training/test_accumulation.py: 57 s -> 38 s on 2 cores). What the
+# tests check does not depend on them. A
+# user's own XLA_FLAGS are kept. Set before Keras loads JAX; the recipes and
+# scripts the tests start inherit it.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+)
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
 
 # The fastest backend on the 2-core CPU machine.
 ONE_BACKEND = "torch"

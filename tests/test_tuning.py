@@ -104,19 +104,17 @@ def read_results(output):
 
 
 # "random" runs by default; the other KerasTuner tuners drive the same
-# recipe and hypermodel, so they wait for --run-slow.
+# recipe and hypermodel, so they wait for --run-slow. One backend: a sweep is
+# KerasTuner's trial loop around the hypermodel's build and fit, whose parts
+# (presets, fit with EvaluationCallback, saving) the other tests check on
+# every backend.
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     "tuner",
     [
         "random",
-        pytest.param(
-            "bayesian",
-            marks=[pytest.mark.slow, pytest.mark.one_backend],
-        ),
-        pytest.param(
-            "hyperband",
-            marks=[pytest.mark.slow, pytest.mark.one_backend],
-        ),
+        pytest.param("bayesian", marks=pytest.mark.slow),
+        pytest.param("hyperband", marks=pytest.mark.slow),
     ],
 )
 def test_sweep_writes_its_table_and_the_best_model_reproduces_its_score(tmp_path, tuner):

@@ -11,6 +11,7 @@ interface.
 """
 
 import csv
+import fcntl
 import functools
 import hashlib
 import http.server
@@ -47,15 +48,22 @@ def img2dataset_command():
     """The img2dataset executable, installed into its own venv on first use."""
     venv = venv_path()
     command = os.path.join(venv, "bin", "img2dataset")
-    if not os.path.exists(command):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        process = subprocess.run(
-            [os.path.join(venv, "bin", "pip"), "install", "-q", *packages()],
-            capture_output=True,
-            text=True,
-        )
-        if process.returncode:
-            raise RuntimeError(f"pip could not install {packages()}:\n{process.stderr[-3000:]}")
+    installed = os.path.join(venv, "installed")
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    # Test workers running at once install it once: the others wait here.
+    with open(venv + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(installed):
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+            process = subprocess.run(
+                [os.path.join(venv, "bin", "pip"), "install", "-q", *packages()],
+                capture_output=True,
+                text=True,
+            )
+            if process.returncode:
+                raise RuntimeError(f"pip could not install {packages()}:\n{process.stderr[-3000:]}")
+            with open(installed, "w") as file:
+                file.write(" ".join(packages()) + "\n")
     return command
 
 

@@ -133,6 +133,8 @@ def test_workers_split_the_shards_and_a_second_run_skips_what_is_done(written, t
                 np.testing.assert_allclose(a["features"], b["features"], atol=1e-5)
 
 
+# Whole shards and resuming are the writer's file handling, the same on every backend.
+@pytest.mark.one_backend
 def test_a_killed_writer_leaves_whole_shards_and_resumes(written, tmp_path):
     shards, folder, _ = written
     # Many small shards, so that the kill lands between two of them.

@@ -136,6 +136,8 @@ def test_default_output_folder_names_backend_and_run():
 TINY_BUDGET = dict(train_scenes=64, steps=4, batch_size=16, test_scenes=40, epochs=2)
 
 
+# The batches come from tf.data and α from the sweep's numbers, whatever the backend.
+@pytest.mark.one_backend
 def test_every_model_of_a_run_sees_the_same_batches_and_3t_picks_alpha_on_validation():
     train, preprocessor, tasks = main_job.prepare_data("web", TINY_BUDGET, seed=0)
     validation = main_job.evaluation_tasks(preprocessor, TINY_BUDGET, 0, split="validation")
