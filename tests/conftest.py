@@ -17,9 +17,8 @@ import pathlib
 # The tests' models are tiny, so under JAX most of their time goes to XLA
 # compiling them: compile without LLVM's costlier optimizations
 # (tests/training/test_accumulation.py: 57 s -> 38 s on 2 cores). What the
-# tests check does not depend on them. A
-# user's own XLA_FLAGS are kept. Set before Keras loads JAX; the recipes and
-# scripts the tests start inherit it.
+# tests check does not depend on them. A user's own XLA_FLAGS are kept. Set
+# before Keras loads JAX; the recipes and scripts the tests start inherit it.
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 )
