@@ -22,6 +22,11 @@ def test_every_preset_is_described_with_its_parameter_counts():
 def test_an_unknown_name_lists_the_presets_and_the_closest():
     with pytest.raises(ValueError, match=r"Did you mean '3t_vitb16'\?.*clip_tiny"):
         presets.load("3t_vitb61")
+    # A name close to none: the list, and no suggestion.
+    with pytest.raises(ValueError) as error:
+        presets.load("foo")
+    assert str(error.value).startswith("Unknown preset 'foo' (and no preset folder at that path).")
+    assert "Did you mean" not in str(error.value) and "3t_tiny" in str(error.value)
     with pytest.raises(ValueError, match="Unknown preset"):
         presets.describe("vit")
     with pytest.raises(ValueError, match="Unknown override"):

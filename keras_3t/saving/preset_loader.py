@@ -127,14 +127,16 @@ def load_preset(
 
 
 def registered_preset(presets, name):
-    """The preset registered as `name`; an error naming the closest if none."""
+    """The preset registered as `name`; if none, an error listing the presets
+    and naming the closest, where one is close (difflib's default cutoff)."""
     if name in presets:
         return presets[name]
     names = sorted(presets)
-    closest = difflib.get_close_matches(str(name), names, n=1, cutoff=0.0)
+    closest = difflib.get_close_matches(str(name), names, n=1)
+    suggestion = f"Did you mean {closest[0]!r}? " if closest else ""
     raise ValueError(
         f"Unknown preset {name!r} (and no preset folder at that path). "
-        f"Did you mean {closest[0]!r}? Known presets: {', '.join(names)}."
+        f"{suggestion}Known presets: {', '.join(names)}."
     )
 
 
