@@ -259,7 +259,9 @@ def test_train_recipe_data_parallel_equals_one_device(digit_records, tmp_path):
     if keras.backend.backend() == "tensorflow":
         flags, environment = ["--cpu-devices", "2"], None
     else:
-        flags, environment = [], {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+        # Added to the flags the test run set (tests/conftest.py).
+        devices = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+        flags, environment = [], {"XLA_FLAGS": devices.strip()}
     single = run_recipe(digit_records, tmp_path / "single")
     parallel = run_recipe(
         digit_records,
