@@ -14,7 +14,11 @@ Example:
 
 import importlib
 
+from keras_3t.console import quiet_tensorflow_start
 from keras_3t.version import __version__
+
+# TensorFlow's start-up lines, wherever it first loads (keras_3t.console).
+quiet_tensorflow_start()
 
 # Public name -> the module that defines it.
 _NAMES = {

@@ -2,8 +2,9 @@
 
     keras-3t [--version] [--verbose] demo [options]
 
-TensorFlow loads only once a command runs, after its native log lines are
-filtered (`keras_3t.console`), so `--help` and `--version` answer at once.
+A command's arguments are parsed first; Keras and TensorFlow load only once
+they are good, after the native log lines are filtered (`keras_3t.console`),
+so `--help`, `--version` and a bad argument answer at once.
 """
 
 import argparse
@@ -46,14 +47,20 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     options = [option for option in args.options if option != "--verbose"]
     verbose = args.verbose or len(options) < len(args.options)
-
-    from keras_3t.console import quiet_native_logs
-
-    quiet_native_logs(verbose=True if verbose else None)
     if args.command == "demo":
+        from keras_3t.demo.demo_arguments import parse_args as parse_demo_args
+
+        parse_demo_args(options)
+        _quiet_native_logs(verbose)
         from keras_3t.demo import main_job
 
         main_job.main(options)
+
+
+def _quiet_native_logs(verbose):
+    from keras_3t.console import quiet_native_logs
+
+    quiet_native_logs(verbose=True if verbose else None)
 
 
 if __name__ == "__main__":

@@ -2,25 +2,40 @@
 
 TensorFlow writes start-up lines from C++ through absl ("All log messages
 before absl::InitializeLog() ...", oneDNN and CUDA-driver notices, "failed
-call to cuInit") straight to file descriptor 2, on every Keras backend, and
-`TF_CPP_MIN_LOG_LEVEL` no longer stops all of them. The command line and the
-recipes call `quiet_native_logs()` before TensorFlow loads: it sets the
-environment TensorFlow reads and passes the process's stderr through a filter
-that drops lines in absl's native format. Python's own output (warnings,
-tracebacks, progress bars) passes unchanged.
+call to cuInit") straight to file descriptor 2, on every Keras backend
+(keras-hub's tokenizers load TensorFlow), and `TF_CPP_MIN_LOG_LEVEL` no
+longer stops all of them. Two scopes:
+
+- `import keras_3t` calls `quiet_tensorflow_start()`: TensorFlow's import and
+  its first look at the devices, whenever they happen, write into a buffer
+  whose native lines are dropped; the rest is written to stderr afterwards.
+  Later lines (warnings and errors while training) pass unchanged.
+- The command line and the recipes own their process and call
+  `quiet_native_logs()` before TensorFlow loads: every native line is dropped
+  for the rest of the process.
+
+Python's own output (warnings, tracebacks, progress bars) passes in both.
 """
 
 import atexit
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
+import tempfile
 import threading
 
 # Setting this (or `keras-3t --verbose`) keeps every native line.
 VERBOSE_ENVIRONMENT = "KERAS_3T_VERBOSE"
 # absl / glog's native prefix: severity and date, time, thread, file:line].
 NATIVE_LINE = re.compile(rb"^[IWEF]\d{4} [\d:.]+ +\d+ [^ \]]+:\d+\] ")
-NATIVE_NOTICES = (b"WARNING: All log messages before absl::InitializeLog() is called",)
+NATIVE_NOTICES = (
+    b"WARNING: All log messages before absl::InitializeLog() is called",
+    # The second line of TensorFlow's cpu_feature_guard notice.
+    b"To enable the following instructions: ",
+)
 
 
 def is_native_log_line(line):
@@ -36,6 +51,83 @@ def is_native_log_line(line):
     return bool(NATIVE_LINE.match(line)) or line.startswith(NATIVE_NOTICES)
 
 
+def _verbose_requested():
+    return os.environ.get(VERBOSE_ENVIRONMENT, "") not in ("", "0")
+
+
+def quiet_tensorflow_start():
+    """Drops the native lines TensorFlow writes when it loads, whenever it loads.
+
+    Installs an import hook for `tensorflow`: its import, and its first
+    listing of the devices (where the CUDA-driver lines come from), write
+    fd 2 into a temporary file; afterwards the file's lines that are not
+    native are written to stderr. Does nothing when TensorFlow is already
+    loaded, when the user has set TensorFlow's log level
+    (`TF_CPP_MIN_LOG_LEVEL`) or when `KERAS_3T_VERBOSE` is set.
+    """
+    if (
+        "tensorflow" in sys.modules
+        or "TF_CPP_MIN_LOG_LEVEL" in os.environ
+        or _verbose_requested()
+        or any(isinstance(finder, _QuietTensorFlowFinder) for finder in sys.meta_path)
+    ):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        # The other finders locate TensorFlow; its loader is wrapped. A probe
+        # (`importlib.util.find_spec`) gets a wrapped spec it never loads.
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _QuietLoader(spec.loader, self)
+                return spec
+        return None
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader, finder):
+        self._loader = loader
+        self._finder = finder
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self._finder)
+        with _native_lines_dropped():
+            self._loader.exec_module(module)
+            module.config.list_physical_devices()
+
+
+@contextlib.contextmanager
+def _native_lines_dropped():
+    """fd 2 goes to a file for the block; its non-native lines follow after."""
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            captured.seek(0)
+            _write(2, captured.read().splitlines(keepends=True))
+
+
 def quiet_native_logs(verbose=None):
     """Keeps native log lines off stderr for the rest of the process.
 
@@ -47,7 +139,7 @@ def quiet_native_logs(verbose=None):
         verbose: bool or None. True leaves stderr untouched.
     """
     if verbose is None:
-        verbose = os.environ.get(VERBOSE_ENVIRONMENT, "") not in ("", "0")
+        verbose = _verbose_requested()
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

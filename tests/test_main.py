@@ -7,23 +7,28 @@ from keras_3t.__main__ import main as cli
 from tests.helpers import run_python
 
 
-def test_cli_help_and_version_answer_without_loading_tensorflow():
+def test_cli_help_version_and_bad_arguments_answer_without_loading_keras():
     code = """
 import sys
 from keras_3t.__main__ import main
-for argv in (["--help"], ["--version"]):
+for argv in (["--help"], ["--version"], ["demo", "--help"], ["demo", "--seed", "abc"],
+             ["demo", "--regime", "foo"]):
     try:
         main(argv)
     except SystemExit as exit:
-        print(argv[0], exit.code)
+        print(" ".join(argv), exit.code)
 print("tensorflow" in sys.modules, "keras" in sys.modules)
 """
     returncode, stdout, stderr = run_python(code)
     assert returncode == 0, stderr
     assert "usage: keras-3t" in stdout and "demo" in stdout
+    assert "usage: keras-3t demo" in stdout and "--mismatched" in stdout
     assert f"keras-3t {keras_3t.__version__}" in stdout
     lines = stdout.strip().splitlines()
-    assert "--help 0" in lines and "--version 0" in lines
+    assert {"--help 0", "--version 0", "demo --help 0"} <= set(lines)
+    assert {"demo --seed abc 2", "demo --regime foo 2"} <= set(lines)
+    assert "argument --seed: invalid int value: 'abc'" in stderr
+    assert "argument --regime: invalid choice: 'foo'" in stderr
     assert lines[-1] == "False False"
 
 

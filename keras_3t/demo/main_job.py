@@ -19,7 +19,6 @@ and writes `results.json`,
 `saved_models/*_tiny` were made.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -29,6 +28,7 @@ import keras
 import numpy as np
 
 from keras_3t.demo import digit_scenes
+from keras_3t.demo.demo_arguments import parse_args
 from keras_3t.demo.digit_models import build_digit_model
 from keras_3t.demo.digit_models import load_third_tower_backbone
 from keras_3t.evaluation import alpha_sweep
@@ -172,10 +172,7 @@ def train_and_evaluate(
         total_steps=steps_per_epoch * budget["epochs"],
     )
     start = time.time()
-    # The data set is shuffled already; shuffle=False stops a Keras warning.
-    history = model.fit(
-        data, epochs=budget["epochs"], steps_per_epoch=steps_per_epoch, shuffle=False, verbose=1
-    )
+    history = model.fit(data, epochs=budget["epochs"], steps_per_epoch=steps_per_epoch, verbose=1)
     seconds = time.time() - start
     result = {
         "objective": objective,
@@ -280,38 +277,6 @@ def default_output(args):
     return os.path.join(
         "runs", f"demo_{keras.backend.backend()}_{args.regime}{suffix}{quick}_seed{args.seed}"
     )
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="keras-3t demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--regime", choices=["web", "clean"], default="web")
-    parser.add_argument(
-        "--mismatched",
-        action="store_true",
-        help="also train LiT and 3T with the mismatched (stroke thickness) third tower",
-    )
-    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--output",
-        default=None,
-        help="default: runs/demo_<backend>_<regime>[_mismatched][_quick]_seed<seed>",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing output folder's results"
-    )
-    parser.add_argument(
-        "--save-presets",
-        metavar="DIR",
-        default=None,
-        help="also save the trained CLIP, LiT and 3T as presets DIR/{clip,lit,3t}_tiny",
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show TensorFlow's, absl's and CUDA's native log lines",
-    )
-    return parser.parse_args(argv)
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """The Keras hooks of a model that trains with `keras_3t.training`'s steps."""
 
 import keras
+from keras.src.trainers.data_adapters import array_data_adapter
 
 from keras_3t.distributed import build_optimizer_in_strategy_scope
 from keras_3t.distributed import check_jit_compile
@@ -90,6 +91,19 @@ class TrainingHooks(keras.Model):
         # the saved arguments, so a loaded model resumes with its optimizer.
         self.compile(**keras.saving.deserialize_keras_object(config))
         self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, *args, **kwargs):
+        # Keras shuffles only arrays; for anything else (keras-3t's tf.data
+        # sets, a DataLoader, a generator) its default `shuffle=True` is
+        # ignored with a warning the user did not cause. Fit's positional
+        # `shuffle` is the eighth after `x`.
+        if (
+            "shuffle" not in kwargs
+            and len(args) < 8
+            and not array_data_adapter.can_convert_arrays((x,))
+        ):
+            kwargs["shuffle"] = False
+        return super().fit(x, *args, **kwargs)
 
     def train_step(self, *args):
         return backend_steps().train_step(self, *args)
