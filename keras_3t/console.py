@@ -51,6 +51,29 @@ def is_native_log_line(line):
     return bool(NATIVE_LINE.match(line)) or line.startswith(NATIVE_NOTICES)
 
 
+def raised_as_is(error):
+    """Marks an exception so that Keras re-raises it unchanged.
+
+    A layer's `__call__` rewrites an exception raised inside it as
+    "Exception encountered when calling X.call()", which moves keras-3t's
+    message off the first line; Keras leaves an exception alone once it
+    carries this mark (keras/src/utils/traceback_utils.py).
+
+    Args:
+        error: the exception to raise.
+
+    Returns:
+        `error`, marked.
+
+    Example:
+    >>> from keras_3t.console import raised_as_is
+    >>> str(raised_as_is(ValueError("An empty caption.")))
+    'An empty caption.'
+    """
+    error._keras_call_info_injected = True
+    return error
+
+
 def _verbose_requested():
     return os.environ.get(VERBOSE_ENVIRONMENT, "") not in ("", "0")
 

@@ -6,6 +6,7 @@ import keras_hub
 import numpy as np
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
+from keras_3t.console import raised_as_is
 from keras_3t.image_converter import to_unit_range
 
 # Ids 0 and 1: padding (the packer's pad value) and unknown word pieces.
@@ -63,6 +64,10 @@ def caption_tokenizer(vocabulary):
     )
 
 
+def _as_text(caption):
+    return caption.decode("utf-8", "replace") if isinstance(caption, bytes) else str(caption)
+
+
 @keras.saving.register_keras_serializable(package="keras_3t")
 class ThreeTowerPreprocessor(keras_hub.models.Preprocessor):
     """Maps `{"images", "captions"}` to a `ThreeTowerModel` batch.
@@ -118,9 +123,11 @@ class ThreeTowerPreprocessor(keras_hub.models.Preprocessor):
         if tf.executing_eagerly():
             empty = np.flatnonzero(np.asarray(lengths) == 0)
             if len(empty):
-                raise ValueError(
-                    f"{EMPTY_CAPTION} Empty caption at index {int(empty[0])}: "
-                    f"{np.asarray(captions).reshape(-1)[empty[0]]!r}."
+                raise raised_as_is(
+                    ValueError(
+                        f"{EMPTY_CAPTION} Empty caption at index {int(empty[0])}: "
+                        f"{_as_text(np.asarray(captions).reshape(-1)[empty[0]])!r}."
+                    )
                 )
         else:  # Inside tf.data or tf.function: a graph assertion.
             tf.debugging.assert_positive(lengths, message=EMPTY_CAPTION)

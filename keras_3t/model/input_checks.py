@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_3t.console import raised_as_is
 from keras_3t.distributed import check_replica_batches
 from keras_3t.image_converter import check_value_range
 from keras_3t.model.frozen_towers import features_by_name
@@ -22,6 +23,14 @@ ADAPTOR_INPUTS = ("pooled", "embedding")
 BATCH_KEYS = ("images", "token_ids", "padding_mask")
 
 
+def check_not_empty(shape, what):
+    """Raises if a batch of `what` has no rows."""
+    if len(shape) and shape[0] == 0:
+        raise raised_as_is(
+            ValueError(f"Got an empty batch of {what} (shape {tuple(shape)}): pass at least one.")
+        )
+
+
 def image_batch(model, images):
     """Images as the towers take them, through `image_converter` if needed."""
     if isinstance(images, dict):
@@ -31,6 +40,7 @@ def image_batch(model, images):
         )
     if isinstance(images, (str, bytes, list, tuple)) or not hasattr(images, "shape"):
         return ops.convert_to_numpy(model.image_converter(images))
+    check_not_empty(images.shape, "images")
     if len(images.shape) != 4:
         raise ValueError(
             "images must be a batch (batch, height, width, channels) or a "
@@ -61,6 +71,7 @@ def check_images(model, images):
             "model.encode_image does it for you."
         )
     shape = tuple(images.shape)
+    check_not_empty(shape, "images")
     if len(shape) != 4:
         raise ValueError(
             "images must be a float batch of shape (batch, height, width, "
@@ -92,6 +103,7 @@ def check_text(model, inputs):
         )
     ids_shape = tuple(inputs["token_ids"].shape)
     mask_shape = tuple(inputs["padding_mask"].shape)
+    check_not_empty(ids_shape, "token_ids")
     if len(ids_shape) != 2:
         raise ValueError(f"token_ids must have shape (batch, length); got {ids_shape}.")
     if mask_shape != ids_shape:
