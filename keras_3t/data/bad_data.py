@@ -94,13 +94,17 @@ def assert_with_lazy_message(condition, message):
 class BadDataCounter:
     """Counts what was skipped, by kind: missing files, undecodable images, empty captions, shards.
 
-    The counts live in TensorFlow variables, so the `tf.data` pipeline
-    updates them while it runs (on every Keras backend).
+    Each bad item is counted once, however often the pipeline meets it (a
+    repeated data set, an image named by several caption rows): the counter
+    keeps the keys of the items it has seen (an image's `image_id`, a
+    caption's row, a path) in TensorFlow hash tables, which the `tf.data`
+    pipeline updates while it runs (on every Keras backend).
 
     Example:
     >>> from keras_3t.data import BadDataCounter
     >>> counter = BadDataCounter()
-    >>> _ = counter.add("empty_caption", 2)
+    >>> _ = counter.add("empty_caption", ["captions.csv, line 3", "captions.csv, line 9"])
+    >>> _ = counter.add("empty_caption", ["captions.csv, line 3"])
     >>> counter.counts()
     {'missing_file': 0, 'undecodable_image': 0, 'empty_caption': 2, 'unreadable_shard': 0}
     """
@@ -108,21 +112,29 @@ class BadDataCounter:
     def __init__(self):
         import tensorflow as tf
 
-        self._variables = {
-            kind: tf.Variable(0, dtype=tf.int64, trainable=False, name=kind)
+        self._seen = {
+            kind: tf.lookup.experimental.MutableHashTable(
+                tf.string, tf.int64, default_value=0, name=f"skipped_{kind}"
+            )
             for kind in BAD_DATA_KINDS
         }
 
-    def add(self, kind, count=1):
-        """Adds `count` skipped examples of `kind`; works inside `tf.data`."""
-        return self._variables[kind].assign_add(count)
+    def add(self, kind, keys):
+        """Counts the items named by `keys` (strings) not counted yet; works in `tf.data`."""
+        import tensorflow as tf
 
-    def variable(self, kind):
-        return self._variables[kind]
+        keys = tf.reshape(tf.convert_to_tensor(keys, tf.string), [-1])
+        return self._seen[kind].insert(keys, tf.ones_like(keys, tf.int64))
+
+    def discard(self, kind, keys):
+        """Uncounts `keys` (an item counted while it was in doubt, and found good)."""
+        import tensorflow as tf
+
+        return self._seen[kind].remove(tf.reshape(tf.convert_to_tensor(keys, tf.string), [-1]))
 
     def counts(self):
-        """`{kind: count}` of everything skipped so far."""
-        return {kind: int(v.numpy()) for kind, v in self._variables.items()}
+        """`{kind: count}` of the distinct items skipped so far."""
+        return {kind: int(table.size().numpy()) for kind, table in self._seen.items()}
 
     def total(self):
         return sum(self.counts().values())

@@ -160,12 +160,13 @@ def make_dataset(
         if on_bad_data == "skip":
             # Counted as undecodable until the decode succeeds; an example
             # whose decode fails is dropped by `ignore_errors` below, so the
-            # count that stays is the number dropped.
-            pending = bad_data.add("undecodable_image", 1)
+            # images that stay counted are those dropped, each once.
+            image_key = tf.strings.as_string(example["image_id"])
+            pending = bad_data.add("undecodable_image", image_key)
             with tf.control_dependencies([pending]):
                 image = decode_image(example["image"], example["image_id"], on_bad_data)
             with tf.control_dependencies([image]):
-                done = bad_data.add("undecodable_image", -1)
+                done = bad_data.discard("undecodable_image", image_key)
             with tf.control_dependencies([done]):
                 image = tf.identity(image)
         else:
@@ -237,7 +238,17 @@ def _drop_or_check_empty_captions(examples, on_bad_data, bad_data):
 
     def keep(example):
         ok = non_empty(example)
-        with tf.control_dependencies([bad_data.add("empty_caption", 1 - tf.cast(ok, tf.int64))]):
+        # A caption row's key: where it was read, else its image and text.
+        source = _source(example)
+        key = (
+            source
+            if source is not None
+            else tf.strings.join(
+                [tf.strings.as_string(example["image_id"]), example["caption"]], "\n"
+            )
+        )
+        counted = tf.cond(ok, tf.no_op, lambda: bad_data.add("empty_caption", key))
+        with tf.control_dependencies([counted]):
             return tf.identity(ok)
 
     return examples.filter(keep)

@@ -334,7 +334,7 @@ def _generated_records(records, on_bad_data, bad_data, third_tower_features):
             if on_bad_data == "raise":
                 raise
             logging.warning("skipped the rest of a damaged shard: %s", error)
-            bad_data.add("unreadable_shard", 1)
+            bad_data.add("unreadable_shard", path)
 
     # AutoGraph cannot convert a function that builds on a Python generator.
     @tf.autograph.experimental.do_not_convert

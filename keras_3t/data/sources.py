@@ -187,7 +187,7 @@ def from_caption_file(
                 f"({len(missing)} row(s) name missing files). Fix the rows, or "
                 "pass on_bad_data='skip' to drop and count them."
             )
-        bad_data.add("missing_file", len(missing))
+        bad_data.add("missing_file", [image for _, image in missing])
         logging.warning(
             "%s: skipped %d row(s) naming missing image files, e.g. line %d: %s",
             path,

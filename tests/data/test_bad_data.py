@@ -188,6 +188,29 @@ def test_fit_stops_on_a_truncated_image_naming_it(image_folder):
     assert f"image_id 6 in {path}, line 9: {image}" in text and "on_bad_data='skip'" in text
 
 
+def test_each_bad_file_and_row_is_counted_once_however_often_it_is_read(image_folder):
+    # Training repeats the data: 5 passes over a file where a broken image is
+    # named by two rows, one caption is empty and a missing file is named twice.
+    folder, names, _ = image_folder
+    rows = _bad_examples(folder, names) + [("broken.png", "a blue circle")]
+    rows += [("missing.png", "a blue square"), ("missing.png", "a red square")]
+    path = os.path.join(folder, "captions.csv")
+    write_csv(path, rows)
+    counter = data.BadDataCounter()
+    examples = data.from_caption_file(path, folder, on_bad_data="skip", bad_data=counter)
+    dataset = data.make_dataset(
+        examples, toy_preprocessor(), IMAGE_SIZE, 4, seed=0, on_bad_data="skip", bad_data=counter
+    )
+    for _ in dataset.take(5 * len(rows) // 4):
+        pass
+    assert counter.counts() == {
+        "missing_file": 1,
+        "undecodable_image": 1,
+        "empty_caption": 1,
+        "unreadable_shard": 0,
+    }
+
+
 def test_broken_images_are_skipped_and_counted(image_folder):
     folder, names, _ = image_folder
     rows = caption_rows(names)
