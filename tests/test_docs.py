@@ -28,3 +28,11 @@ def test_readme_image_example_prints_what_the_readme_shows(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "<README>", "exec"), {"__name__": "__readme__"})
     assert capsys.readouterr().out == shown
+
+
+def test_readme_preset_block_trains_and_saves(tmp_path, monkeypatch):
+    section = (ROOT / "README.md").read_text().split("## In code", 1)[1]
+    code = PYTHON_BLOCK.findall(section)[1]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "<README>", "exec"), {"__name__": "__readme__"})
+    assert (tmp_path / "my_3t" / "config.json").is_file()
