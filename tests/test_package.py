@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,9 @@ def test_wheel_runs_the_quick_demo_quietly(wheel_site, tmp_path):
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert native_lines(process.stderr) == []
+    # Which model of how many, the time spent, and from the second on, the time left.
+    assert re.search(r"model 1 of 3: CLIP; \d+s elapsed\n", process.stdout)
+    assert re.search(r"model 3 of 3: 3T; [\dms ]+ elapsed, about [\dms ]+ left", process.stdout)
     with open(os.path.join(output, "results.json")) as file:
         written = json.load(file)
     assert written["backend"] == "torch"

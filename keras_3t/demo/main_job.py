@@ -133,6 +133,36 @@ def chosen_alphas(validation_sweep):
     }
 
 
+def duration(seconds):
+    """`"1h 02m"`, `"3m 05s"` or `"42s"`."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def progress(index, count, name, elapsed, model_seconds):
+    """The line before model `index` (from 1) of `count`: time spent and left.
+
+    The estimate is the mean time of the models trained so far times the
+    models left; there is none before the first has finished.
+
+    Args:
+        index: this model's number, from 1.
+        count: how many models the run trains.
+        name: this model's name.
+        elapsed: seconds since the run started.
+        model_seconds: the seconds each finished model took.
+    """
+    line = f"model {index} of {count}: {name}; {duration(elapsed)} elapsed"
+    if model_seconds:
+        left = sum(model_seconds) / len(model_seconds) * (count - index + 1)
+        line += f", about {duration(left)} left"
+    return line
+
+
 def train_and_evaluate(
     name,
     objective,
@@ -154,7 +184,7 @@ def train_and_evaluate(
     the validation tasks. `model_options` go to `build_digit_model`
     (`width`, `pair_weights`).
     """
-    print(f"\n=== {name} ({objective}) ===", flush=True)
+    print(f"=== {name} ({objective}) ===", flush=True)
     keras.utils.set_random_seed(seed)
     data = train_dataset(train, preprocessor, budget["batch_size"], seed)
     model = build_digit_model(
@@ -308,7 +338,12 @@ def main(argv=None):
         runs += [("LiT mismatched", "lit", "mismatched"), ("3T mismatched", "3t", "mismatched")]
     command = "python -m keras_3t demo " + " ".join(argv if argv is not None else sys.argv[2:])
     results = {}
-    for name, objective, tower in runs:
+    model_seconds = []
+    for index, (name, objective, tower) in enumerate(runs, start=1):
+        print(
+            "\n" + progress(index, len(runs), name, time.time() - start, model_seconds), flush=True
+        )
+        model_start = time.time()
         model, results[name] = train_and_evaluate(
             name,
             objective,
@@ -320,6 +355,7 @@ def main(argv=None):
             args.seed,
             validation,
         )
+        model_seconds.append(time.time() - model_start)
         if args.save_presets and tower != "mismatched":
             model.save_to_preset(
                 os.path.join(args.save_presets, f"{objective}_tiny"),

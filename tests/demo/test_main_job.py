@@ -186,3 +186,13 @@ def test_alpha_is_chosen_per_metric_on_validation_and_ties_go_to_the_larger_alph
     assert chosen["text_to_image_r1"] == 1.0
     result = {"alpha_sweep": rows, "chosen_alpha": chosen}
     assert main_job.at_chosen_alpha(result)["zero_shot_top1"] == 0.9
+
+
+def test_progress_names_the_model_the_time_spent_and_an_estimate_of_the_time_left():
+    assert main_job.progress(1, 3, "CLIP", 12.4, []) == "model 1 of 3: CLIP; 12s elapsed"
+    # Two models took 100 s and 140 s: two more are left, 120 s each.
+    assert (
+        main_job.progress(3, 4, "3T", 250, [100, 140])
+        == "model 3 of 4: 3T; 4m 10s elapsed, about 4m 00s left"
+    )
+    assert main_job.duration(3725) == "1h 02m"
