@@ -1,6 +1,7 @@
 """Counting what the input pipeline skips, and reporting it while training."""
 
 import logging
+import re
 
 import keras
 
@@ -36,6 +37,42 @@ def check_bad_data_mode(on_bad_data, bad_data):
         )
 
 
+# The end of every bad-example message; TensorFlow's assertion prints it C-escaped.
+_SKIP_HINT = " - pass on_bad_data='skip' to drop and count such examples."
+_ASSERTION = re.compile(
+    r"assertion failed: \[(.*?" + re.escape(_SKIP_HINT).replace("'", r"\\?'") + r")\]", re.DOTALL
+)
+
+
+def bad_example_error_message(error):
+    """The one-line message of a bad example that stopped a pipeline, or None.
+
+    A bad example in `on_bad_data="raise"` mode stops the `tf.data`
+    pipeline with a TensorFlow assertion, whose text wraps the message in
+    graph details (and, through a PyTorch DataLoader, a long traceback).
+    This returns the message alone, unescaped, for a command line to print.
+
+    Args:
+        error: any exception.
+
+    Returns:
+        The message (`"Undecodable image ... for image_id 3 in captions.csv,
+        line 5: 3.png - pass on_bad_data='skip' ..."`), or None when
+        `error` is not about a bad example.
+
+    Example:
+    >>> from keras_3t.data.bad_data import bad_example_error_message
+    >>> error = ValueError("{{node}} assertion failed: [Empty caption for image_id 7 - "
+    ...     "pass on_bad_data='skip' to drop and count such examples.] [[node]]")
+    >>> print(bad_example_error_message(error))
+    Empty caption for image_id 7 - pass on_bad_data='skip' to drop and count such examples.
+    >>> bad_example_error_message(ValueError("something else")) is None
+    True
+    """
+    match = _ASSERTION.search(str(error))
+    return match.group(1).replace("\\'", "'") if match else None
+
+
 def bad_example_message(what, image_id, source):
     """`"<what> for image_id <id> in <source> - pass on_bad_data='skip' ..."`.
 
@@ -59,7 +96,7 @@ def bad_example_message(what, image_id, source):
     parts = [what, " for image_id ", tf.strings.as_string(image_id)]
     if source is not None:
         parts += [" in ", source]
-    parts.append(" - pass on_bad_data='skip' to drop and count such examples.")
+    parts.append(_SKIP_HINT)
     return tf.strings.join(parts)
 
 
