@@ -49,6 +49,7 @@ _SUBMODULES = (
     "saving",
     "towers",
     "tuning",
+    "vocabulary",
 )
 
 __all__ = sorted(_NAMES) + list(_SUBMODULES) + ["__version__"]

@@ -17,11 +17,41 @@ EMPTY_CAPTION = (
 )
 
 
+def caption_texts(captions):
+    """Captions as a list of `str`.
+
+    Args:
+        captions: strings (a list, a NumPy array or a `tf.data.Dataset` of
+            scalar strings); bytes are read as UTF-8, invalid bytes replaced.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_3t.preprocessing import caption_texts
+    >>> caption_texts(np.array([b"a 3 above a 7", b"caf\xc3\xa9"]))
+    ['a 3 above a 7', 'café']
+    """
+    import tensorflow as tf
+
+    if isinstance(captions, tf.data.Dataset):
+        captions = list(captions.as_numpy_iterator())
+    return [
+        caption.decode("utf-8", "replace") if isinstance(caption, bytes) else str(caption)
+        for caption in np.asarray(captions, dtype=object).reshape(-1)
+    ]
+
+
 def caption_vocabulary(captions, vocabulary_size=1000):
     """A WordPiece vocabulary computed from captions (lower-cased).
 
+    keras-hub's `compute_word_piece_vocabulary` learns it: every character
+    seen is a piece, and a word or part of a word becomes one when it occurs
+    at least a threshold number of times, which the learner searches (10 at
+    the least) to fill `vocabulary_size`; rarer words are spelled in pieces.
+    So few captions give fewer pieces than `vocabulary_size`.
+
     Args:
-        captions: strings (a list, a NumPy array or a `tf.data.Dataset`).
+        captions: strings (a list, a NumPy array or a `tf.data.Dataset`;
+            bytes are read as UTF-8).
         vocabulary_size: int, the most word pieces to keep, reserved tokens
             included.
 
@@ -38,7 +68,7 @@ def caption_vocabulary(captions, vocabulary_size=1000):
     if isinstance(captions, tf.data.Dataset):
         data = captions
     else:
-        captions = [str(caption) for caption in np.asarray(captions).reshape(-1)]
+        captions = caption_texts(captions)
         if not captions:
             raise ValueError("No captions to compute a vocabulary from.")
         data = tf.data.Dataset.from_tensor_slices(captions)
@@ -62,10 +92,6 @@ def caption_tokenizer(vocabulary):
     return keras_hub.tokenizers.WordPieceTokenizer(
         vocabulary=list(vocabulary), lowercase=True, oov_token="[UNK]"
     )
-
-
-def _as_text(caption):
-    return caption.decode("utf-8", "replace") if isinstance(caption, bytes) else str(caption)
 
 
 @keras.saving.register_keras_serializable(package="keras_3t")
@@ -126,7 +152,7 @@ class ThreeTowerPreprocessor(keras_hub.models.Preprocessor):
                 raise raised_as_is(
                     ValueError(
                         f"{EMPTY_CAPTION} Empty caption at index {int(empty[0])}: "
-                        f"{_as_text(np.asarray(captions).reshape(-1)[empty[0]])!r}."
+                        f"{caption_texts(captions)[empty[0]]!r}."
                     )
                 )
         else:  # Inside tf.data or tf.function: a graph assertion.

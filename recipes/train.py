@@ -15,13 +15,23 @@
   `--tfds-data-dir`; nothing is downloaded unless `--tfds-download`).
 
 The model starts fresh unless `--from-trained` (then from the preset's
-trained weights). The run is checkpointed to `OUTPUT/checkpoints/step-N/`
-(model, optimizer, step, random state; every `--checkpoint-every` steps or
-each epoch, the newest `--keep-checkpoints` kept); rerun the same command
-with `--resume` after a crash to continue from the newest complete one, with
-the same result as a run that never stopped (docs/training.md). A NaN or
-infinite loss stops the run, naming the step and the pair loss. The final
-model is saved with `save_to_preset` to `OUTPUT/preset` (load it with
+trained weights). Starting fresh, its tokenizer is a WordPiece vocabulary
+built from the first `--vocabulary-captions` captions of `--data` (at most
+`--vocabulary-size` pieces; the text tower's embedding is sized to it), or
+with `--vocabulary preset` the preset's, or a keras-hub tokenizer preset
+(`--vocabulary bert_base_en_uncased`). A vocabulary not built from the
+captions (always so with `--from-trained`) is checked on them: when over
+5 % of their words are unknown to it or split into single characters, the
+run warns, or with `--strict-vocabulary` refuses (docs/data.md, section
+"Vocabularies"). The vocabulary is saved with the model.
+
+The run is checkpointed to `OUTPUT/checkpoints/step-N/` (model, optimizer,
+step, random state; every `--checkpoint-every` steps or each epoch, the
+newest `--keep-checkpoints` kept); rerun the same command with `--resume`
+after a crash to continue from the newest complete one, with the same result
+as a run that never stopped (docs/training.md). A NaN or infinite loss stops
+the run, naming the step and the pair loss. The final model is saved with
+`save_to_preset` to `OUTPUT/preset` (load it with
 `keras_3t.presets.load("OUTPUT/preset")`), the history to
 `OUTPUT/history.json`. The backend comes from `KERAS_BACKEND`.
 
@@ -46,6 +56,7 @@ in bfloat16; `--jit-compile` forces XLA on or off.
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -61,6 +72,16 @@ import keras  # noqa: E402
 import keras_3t  # noqa: E402
 from keras_3t import data  # noqa: E402
 from keras_3t.distributed import saving_on_one_process  # noqa: E402
+from keras_3t.preprocessing import ThreeTowerPreprocessor  # noqa: E402
+from keras_3t.preprocessing import caption_texts  # noqa: E402
+from keras_3t.preprocessing import caption_tokenizer  # noqa: E402
+from keras_3t.preprocessing import caption_vocabulary  # noqa: E402
+from keras_3t.vocabulary import POOR_COVERAGE  # noqa: E402
+from keras_3t.vocabulary import tokenizer_from_preset  # noqa: E402
+from keras_3t.vocabulary import vocabulary_coverage  # noqa: E402
+
+# --vocabulary's two words; anything else names a keras-hub tokenizer preset.
+CAPTIONS, PRESET = "captions", "preset"
 
 
 def parse_args(argv):
@@ -93,6 +114,41 @@ def parse_args(argv):
         "--overwrite",
         action="store_true",
         help="start over in a non-empty --output, deleting its checkpoints",
+    )
+    vocabulary = parser.add_argument_group("vocabulary (docs/data.md#vocabularies)")
+    vocabulary.add_argument(
+        "--vocabulary",
+        default=None,
+        metavar="SOURCE",
+        help=f"'{CAPTIONS}': build a WordPiece vocabulary from --data's captions (the default "
+        f"when training from scratch); '{PRESET}': keep the preset's (the default, and the "
+        "only choice, with --from-trained); anything else names a keras-hub tokenizer preset, "
+        "e.g. bert_base_en_uncased (fetched), or a folder saved with save_to_preset",
+    )
+    vocabulary.add_argument(
+        "--vocabulary-size",
+        type=int,
+        default=8000,
+        metavar="PIECES",
+        help="the most word pieces the built vocabulary keeps (default 8000: the common "
+        "words of up to millions of captions, with a text embedding table far smaller than "
+        "BERT's 30,522 rows; a word needs at least 10 occurrences to become a piece, so few "
+        "captions give fewer)",
+    )
+    vocabulary.add_argument(
+        "--vocabulary-captions",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="build the vocabulary, or check a fixed one, on the first N captions of --data "
+        "only, not on all of a web-scale set (default 100000; every process reads the same "
+        "N examples, images included)",
+    )
+    vocabulary.add_argument(
+        "--strict-vocabulary",
+        action="store_true",
+        help=f"refuse, instead of warning, when over {POOR_COVERAGE * 100:.0f}%% of the "
+        "captions' words are unknown to a fixed vocabulary or split into single characters",
     )
     resume = parser.add_argument_group("checkpoints (docs/training.md)")
     resume.add_argument(
@@ -162,7 +218,13 @@ def parse_args(argv):
     parallel.add_argument(
         "--process-id", type=int, default=None, help="JAX multi-host: this host's index"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag in ("vocabulary_size", "vocabulary_captions"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be positive.")
+    if args.vocabulary is None:
+        args.vocabulary = PRESET if args.from_trained else CAPTIONS
+    return args
 
 
 class Parallel(typing.NamedTuple):
@@ -299,6 +361,102 @@ def source(args, bad_data, num_shards, shard_index, features=None):
     return data.from_tfrecords(args.data), False
 
 
+@contextlib.contextmanager
+def data_errors_end_the_run(source_errors=()):
+    """An error about --data ends the run with its message alone (exit code 1).
+
+    A bad example that stops the pipeline is a TensorFlow assertion (through
+    PyTorch's DataLoader, with a long traceback) whose message is kept alone;
+    `source_errors` are reading a source's errors (a missing file or column,
+    no usable rows), printed as they are.
+    """
+    try:
+        yield
+        return
+    except source_errors as error:
+        message = str(error)
+    except Exception as error:
+        message = data.bad_data.bad_example_error_message(error)
+        if message is None:
+            raise
+    # The library's advice, as this command line spells it.
+    sys.exit(message.replace("on_bad_data='skip'", "--on-bad-data skip"))
+
+
+def caption_sample(args):
+    """The captions of the first --vocabulary-captions examples of --data.
+
+    Read whole (not this process's share), so every process gets the same.
+    """
+    examples, _ = source(args, data.BadDataCounter(), num_shards=1, shard_index=0)
+    captions = examples.take(args.vocabulary_captions).map(lambda example: example["caption"])
+    return caption_texts(captions)
+
+
+def chosen_tokenizer(args, captions, chief):
+    """The tokenizer --vocabulary names, or None for the preset's own."""
+    if args.vocabulary == PRESET:
+        return None
+    if args.vocabulary == CAPTIONS:
+        vocabulary = caption_vocabulary(captions, args.vocabulary_size)
+        if chief:
+            print(
+                f"built a vocabulary of {len(vocabulary)} word pieces from {len(captions)} captions"
+            )
+        return caption_tokenizer(vocabulary)
+    try:
+        return tokenizer_from_preset(args.vocabulary)
+    except (keras_3t.presets.WeightsUnavailableError, ValueError) as error:
+        sys.exit(f"--vocabulary: {error}")
+
+
+def load_model(args, tokenizer):
+    """--preset's model; with `tokenizer`, fresh, its text tower sized to the tokenizer's vocabulary."""
+    if tokenizer is None:
+        return keras_3t.presets.load(
+            args.preset, weights=args.from_trained, local_loss=args.local_loss
+        )
+    vocabulary_size = tokenizer.vocabulary_size()
+    if args.preset in keras_3t.presets.names():
+        text_tower = keras_3t.presets.PRESETS[args.preset]["text_tower"]
+        return keras_3t.presets.load(
+            args.preset,
+            weights=False,
+            preprocessor=ThreeTowerPreprocessor(tokenizer, text_tower["sequence_length"]),
+            text_tower={"vocabulary_size": vocabulary_size},
+            local_loss=args.local_loss,
+        )
+    # A preset folder builds every tower fresh from its config without
+    # weights: the same, with the text tower resized.
+    model = keras_3t.presets.load(
+        args.preset, weights=False, preprocessor=False, local_loss=args.local_loss
+    )
+    config = model.get_config()
+    text_tower = config["text_tower"]["config"]
+    text_tower["vocabulary_size"] = vocabulary_size
+    config["preprocessor"] = ThreeTowerPreprocessor(tokenizer, text_tower["sequence_length"])
+    return keras_3t.ThreeTowerModel.from_config(config)
+
+
+def check_coverage(args, tokenizer, captions, chief):
+    """Warns (with --strict-vocabulary, exits) if `tokenizer` covers the captions poorly."""
+    coverage = vocabulary_coverage(tokenizer, captions)
+    if not coverage.is_poor():
+        return
+    whose = "The preset's" if args.vocabulary == PRESET else f"{args.vocabulary}'s"
+    remedy = f"Build one from them with --vocabulary {CAPTIONS}"
+    if args.from_trained:
+        remedy += " (training from scratch: without --from-trained)"
+    message = (
+        f"{whose} vocabulary covers the captions poorly: in the first {len(captions)}, "
+        f"{coverage} (over {POOR_COVERAGE:.0%} is poor). {remedy}."
+    )
+    if args.strict_vocabulary:
+        sys.exit(message)
+    if chief:
+        logging.warning(message)
+
+
 def third_tower_cache(args, model, examples, image_size, chief):
     """The cache of --third-tower-cache, written on first use (by the chief only)."""
     if args.third_tower_cache is None:
@@ -321,6 +479,12 @@ def main(argv=None):
     # them; only then does the chief write.
     if args.resume and args.overwrite:
         sys.exit("--resume continues the run in --output and --overwrite starts it over: pass one.")
+    if args.from_trained and args.vocabulary != PRESET:
+        sys.exit(
+            f"--from-trained keeps the preset's vocabulary, which its text tower was trained "
+            f"on: drop --vocabulary {args.vocabulary}, or drop --from-trained to train from "
+            "scratch with another."
+        )
     if (
         os.path.isdir(args.output)
         and os.listdir(args.output)
@@ -331,15 +495,23 @@ def main(argv=None):
             "to start over, or choose another --output."
         )
     parallel = data_parallel(args)
+    # After the setup above: TensorFlow's multi-worker setup must come
+    # before any TensorFlow op.
+    with data_errors_end_the_run((OSError, ValueError)):
+        captions = caption_sample(args)
+    tokenizer = chosen_tokenizer(args, captions, parallel.chief)
     keras.utils.set_random_seed(args.seed)
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    with parallel.scope():
-        model = keras_3t.presets.load(
-            args.preset, weights=args.from_trained, local_loss=args.local_loss
-        )
+    try:
+        with parallel.scope():
+            model = load_model(args, tokenizer)
+    except keras_3t.presets.WeightsUnavailableError as error:
+        sys.exit(str(error))
     if model.preprocessor is None:
         sys.exit(f"{args.preset} has no tokenizer; save one with the model (see docs/presets.md).")
+    if args.vocabulary != CAPTIONS:
+        check_coverage(args, model.preprocessor.tokenizer, captions, parallel.chief)
     image_size = model.image_tower.backbone.input_shape[1]
     bad_data = data.BadDataCounter()
     features = None
@@ -352,24 +524,29 @@ def main(argv=None):
             features = data.load_feature_shards(args.third_tower_features, model)
         except (OSError, ValueError) as error:
             sys.exit(str(error))
-    examples, sharded = source(args, bad_data, parallel.num_shards, parallel.shard_index, features)
+    with data_errors_end_the_run((OSError, ValueError)):
+        examples, sharded = source(
+            args, bad_data, parallel.num_shards, parallel.shard_index, features
+        )
     if args.write_tfrecords:
         if parallel.num_shards > 1:
             sys.exit(
                 "--write-tfrecords converts once on one process; convert first, then train in parallel."
             )
-        manifest = data.write_tfrecords(
-            examples, args.write_tfrecords, on_bad_data=args.on_bad_data
-        )
+        with data_errors_end_the_run((OSError, ValueError)):
+            manifest = data.write_tfrecords(
+                examples, args.write_tfrecords, on_bad_data=args.on_bad_data
+            )
         print(
             f"wrote {manifest['examples']} examples to {args.write_tfrecords} (skipped {manifest['skipped']})"
         )
         examples, sharded = data.from_tfrecords(args.write_tfrecords), False
-    cache = (
-        features
-        if features is not None
-        else third_tower_cache(args, model, examples, image_size, parallel.chief)
-    )
+    with data_errors_end_the_run():
+        cache = (
+            features
+            if features is not None
+            else third_tower_cache(args, model, examples, image_size, parallel.chief)
+        )
     checkpoints = os.path.join(args.output, "checkpoints")
     if args.overwrite and parallel.chief and os.path.isdir(checkpoints):
         shutil.rmtree(checkpoints)
@@ -407,14 +584,14 @@ def main(argv=None):
             jit_compile={"true": True, "false": False}.get(args.jit_compile, "auto"),
         )
     try:
-        model.fit(
-            parallel.distribute(dataset),
-            epochs=args.epochs,
-            steps_per_epoch=args.steps_per_epoch,
-            shuffle=False,
-            verbose=2 if parallel.chief else 0,
-            callbacks=[data.BadDataReport(bad_data), checkpoint],
-        )
+        with data_errors_end_the_run():
+            model.fit(
+                parallel.distribute(dataset),
+                epochs=args.epochs,
+                steps_per_epoch=args.steps_per_epoch,
+                verbose=2 if parallel.chief else 0,
+                callbacks=[data.BadDataReport(bad_data), checkpoint],
+            )
     except (keras_3t.callbacks.NonFiniteLossError, keras_3t.callbacks.CheckpointError) as error:
         sys.exit(str(error))
     # Every epoch's logs, those before a resume included.

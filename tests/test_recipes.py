@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.data.caption_files import write_own_captions
 from tests.helpers import ROOT
 from tests.helpers import digit_scene_source
 from tests.helpers import load_script
@@ -308,3 +309,78 @@ def test_results_page_and_readme_show_the_generated_statements_table():
         assert recipe.markdown(table) in file.read()
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as file:
         assert recipe.summary_lines(table) in file.read()
+
+
+def test_train_recipe_warns_once_when_the_presets_vocabulary_covers_the_captions_poorly(
+    tmp_path, caplog
+):
+    captions = write_own_captions(str(tmp_path))
+    recipe = load_script("recipes/train.py")
+    arguments = ["--data", captions, "--image-root", str(tmp_path), "--batch-size", "4",
+                 "--steps-per-epoch", "1", "--output", str(tmp_path / "run")]  # fmt: skip
+    poor = (
+        r"The preset's vocabulary covers the captions poorly: in the first 64, "
+        r"\d+\.\d% of 256 words are unknown and \d+\.\d% are split into single characters "
+        r"\(over 5% is poor\)\. Build one from them with --vocabulary captions"
+    )
+    with caplog.at_level("WARNING"):
+        history = recipe.main([*arguments, "--vocabulary", "preset"])
+    assert np.isfinite(history["loss"]).all()
+    (warning,) = [r.getMessage() for r in caplog.records if "vocabulary" in r.getMessage()]
+    assert re.fullmatch(poor + r"\.", warning), warning
+    with pytest.raises(
+        SystemExit, match=poor + r" \(training from scratch: without --from-trained\)"
+    ):
+        recipe.main([*arguments, "--from-trained", "--strict-vocabulary", "--overwrite"])
+
+
+def test_train_recipe_resizes_a_preset_folders_text_tower_to_the_built_vocabulary(tmp_path):
+    from keras_3t import presets
+
+    captions = write_own_captions(str(tmp_path))
+    recipe = load_script("recipes/train.py")
+    folder = os.path.join(presets.saved_models_dir(), "3t_tiny")
+    output = tmp_path / "run"
+    recipe.main(
+        ["--preset", folder, "--data", captions, "--image-root", str(tmp_path),
+         "--vocabulary-size", "40", "--batch-size", "4", "--steps-per-epoch", "1",
+         "--output", str(output)]
+    )  # fmt: skip
+    model = presets.load(str(output / "preset"))
+    tokenizer = model.preprocessor.tokenizer
+    assert model.text_tower.vocabulary_size == tokenizer.vocabulary_size() <= 40
+    assert "x" in tokenizer.get_vocabulary()  # built from these captions, not the digits'
+
+
+def test_train_recipe_checks_the_presets_vocabulary_quietly_on_digit_captions(tmp_path, caplog):
+    captions = write_digit_scene_captions(str(tmp_path), 8)
+    recipe = load_script("recipes/train.py")
+    with caplog.at_level("WARNING"):
+        recipe.main(
+            ["--data", captions, "--image-root", str(tmp_path), "--from-trained",
+             "--strict-vocabulary", "--batch-size", "4", "--steps-per-epoch", "1",
+             "--output", str(tmp_path / "run")]
+        )  # fmt: skip
+    assert not [r for r in caplog.records if "vocabulary" in r.getMessage()]
+
+
+def test_train_recipe_vocabulary_flags_refuse_with_one_line(tmp_path, monkeypatch):
+    import keras_hub
+    import requests
+
+    def offline(*args, **kwargs):
+        raise requests.exceptions.ConnectionError("Failed to resolve 'api.kaggle.com'")
+
+    monkeypatch.setattr(keras_hub.tokenizers.Tokenizer, "from_preset", offline)
+    write_digit_scene_captions(str(tmp_path), 4)
+    recipe = load_script("recipes/train.py")
+    arguments = ["--data", str(tmp_path / "captions.csv"), "--image-root", str(tmp_path),
+                 "--output", str(tmp_path / "run")]  # fmt: skip
+    with pytest.raises(SystemExit, match="^--from-trained keeps the preset's vocabulary"):
+        recipe.main([*arguments, "--from-trained", "--vocabulary", "captions"])
+    offline_message = "^--vocabulary: Could not fetch the keras-hub tokenizer preset 'bert_tiny"
+    with pytest.raises(SystemExit, match=offline_message):
+        recipe.main([*arguments, "--vocabulary", "bert_tiny_en_uncased"])
+    with pytest.raises(SystemExit, match="neither a keras-hub tokenizer preset name"):
+        recipe.main([*arguments, "--vocabulary", "bert_tiny_en_uncase"])
+    assert not os.path.exists(tmp_path / "run")

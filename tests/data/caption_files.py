@@ -41,3 +41,28 @@ def write_jsonl(path, rows):
     with open(path, "w") as file:
         for image, caption in rows:
             file.write(json.dumps({"image": image, "caption": caption}) + "\n")
+
+
+# A user's own captions: ordinary words, with the letters j, k, q, x, y and
+# z that the digit presets' vocabulary lacks. Each word occurs 16 times, so
+# a vocabulary built from them keeps every word whole.
+ADJECTIVES = ("quick", "lazy", "fuzzy", "brown")
+ANIMALS = ("fox", "yak", "zebra", "jackal")
+VERBS = ("jumps", "sleeps", "jogs", "kicks")
+OWN_CAPTIONS = [f"a {ADJECTIVES[i % 4]} {ANIMALS[i // 4 % 4]} {VERBS[i // 16]}" for i in range(64)]
+
+
+def write_own_captions(folder):
+    """Eight PNG files and `captions.csv` giving them `OWN_CAPTIONS`; returns its path."""
+    rows = []
+    for i, caption in enumerate(OWN_CAPTIONS):
+        name = f"{i % 8}.png"
+        if i < 8:
+            pixels = np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+            with open(os.path.join(folder, name), "wb") as file:
+                file.write(tf.io.encode_png(pixels).numpy())
+        rows.append((name, caption))
+    path = os.path.join(folder, "captions.csv")
+    with open(path, "w", newline="") as file:
+        csv.writer(file).writerows([("image", "caption"), *rows])
+    return path

@@ -16,6 +16,7 @@ from tests.data.caption_files import write_jsonl
 from tests.helpers import IMAGE_SIZE
 from tests.helpers import tiny_model
 from tests.helpers import toy_preprocessor
+from tests.helpers import train_recipe_briefly
 
 
 def _bad_examples(folder, names):
@@ -181,6 +182,24 @@ def test_fit_stops_on_a_truncated_image_naming_it(image_folder):
         model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
     text = bad_example_error_message(error.value)
     assert f"image_id 6 in {path}, line 9: {image}" in text and "on_bad_data='skip'" in text
+
+
+def test_the_train_recipe_ends_on_bad_data_with_one_line(image_folder, tmp_path):
+    # A bad image met while training, and a missing file met while reading
+    # the captions: the message alone (exit code 1), with the recipe's flag.
+    folder, names, _ = image_folder
+    path, image = _with_a_broken_image(folder, names, "truncated jpeg")
+    with pytest.raises(SystemExit) as exit:
+        train_recipe_briefly(path, tmp_path / "broken", "--image-root", folder)
+    assert exit.value.code == (
+        f"Undecodable image (truncated or corrupt) for image_id 6 in {path}, line 9: {image}"
+        " - pass --on-bad-data skip to drop and count such examples."
+    )
+    write_csv(path, caption_rows(names) + [("missing.png", "a red square")])
+    with pytest.raises(SystemExit) as exit:
+        train_recipe_briefly(path, tmp_path / "missing", "--image-root", folder)
+    assert exit.value.code.startswith(f"{path}, line 9: image file ")
+    assert exit.value.code.endswith("pass --on-bad-data skip to drop and count them.")
 
 
 def test_each_bad_file_and_row_is_counted_once_however_often_it_is_read(image_folder):

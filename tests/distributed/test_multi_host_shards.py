@@ -52,6 +52,8 @@ def start(shards, output, *flags):
         "--batch-size", str(BATCH_SIZE),
         "--data-parallel",
         "--output", str(output),
+        # The one-process reference below tokenizes with the preset's vocabulary.
+        "--vocabulary", "preset",
         *flags,
     ]  # fmt: skip
     ports = free_ports(PROCESSES)
