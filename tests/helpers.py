@@ -1,6 +1,8 @@
 """What the tests share: tiny towers and models, toy data and tasks, the
-round-trip check, and running Python in a fresh process."""
+round-trip check, running Python in a fresh process, and virtual
+environments of their own for other packages."""
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -300,3 +302,53 @@ def free_ports(count):
     for s in sockets:
         s.close()
     return ports
+
+
+def pinned(*names):
+    """`name==version` for each name, at the version constraints.txt pins."""
+    with open(os.path.join(ROOT, "constraints.txt")) as file:
+        pins = dict(line.strip().split("==") for line in file if "==" in line)
+    return [f"{name}=={pins[name]}" for name in names]
+
+
+def package_venv(name, packages, remove=()):
+    """A virtual environment of its own holding `packages`, made once per machine.
+
+    It is made under the user's cache folder, `keras-3t/<name>-<digest of
+    the packages>` (`KERAS_3T_<NAME>_VENV` overrides where), and installed
+    from the package registry; test workers that ask at once make it once,
+    the others waiting on a lock.
+
+    Args:
+        name: what the environment is for (`"img2dataset"`, `"onnxruntime"`).
+        packages: pip requirements, pinned (`pinned(...)`).
+        remove: packages to uninstall afterwards: dependencies the
+            environment must not hold (tensorflow's keras, say).
+
+    Returns:
+        The environment's folder; its Python is `bin/python`.
+    """
+    digest = hashlib.sha256(" ".join([*packages, *remove]).encode()).hexdigest()[:12]
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    default = os.path.join(cache, "keras-3t", f"{name}-{digest}")
+    venv = os.environ.get(f"KERAS_3T_{name.upper().replace('-', '_')}_VENV", default)
+    installed = os.path.join(venv, "installed")
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    with open(venv + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(installed):
+            subprocess.run([sys.executable, "-m", "venv", "--clear", venv], check=True)
+            _pip(venv, "install", *packages)
+            if remove:
+                _pip(venv, "uninstall", "-y", *remove)
+            with open(installed, "w") as file:
+                file.write(" ".join(packages) + "\n")
+    return venv
+
+
+def _pip(venv, *arguments):
+    process = subprocess.run(
+        [os.path.join(venv, "bin", "pip"), "-q", *arguments], capture_output=True, text=True
+    )
+    if process.returncode:
+        raise RuntimeError(f"pip {' '.join(arguments)} failed:\n{process.stderr[-3000:]}")

@@ -10,6 +10,7 @@ from keras import ops
 from keras_3t import preprocessing  # noqa: F401
 from keras_3t import towers  # noqa: F401
 from keras_3t.distributed import replicas as current_replicas
+from keras_3t.export import export_encoders
 from keras_3t.image_converter import ImageConverter
 from keras_3t.losses import contrastive_loss
 from keras_3t.losses import normalized_embedding
@@ -425,6 +426,8 @@ class ThreeTowerModel(ThreeTowerInference, TrainingHooks):
                 command that trained the model, its evaluation results).
         """
         return save_to_preset(self, preset_dir, overwrite=overwrite, metadata=metadata)
+
+    export_encoders = export_encoders  # the encoders for serving: keras_3t.export
 
     @classmethod
     def from_preset(cls, name_or_path, safe_mode=True, **kwargs):

@@ -11,18 +11,18 @@ interface.
 """
 
 import csv
-import fcntl
 import functools
-import hashlib
 import http.server
 import json
 import os
 import subprocess
-import sys
 import threading
 
 import numpy as np
 import tensorflow as tf
+
+from tests.helpers import package_venv
+from tests.helpers import pinned
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGES = 14
@@ -32,39 +32,12 @@ PER_SHARD = 4
 
 def packages():
     """img2dataset, and for its TFRecords tensorflow-io with the tested TensorFlow."""
-    with open(os.path.join(ROOT, "constraints.txt")) as file:
-        pins = dict(line.strip().split("==") for line in file if "==" in line)
-    return ["img2dataset==1.47.0", f"tensorflow=={pins['tensorflow']}", "tensorflow-io==0.37.1"]
-
-
-def venv_path():
-    digest = hashlib.sha256(" ".join(packages()).encode()).hexdigest()[:12]
-    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
-    default = os.path.join(cache, "keras-3t", f"img2dataset-{digest}")
-    return os.environ.get("KERAS_3T_IMG2DATASET_VENV", default)
+    return ["img2dataset==1.47.0", *pinned("tensorflow"), "tensorflow-io==0.37.1"]
 
 
 def img2dataset_command():
     """The img2dataset executable, installed into its own venv on first use."""
-    venv = venv_path()
-    command = os.path.join(venv, "bin", "img2dataset")
-    installed = os.path.join(venv, "installed")
-    os.makedirs(os.path.dirname(venv), exist_ok=True)
-    # Test workers running at once install it once: the others wait here.
-    with open(venv + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not os.path.exists(installed):
-            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-            process = subprocess.run(
-                [os.path.join(venv, "bin", "pip"), "install", "-q", *packages()],
-                capture_output=True,
-                text=True,
-            )
-            if process.returncode:
-                raise RuntimeError(f"pip could not install {packages()}:\n{process.stderr[-3000:]}")
-            with open(installed, "w") as file:
-                file.write(" ".join(packages()) + "\n")
-    return command
+    return os.path.join(package_venv("img2dataset", packages()), "bin", "img2dataset")
 
 
 def caption_of(index):
