@@ -1,5 +1,7 @@
 """keras_3t.console: native log lines are dropped, Python's kept."""
 
+import pytest
+
 from keras_3t import console
 from tests.helpers import native_lines
 from tests.helpers import run_python
@@ -60,6 +62,8 @@ def test_a_users_script_writes_nothing_to_stderr(tmp_path, monkeypatch):
     assert stderr == ""
 
 
+# TensorFlow's own logging, whatever the backend.
+@pytest.mark.one_backend
 def test_a_log_level_the_user_sets_is_left_to_tensorflow(tmp_path):
     # TensorFlow's level 0 shows its start-up lines: keras-3t drops none.
     code = 'import keras_3t; keras_3t.presets.load("3t_tiny").encode_text(["a 3"])'

@@ -35,6 +35,7 @@ def test_readme_image_example_prints_what_the_readme_shows(tmp_path, monkeypatch
     assert capsys.readouterr().out == shown
 
 
+@pytest.mark.one_backend
 def test_readme_preset_block_trains_and_saves(tmp_path, monkeypatch):
     section = (ROOT / "README.md").read_text().split("## In code", 1)[1]
     code = PYTHON_BLOCK.findall(section)[1]
