@@ -27,7 +27,7 @@ def caption_texts(captions):
     Example:
     >>> import numpy as np
     >>> from keras_3t.preprocessing import caption_texts
-    >>> caption_texts(np.array([b"a 3 above a 7", b"caf\xc3\xa9"]))
+    >>> caption_texts(np.array([b"a 3 above a 7", "café".encode()]))
     ['a 3 above a 7', 'café']
     """
     import tensorflow as tf
