@@ -20,6 +20,8 @@ def test_native_log_lines_are_recognised():
         assert not console.is_native_log_line(line)
 
 
+# TensorFlow's own logging, whatever the backend.
+@pytest.mark.one_backend
 def test_quiet_native_logs_drops_tensorflows_lines_and_keeps_pythons(tmp_path):
     code = """
 from keras_3t.console import quiet_native_logs
