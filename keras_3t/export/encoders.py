@@ -1,16 +1,15 @@
 """`export_encoders`: the export folder, written here or by a TensorFlow child process."""
 
-import contextlib
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import tempfile
 
 from keras_3t.combination import path_weights
 from keras_3t.export.tensorflow_graphs import TensorFlowEncoders
+from keras_3t.saving.preset_dir import staged_folder
 
 # Format -> the image and text encoders' file names.
 FORMATS = {
@@ -88,32 +87,11 @@ def export_encoders(model, path, format="tf_saved_model", alpha=1.0, overwrite=F
             "to replace it, or choose another folder."
         )
     if keras.backend.backend() == "tensorflow":
-        with _staged_folder(path) as folder:
+        with staged_folder(path, ".exporting-") as folder:
             _write_folder(model, folder, format, weights)
     else:
         _export_in_tensorflow_process(model, path, format, weights, overwrite)
     return path
-
-
-@contextlib.contextmanager
-def _staged_folder(path):
-    """A fresh folder beside `path`, moved there if the block succeeds, so a
-    failed export leaves whatever was at `path` as it was."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".exporting-", dir=parent)
-    try:
-        yield staging
-        if os.path.isdir(path):
-            replaced = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
-            os.rename(path, os.path.join(replaced, "old"))
-            os.rename(staging, path)
-            shutil.rmtree(replaced)
-        else:
-            os.rename(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _export_in_tensorflow_process(model, path, format, weights, overwrite):

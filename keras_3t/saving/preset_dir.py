@@ -7,6 +7,7 @@ has a preprocessor), and `metadata.json` (versions, parameter counts, and
 whatever the caller adds, e.g. the command that trained it).
 """
 
+import contextlib
 import datetime
 import json
 import os
@@ -66,12 +67,9 @@ def save_to_preset(model, preset_dir, overwrite=False, metadata=None):
             f"{preset_dir} is not empty; pass overwrite=True to replace it "
             "or choose another folder."
         )
-    parent = os.path.dirname(os.path.abspath(preset_dir))
-    os.makedirs(parent, exist_ok=True)
     # Written next to the target, then moved in one rename: a failed save
     # leaves any earlier preset as it was.
-    staging = tempfile.mkdtemp(prefix=".saving-", dir=parent)
-    try:
+    with staged_folder(preset_dir, ".saving-") as staging:
         config = _strip_build_state(keras.saving.serialize_keras_object(model))
         config["config"]["preprocessor"] = None
         _write_json(os.path.join(staging, CONFIG_FILE), config)
@@ -97,17 +95,36 @@ def save_to_preset(model, preset_dir, overwrite=False, metadata=None):
                 **(metadata or {}),
             },
         )
-        if os.path.isdir(preset_dir):
+    return preset_dir
+
+
+@contextlib.contextmanager
+def staged_folder(path, prefix):
+    """A fresh folder beside `path` for the block to write, moved to `path` if it succeeds.
+
+    The move is one rename (an earlier folder at `path` is renamed aside
+    first, then deleted), so a failed write leaves whatever was at `path`
+    as it was.
+
+    Args:
+        path: the folder to write.
+        prefix: the staging folder's name prefix (`".saving-"`).
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    try:
+        yield staging
+        if os.path.isdir(path):
             replaced = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
-            os.rename(preset_dir, os.path.join(replaced, "old"))
-            os.rename(staging, preset_dir)
+            os.rename(path, os.path.join(replaced, "old"))
+            os.rename(staging, path)
             shutil.rmtree(replaced)
         else:
-            os.rename(staging, preset_dir)
+            os.rename(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return preset_dir
 
 
 def is_preset_dir(path):
