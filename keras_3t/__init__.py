@@ -22,6 +22,7 @@ quiet_tensorflow_start()
 
 # Public name -> the module that defines it.
 _NAMES = {
+    "EmbeddedCollection": "keras_3t.collection",
     "ImageConverter": "keras_3t.image_converter",
     "ImageTower": "keras_3t.towers",
     "TextTower": "keras_3t.towers",
@@ -31,11 +32,15 @@ _NAMES = {
     "ThreeTowerPreprocessor": "keras_3t.preprocessing",
     "TrainingCheckpoint": "keras_3t.checkpoint",
     "contrastive_loss": "keras_3t.losses",
+    "embed_collection": "keras_3t.collection",
+    "read_collection": "keras_3t.collection",
+    "search_collection": "keras_3t.collection",
     "sigmoid_contrastive_loss": "keras_3t.losses",
 }
 _SUBMODULES = (
     "callbacks",
     "checkpoint",
+    "collection",
     "combination",
     "data",
     "demo",

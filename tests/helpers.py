@@ -5,11 +5,13 @@ environments of their own for other packages."""
 import fcntl
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 
 import keras
 import keras_hub
@@ -352,3 +354,34 @@ def _pip(venv, *arguments):
     )
     if process.returncode:
         raise RuntimeError(f"pip {' '.join(arguments)} failed:\n{process.stderr[-3000:]}")
+
+
+def write_tar(path, members):
+    """A tar file of `(name, payload bytes)` members, as webdataset shards are."""
+    with tarfile.open(path, "w") as tar:
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+
+def whole_and_truncated_tars(folder):
+    """`00000.tar` with 6 scenes (keys `000000000`...; PNG and caption
+    `scene i`) and `00001.tar`, the same cut short in the middle."""
+    members = []
+    for i in range(6):
+        members += [(f"{i:09d}.png", png(20 * i)), (f"{i:09d}.txt", f"scene {i}".encode())]
+    whole, truncated = os.path.join(folder, "00000.tar"), os.path.join(folder, "00001.tar")
+    write_tar(whole, members)
+    with open(whole, "rb") as file:
+        payload = file.read()
+    with open(truncated, "wb") as file:
+        file.write(payload[: len(payload) // 2 + 100])
+    return whole, truncated
+
+
+def png(value):
+    """An 8 × 8 PNG of one gray value."""
+    import tensorflow as tf
+
+    return tf.io.encode_png(np.full((8, 8, 3), value, "uint8")).numpy()

@@ -20,6 +20,7 @@ TESTED_ELSEWHERE = {
     "keras_3t.distributed": "tests/distributed/test_distributed.py",
     "keras_3t.saving": "tests/saving/test_saving.py",
     "keras_3t.data.decoding": "tests/data/test_bad_data.py",
+    "keras_3t.collection.folder": "tests/collection/test_writer.py",
     "keras_3t.demo.toy": "tests/model/test_three_tower_model.py",
     "keras_3t.model.frozen_towers": "tests/model/test_three_tower_model.py",
     "keras_3t.evaluation.checks": "tests/evaluation/test_zero_shot.py",

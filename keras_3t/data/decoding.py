@@ -87,6 +87,50 @@ def decode_or_fallback(encoded):
     return decoded.get_single_element()
 
 
+def decoded_batches(convert):
+    """A function from a list of encoded images to `(converted images, ok)`, in NumPy.
+
+    Each image is decoded with `decode_or_fallback` (to uint8 RGB) and
+    passed through `convert`, a TensorFlow function of one image to a
+    float32 image of a fixed size; `ok[i]` says whether image `i` decoded
+    (where it did not, its row holds the converted fallback). The decoding
+    runs as one compiled TensorFlow graph per batch.
+
+    Example:
+    >>> import numpy as np, tensorflow as tf
+    >>> from keras_3t.data.decoding import decoded_batches
+    >>> decode = decoded_batches(lambda image: tf.image.resize(image, (4, 4)))
+    >>> images, ok = decode([tf.io.encode_png(np.zeros((8, 8, 3), "uint8")).numpy(), b"oops"])
+    >>> images.shape, ok.tolist()
+    ((2, 4, 4, 3), [True, False])
+    """
+    import tensorflow as tf
+
+    # One trace for every batch size.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def decode(encoded):
+        def one(image):
+            decoded, ok = decode_or_fallback(image)
+            return convert(decoded), ok
+
+        return tf.map_fn(one, encoded, fn_output_signature=(tf.float32, tf.bool))
+
+    def run(images):
+        converted, ok = decode(tf.constant(images, tf.string))
+        return converted.numpy(), ok.numpy()
+
+    return run
+
+
+def undecodable_reason(encoded):
+    """Why bytes that did not decode could not: empty, damaged, or not an image format."""
+    if not encoded:
+        return "no image data"
+    if bytes(encoded).startswith(IMAGE_SIGNATURES):
+        return "truncated or corrupt"
+    return "not JPEG, PNG, GIF, BMP or WebP data"
+
+
 def _decode_or_fail(encoded, image_id, source):
     """The decoded uint8 image, or an assertion error naming the example."""
     import tensorflow as tf

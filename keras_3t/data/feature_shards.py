@@ -33,7 +33,7 @@ import tempfile
 
 import numpy as np
 
-from keras_3t.data.decoding import decode_or_fallback
+from keras_3t.data.decoding import decoded_batches
 from keras_3t.data.shards import RECORDS
 from keras_3t.data.shards import UnreadableShardError
 from keras_3t.data.shards import expand_shards
@@ -172,7 +172,7 @@ def write_feature_shards(
                 for name, tower in towers.items()
             },
         }
-        _write_atomically(target, lambda file: np.savez(file, **shard))
+        write_atomically(target, lambda file: np.savez(file, **shard))
         done["written"].append(target)
     return done
 
@@ -181,16 +181,12 @@ def _crop_function(image_size):
     """A function from a list of encoded images to their float32 central crops (NumPy)."""
     import tensorflow as tf
 
-    @tf.function
-    def crops(encoded):
-        def crop(image):
-            decoded, _ = decode_or_fallback(image)
-            decoded = tf.image.convert_image_dtype(decoded, tf.float32)
-            return resize_and_center_crop(decoded, (image_size, image_size))
+    def crop(decoded):
+        decoded = tf.image.convert_image_dtype(decoded, tf.float32)
+        return resize_and_center_crop(decoded, (image_size, image_size))
 
-        return tf.map_fn(crop, encoded, fn_output_signature=tf.float32)
-
-    return lambda images: crops(tf.constant(images, tf.string)).numpy()
+    decode = decoded_batches(crop)
+    return lambda images: decode(images)[0]
 
 
 def _write_or_check_manifest(features_dir, manifest):
@@ -207,17 +203,24 @@ def _write_or_check_manifest(features_dir, manifest):
             )
         return
     # Several workers may write it at once; each writes the same content.
-    _write_atomically(path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))
+    write_atomically(path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))
 
 
-def _write_atomically(target, write):
-    """`write(file)` into a hidden temporary file beside `target`, then renamed to it."""
+def write_atomically(target, write):
+    """`write(file)` into a hidden temporary file beside `target`, then renamed to it.
+
+    The file gets the permissions of one `open` creates (0666 less the
+    umask), not a temporary file's 0600.
+    """
     staging = tempfile.NamedTemporaryFile(
         dir=os.path.dirname(target), prefix=".", suffix=".tmp", delete=False
     )
     try:
         with staging:
             write(staging)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging.name, 0o666 & ~umask)
         os.replace(staging.name, target)
     except BaseException:
         os.remove(staging.name)

@@ -8,6 +8,7 @@ from keras_3t.evaluation.embedding import embed_texts
 from keras_3t.evaluation.evaluate import evaluate_model
 from keras_3t.evaluation.few_shot import few_shot_linear_probe
 from keras_3t.evaluation.retrieval import retrieval_metrics
+from keras_3t.evaluation.retrieval import top_k_matches
 from keras_3t.evaluation.zero_shot import DEFAULT_TEMPLATES
 from keras_3t.evaluation.zero_shot import zero_shot_accuracy
 from keras_3t.evaluation.zero_shot import zero_shot_classifier

@@ -210,3 +210,51 @@ def retrieval_metrics(
     for k in ks:
         metrics[f"text_to_image_r{k}"] = float(np.mean(texts_ahead < k))
     return metrics
+
+
+def top_k_matches(queries, embeddings, k=5, block_size=65536):
+    """The `k` rows of `embeddings` that score highest with each query.
+
+    Scores are dot products, computed with `keras.ops` over blocks of
+    `block_size` rows, so `embeddings` may be an `np.memmap` of any size:
+    memory beyond the inputs is about `4 × num_queries × block_size` bytes
+    plus the `k` best per query. Equal scores rank the earlier row first.
+
+    Args:
+        queries: `(num_queries, dim)` array or tensor.
+        embeddings: `(count, dim)` array, tensor or memmap.
+        k: how many rows per query (at most `count`).
+        block_size: rows scored at once.
+
+    Returns:
+        `(scores, indices)`: float32 and int64 arrays `(num_queries,
+        min(k, count))`, best first.
+
+    Example:
+    >>> import numpy as np
+    >>> from keras_3t.evaluation import top_k_matches
+    >>> rows = np.array([[1, 0], [0, 1], [0.6, 0.8]], "float32")
+    >>> scores, indices = top_k_matches(np.array([[0, 1]], "float32"), rows, k=2)
+    >>> indices.tolist(), scores.astype(float).round(2).tolist()
+    ([[1, 2]], [[1.0, 0.8]])
+    """
+    queries = _as_numpy_matrix(queries, "queries").astype(np.float32)
+    embeddings = _as_numpy_matrix(embeddings, "embeddings")
+    check_same_dim(queries, embeddings, "Query and collection")
+    (k,) = positive_integers([k], "k")
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive; got {block_size}.")
+    query_tensor = ops.convert_to_tensor(queries)
+    best_scores = np.zeros((len(queries), 0), np.float32)
+    best_indices = np.zeros((len(queries), 0), np.int64)
+    for start, stop in blocks(len(embeddings), block_size):
+        block = ops.convert_to_tensor(np.asarray(embeddings[start:stop], np.float32))
+        scores, indices = ops.top_k(
+            ops.matmul(query_tensor, ops.transpose(block)), min(k, stop - start)
+        )
+        scores = np.concatenate([best_scores, ops.convert_to_numpy(scores)], axis=1)
+        indices = np.concatenate([best_indices, ops.convert_to_numpy(indices) + start], axis=1)
+        order = np.lexsort((indices, -scores), axis=-1)[:, :k]
+        best_scores = np.take_along_axis(scores, order, axis=1)
+        best_indices = np.take_along_axis(indices, order, axis=1)
+    return best_scores, best_indices

@@ -4,9 +4,7 @@ img2dataset (from PyPI, in a venv of its own: `img2dataset_run`) downloads
 a URL list served on 127.0.0.1 into webdataset, parquet and TFRecord shards.
 """
 
-import io
 import os
-import tarfile
 
 import keras
 import numpy as np
@@ -18,8 +16,11 @@ from keras_3t import data
 from keras_3t.data import shards
 from keras_3t.data.shards import expand_shards
 from tests.data import img2dataset_run
+from tests.helpers import png
 from tests.helpers import snapshot
 from tests.helpers import train_recipe_briefly
+from tests.helpers import whole_and_truncated_tars
+from tests.helpers import write_tar
 
 FORMATS = ("webdataset", "parquet", "tfrecord")
 
@@ -125,18 +126,6 @@ def test_a_resumed_run_reads_the_batches_the_run_had_not_reached(outputs):
             np.testing.assert_array_equal(actual, expected)
 
 
-def write_tar(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, payload in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tar.addfile(info, io.BytesIO(payload))
-
-
-def png(value):
-    return tf.io.encode_png(np.full((8, 8, 3), value, "uint8")).numpy()
-
-
 @pytest.fixture
 def bad_shard(tmp_path):
     path = str(tmp_path / "00000.tar")
@@ -190,15 +179,7 @@ def test_bad_records_are_skipped_and_counted_once_each(bad_shard):
 
 
 def test_a_truncated_shard_raises_naming_it_or_keeps_what_it_could_read(tmp_path):
-    members = []
-    for i in range(6):
-        members += [(f"{i:09d}.png", png(i)), (f"{i:09d}.txt", f"scene {i}".encode())]
-    whole, truncated = str(tmp_path / "00000.tar"), str(tmp_path / "00001.tar")
-    write_tar(whole, members)
-    with open(whole, "rb") as file:
-        payload = file.read()
-    with open(truncated, "wb") as file:
-        file.write(payload[: len(payload) // 2 + 100])
+    whole, truncated = whole_and_truncated_tars(str(tmp_path))
     with pytest.raises(Exception, match="00001.tar: unreadable tar shard .*after key"):
         list(data.from_img2dataset(truncated).as_numpy_iterator())
     counter = data.BadDataCounter()

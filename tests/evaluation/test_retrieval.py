@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_3t.evaluation import retrieval_metrics
+from keras_3t.evaluation import top_k_matches
 
 
 def brute_force_retrieval(images, texts, text_to_image, ks, tie_tolerance=1e-5):
@@ -133,3 +134,33 @@ def test_bad_ks_and_block_size():
         retrieval_metrics(np.eye(2), np.eye(2), [0, 1], ks=(0,))
     with pytest.raises(ValueError, match="block_size"):
         retrieval_metrics(np.eye(2), np.eye(2), [0, 1], block_size=0)
+
+
+def test_top_k_matches_in_blocks_are_the_best_rows_with_ties_to_the_earlier_row():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(50, 8)).astype("float32")
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    rows[[10, 31]] = rows[3]  # exact ties with row 3, the best match of itself
+    queries = np.concatenate([rows[[3]], rng.normal(size=(4, 8)).astype("float32")])
+    expected = np.argsort(-(queries @ rows.T), axis=1, kind="stable")[:, :7]
+    for block_size in (1, 6, 50, 4096):
+        scores, indices = top_k_matches(queries, rows, k=7, block_size=block_size)
+        np.testing.assert_array_equal(indices, expected)
+        np.testing.assert_allclose(
+            scores, np.take_along_axis(queries @ rows.T, expected, 1), rtol=1e-5
+        )
+    assert indices[0, :3].tolist() == [3, 10, 31]
+    # k beyond the rows gives every row.
+    scores, indices = top_k_matches(queries[:1], rows[:4], k=10, block_size=3)
+    assert indices.tolist() == [[3, 0, 1, 2]] or indices[0, 0] == 3
+    assert sorted(indices[0].tolist()) == [0, 1, 2, 3]
+
+
+def test_top_k_matches_refuses_bad_shapes_and_k():
+    rows = np.eye(3, dtype="float32")
+    with pytest.raises(ValueError, match="Query and collection"):
+        top_k_matches(np.ones((1, 2), "float32"), rows)
+    with pytest.raises(ValueError, match="k must be positive"):
+        top_k_matches(rows, rows, k=0)
+    with pytest.raises(ValueError, match="embeddings must be a non-empty 2-D array"):
+        top_k_matches(rows, np.zeros((0, 3), "float32"))

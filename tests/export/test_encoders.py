@@ -9,6 +9,7 @@ retrieval recall on the main job's test scenes is the model's too.
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -199,11 +200,20 @@ print("tensorflow" in sys.modules, "keras" in sys.modules)
 
 
 @pytest.mark.one_backend
-def test_every_export_command_of_the_deploy_page_parses():
+def test_every_command_of_the_deploy_page_parses():
+    from keras_3t.__main__ import parse_embed_args
     from keras_3t.__main__ import parse_export_args
+    from keras_3t.__main__ import parse_search_args
 
-    commands = re.findall(r"^keras-3t export (.+)$", open(DEPLOY_PAGE).read(), re.MULTILINE)
-    assert {parse_export_args(command.split()).format for command in commands} == set(FORMATS)
+    page = open(DEPLOY_PAGE).read()
+    commands = re.findall(r"^keras-3t (export|embed|search) (.+)$", page, re.MULTILINE)
+    parsed = {"export": [], "embed": [], "search": []}
+    parse = {"export": parse_export_args, "embed": parse_embed_args, "search": parse_search_args}
+    for command, arguments in commands:
+        parsed[command].append(parse[command](shlex.split(arguments)))
+    assert {args.format for args in parsed["export"]} == set(FORMATS)
+    assert {bool(args.images) for args in parsed["embed"]} == {True, False}
+    assert [args.top_k for args in parsed["search"]] == [3, 3]
 
 
 def scene_inputs(preprocessor):
@@ -271,20 +281,26 @@ def test_runtime_alone_gives_the_models_embeddings_and_recall(preset, format, tm
 @pytest.mark.slow
 @pytest.mark.one_backend
 def test_the_deploy_pages_commands_and_code_run_as_written(tmp_path, monkeypatch):
-    """Its commands, then its `py` blocks in order, in the folder they wrote."""
-    blocks = re.findall(r"```(bash|py)\n(.*?)```", open(DEPLOY_PAGE).read(), re.DOTALL)
+    """Its commands and `py` blocks in the page's order, in one folder; the
+    search commands print the output the page shows."""
+    blocks = re.findall(r"```(bash|py|text)\n(.*?)```", open(DEPLOY_PAGE).read(), re.DOTALL)
     monkeypatch.chdir(tmp_path)
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     environment = dict(os.environ, PATH=path, PYTHONPATH=ROOT)
     namespace = {"__name__": "__docs__"}
+    output = None
     for language, code in blocks:
         if language == "bash":
             result = subprocess.run(
                 code, shell=True, executable="bash", env=environment, capture_output=True, text=True
             )
             assert result.returncode == 0, result.stderr[-3000:]
-        else:
+            output = result.stdout if code.startswith("keras-3t search") else None
+        elif language == "py":
             exec(compile(code, "<deploy.md>", "exec"), namespace)
+        elif output is not None:
+            assert output == code
+            output = None
     model = presets.load("3t_tiny")
     # The page's tokenizer is the preprocessor's, unknown words and punctuation too.
     hard = ["A 3 above a 7.", "zebra lefty, 12", " ".join(["a 1"] * 20)]

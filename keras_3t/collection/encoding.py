@@ -1,0 +1,95 @@
+"""How a collection's items and search queries are embedded: the model, its fingerprint, a batch."""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from keras_3t.data.decoding import decoded_batches
+from keras_3t.data.decoding import undecodable_reason
+
+
+def model_and_reference(model):
+    """`(model, reference)`: the model loaded if `model` names a preset, and how to load it again.
+
+    The reference is a preset name, a preset folder's absolute path, or
+    None for a model object.
+    """
+    if not isinstance(model, str):
+        return model, None
+    from keras_3t import presets
+
+    reference = model if model in presets.names() else os.path.abspath(model)
+    return presets.load(reference), reference
+
+
+def model_fingerprint(model):
+    """A SHA-256 of a model's weights and tokenizer: what its embeddings depend on."""
+    import keras
+
+    digest = hashlib.sha256(type(model).__name__.encode())
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight.value))
+        digest.update(f"{value.shape} {value.dtype}".encode())
+        digest.update(value.tobytes())
+    if model.preprocessor is not None:
+        config = keras.saving.serialize_keras_object(model.preprocessor)
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def embedding_function(model, kind, weights):
+    """A function from a list of `Item`s to `(embeddings, bad)`.
+
+    `bad` lists `(index, kind, reason)` of the items that cannot be
+    embedded; `embeddings` holds a row for each of the others, in order.
+    The function's `dim` is the embedding size.
+    """
+    import tensorflow as tf
+
+    if kind == "captions":
+
+        def embed(items):
+            bad = [
+                (i, "empty_caption", "empty")
+                for i, item in enumerate(items)
+                if not item.caption.strip()
+            ]
+            good = [item.caption for item in items if item.caption.strip()]
+            return (model.encode_text(good, weights) if good else None), bad
+
+        embed.dim = model.encode_text(["a"], weights).shape[-1]
+        return embed
+
+    converter = model.image_converter
+    if converter.image_size is None:
+        raise ValueError(
+            "The model's image_converter keeps each image's size (image_size=None): "
+            "give it the towers' image_size to embed a collection."
+        )
+    decode = decoded_batches(
+        lambda image: converter(tf.image.convert_image_dtype(image, tf.float32))
+    )
+
+    def embed(items):
+        bad = [
+            (i, "missing_file", "gone since the listing")
+            for i, item in enumerate(items)
+            if item.missing
+        ]
+        readable = [i for i, item in enumerate(items) if not item.missing]
+        if not readable:
+            return None, bad
+        converted, ok = decode([items[i].image for i in readable])
+        bad += [
+            (i, "undecodable_image", undecodable_reason(items[i].image))
+            for i, decoded in zip(readable, ok)
+            if not decoded
+        ]
+        bad.sort()
+        return (model.encode_image(converted[ok], weights) if ok.any() else None), bad
+
+    blank = np.zeros((1, *converter.image_size, 3), "uint8")
+    embed.dim = model.encode_image(blank, weights).shape[-1]
+    return embed
