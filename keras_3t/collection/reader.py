@@ -19,6 +19,10 @@ from keras_3t.collection.items import Item
 class EmbeddedCollection:
     """The embeddings `embed_collection` wrote, with their ids.
 
+    Search reads only the rows it scores and the ids of its matches, so
+    memory does not grow with the collection; `ids` and `captions` read
+    every item, on first use.
+
     Attributes:
         path: the embeddings folder.
         manifest: its `manifest.json` (`settings`, `count`, `skipped`).
@@ -28,15 +32,42 @@ class EmbeddedCollection:
         captions: each row's caption, or None.
     """
 
-    def __init__(self, path, manifest, embeddings, ids, captions):
+    def __init__(self, path, manifest, embeddings):
         self.path = path
         self.manifest = manifest
         self.embeddings = embeddings
-        self.ids = ids
-        self.captions = captions
+        self._items = None
 
     def __len__(self):
-        return len(self.ids)
+        return len(self.embeddings)
+
+    @property
+    def ids(self):
+        return [item["id"] for item in self._all_items()]
+
+    @property
+    def captions(self):
+        return [item.get("caption") for item in self._all_items()]
+
+    def _all_items(self):
+        if self._items is None:
+            self._items = self.items_at(range(len(self)))
+        return self._items
+
+    def items_at(self, indices):
+        """The `items.jsonl` objects of the rows `indices`, in their order, in one pass."""
+        wanted = set(indices)
+        found = {}
+        with open(os.path.join(self.path, ITEMS), encoding="utf-8") as file:
+            for index, line in enumerate(file):
+                if index in wanted:
+                    found[index] = json.loads(line)
+        if len(found) < len(wanted):
+            raise ValueError(
+                f"{self.path} is damaged: {ITEMS} has fewer lines than the "
+                f"{len(self)} embeddings. Embed again."
+            )
+        return [found[index] for index in indices]
 
     def search(self, texts=None, images=None, model=None, top_k=5, block_size=65536):
         """The `top_k` items that best match each query, best first.
@@ -80,9 +111,13 @@ class EmbeddedCollection:
             k=top_k,
             block_size=block_size,
         )
+        items = dict(zip(np.unique(indices), self.items_at(np.unique(indices).tolist())))
         return [
-            [self._match(rank, score, index) for rank, (score, index) in enumerate(zip(s, i), 1)]
-            for s, i in zip(scores, indices)
+            [
+                {"rank": rank, "score": float(score), "index": int(index), **items[index]}
+                for rank, (score, index) in enumerate(zip(query_scores, query_indices), 1)
+            ]
+            for query_scores, query_indices in zip(scores, indices)
         ]
 
     def model(self, model=None):
@@ -101,12 +136,6 @@ class EmbeddedCollection:
                 f"{settings['model'] or 'the one given'}: its queries would not be comparable."
             )
         return model
-
-    def _match(self, rank, score, index):
-        match = {"rank": rank, "score": float(score), "index": int(index), "id": self.ids[index]}
-        if self.captions[index] is not None:
-            match["caption"] = self.captions[index]
-        return match
 
 
 def _items(queries, field):
@@ -131,17 +160,12 @@ def read_collection(path):
             "command (or embed_collection call) again to finish them."
         )
     embeddings = np.load(os.path.join(path, EMBEDDINGS), mmap_mode="r")
-    ids, captions = [], []
-    with open(os.path.join(path, ITEMS), encoding="utf-8") as file:
-        for line in file:
-            item = json.loads(line)
-            ids.append(item["id"])
-            captions.append(item.get("caption"))
-    if len(ids) != len(embeddings):
+    if len(embeddings) != manifest["count"]:
         raise ValueError(
-            f"{path} is damaged: {len(embeddings)} embeddings and {len(ids)} items. Embed again."
+            f"{path} is damaged: {len(embeddings)} embeddings where its manifest counts "
+            f"{manifest['count']}. Embed again."
         )
-    return EmbeddedCollection(path, manifest, embeddings, ids, captions)
+    return EmbeddedCollection(path, manifest, embeddings)
 
 
 def search_collection(path, texts=None, images=None, model=None, top_k=5):
