@@ -39,16 +39,20 @@ def model_fingerprint(model):
     return digest.hexdigest()
 
 
-def embedding_function(model, kind, weights):
+def embedding_function(model, kind, weights, batch_size=None):
     """A function from a list of `Item`s to `(embeddings, bad)`.
 
     `bad` lists `(index, kind, reason)` of the items that cannot be
     embedded; `embeddings` holds a row for each of the others, in order.
-    The function's `dim` is the embedding size.
+    The function's `dim` is the embedding size. With `batch_size`, every
+    batch the model sees is padded to that many rows (copies of its first,
+    dropped from the result), so the model runs at one shape: JAX compiles
+    it once, not once per batch size.
     """
     import tensorflow as tf
 
     if kind == "captions":
+        encode_text = _padded(lambda texts: model.encode_text(texts, weights), batch_size)
 
         def embed(items):
             bad = [
@@ -57,9 +61,9 @@ def embedding_function(model, kind, weights):
                 if not item.caption.strip()
             ]
             good = [item.caption for item in items if item.caption.strip()]
-            return (model.encode_text(good, weights) if good else None), bad
+            return (encode_text(good) if good else None), bad
 
-        embed.dim = model.encode_text(["a"], weights).shape[-1]
+        embed.dim = encode_text(["a"]).shape[-1]
         return embed
 
     converter = model.image_converter
@@ -71,6 +75,7 @@ def embedding_function(model, kind, weights):
     decode = decoded_batches(
         lambda image: converter(tf.image.convert_image_dtype(image, tf.float32))
     )
+    encode_image = _padded(lambda images: model.encode_image(images, weights), batch_size)
 
     def embed(items):
         bad = [
@@ -88,8 +93,23 @@ def embedding_function(model, kind, weights):
             if not decoded
         ]
         bad.sort()
-        return (model.encode_image(converted[ok], weights) if ok.any() else None), bad
+        return (encode_image(converted[ok]) if ok.any() else None), bad
 
-    blank = np.zeros((1, *converter.image_size, 3), "uint8")
-    embed.dim = model.encode_image(blank, weights).shape[-1]
+    embed.dim = encode_image(np.zeros((1, *converter.image_size, 3), "float32")).shape[-1]
     return embed
+
+
+def _padded(encode, batch_size):
+    """`encode` of a batch (list or array) padded to `batch_size` rows, less the padding."""
+    if batch_size is None:
+        return encode
+
+    def run(batch):
+        count = len(batch)
+        if isinstance(batch, list):
+            batch = batch + batch[:1] * (batch_size - count)
+        else:
+            batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - count, axis=0)])
+        return encode(batch)[:count]
+
+    return run

@@ -112,7 +112,7 @@ def embed_collection(
         collection = caption_collection(captions, caption_column, id_column)
     model, reference = model_and_reference(model)
     weights = path_weights(model.path_names, alpha)
-    embed = embedding_function(model, collection.kind, weights)
+    embed = embedding_function(model, collection.kind, weights, batch_size)
     settings = {
         "kind": collection.kind,
         "source": collection.source,

@@ -62,7 +62,11 @@ def test_images_and_captions_embed_as_encode_image_and_encode_text(test_scenes, 
     ]
 
 
+@pytest.mark.one_backend
 def test_killed_by_sigkill_the_same_command_finishes_as_if_never_stopped(tmp_path):
+    """The kill is the backend's no more than the files are: one backend.
+    Every backend resumes a stopped run to the same bytes
+    (test_a_bad_image_stops_the_run_naming_it_or_is_skipped_and_listed)."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(48):
@@ -116,14 +120,20 @@ def test_a_bad_image_stops_the_run_naming_it_or_is_skipped_and_listed(
     bad_images, tiny_3t, tmp_path
 ):
     output = str(tmp_path / "out")
+    sizes = {"part_size": 1, "batch_size": 1, "verbose": 0}
     with pytest.raises(BadItemError) as error:
-        embed_collection(tiny_3t, output, images=bad_images, verbose=0)
+        embed_collection(tiny_3t, output, images=bad_images, **sizes)
     assert str(error.value).startswith(
         "Undecodable image (not JPEG, PNG, GIF, BMP or WebP data): b.jpg - pass "
         "on_bad_data='skip' (--on-bad-data skip)"
     )
-    # The same folder goes on with skip, listing what it left out.
-    collection = embed_collection(tiny_3t, output, images=bad_images, on_bad_data="skip", verbose=0)
+    # Stopped after its first part, the same folder goes on with skip, listing
+    # what it left out; it ends as a run that never stopped.
+    collection = embed_collection(tiny_3t, output, images=bad_images, on_bad_data="skip", **sizes)
+    whole = embed_collection(
+        tiny_3t, str(tmp_path / "whole"), images=bad_images, on_bad_data="skip", **sizes
+    )
+    assert folder_digest(output) == folder_digest(whole.path)
     assert collection.ids == ["a.png", "c.png"]
     assert collection.manifest["skipped"] == {"undecodable_image": 3}
     skipped = lines_of(os.path.join(output, "skipped.jsonl"))

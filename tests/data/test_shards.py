@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import keras_3t
 from keras_3t import data
+from keras_3t.collection.items import image_collection
 from keras_3t.data import shards
 from keras_3t.data.shards import expand_shards
 from tests.data import img2dataset_run
@@ -57,6 +58,24 @@ def test_the_three_formats_hold_the_same_examples(outputs):
         for key, example in reads[output_format].items():
             assert example["caption"] == reads["webdataset"][key]["caption"]
             assert example["image"] == reads["webdataset"][key]["image"]
+
+
+@pytest.mark.parametrize("output_format", FORMATS)
+@pytest.mark.one_backend
+def test_embed_collection_reads_each_format_one_stream_per_shard(outputs, output_format):
+    """keras_3t.collection.items on img2dataset's own shards (`keras-3t embed --images`)."""
+    folder = outputs[output_format]
+    collection = image_collection(folder)
+    shard_names = [name for name, _ in collection.streams]
+    assert shard_names == sorted(shard_names) and len(shard_names) > 1
+    assert collection.total is None
+    items = [item for _, read in collection.streams for item in read()]
+    assert sorted(item.caption for item in items) == sorted(
+        map(img2dataset_run.caption_of, range(img2dataset_run.IMAGES))
+    )
+    assert len({item.id for item in items}) == img2dataset_run.IMAGES
+    for item in items:
+        assert item.id.isdigit() and item.image and item.where.endswith(f", key {item.id}")
 
 
 def test_shard_patterns_and_each_workers_own_shards(outputs):
