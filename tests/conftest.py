@@ -23,7 +23,6 @@ os.environ.setdefault(
     "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 )
 
-import keras  # noqa: E402
 import pytest  # noqa: E402
 
 # The fastest backend on the 2-core CPU machine.
@@ -36,6 +35,10 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    # Keras loads where tests are collected: pytest-xdist's controller, which
+    # only hands the tests out to its workers, starts them without it.
+    import keras
+
     skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
     skip_other_backends = pytest.mark.skip(reason=f"one_backend: runs under {ONE_BACKEND}")
     for item in items:
@@ -48,11 +51,11 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def img2dataset_outputs(tmp_path_factory):
+def img2dataset_outputs():
     """`{format: folder}`: img2dataset's webdataset, parquet and TFRecord shards.
 
-    Tests only read them.
+    Made once per machine (`img2dataset_run.cached_outputs`). Tests only read them.
     """
     from tests.data import img2dataset_run
 
-    return img2dataset_run.run_img2dataset(str(tmp_path_factory.mktemp("img2dataset")))
+    return img2dataset_run.cached_outputs()

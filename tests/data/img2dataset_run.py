@@ -8,23 +8,33 @@ there beside the TensorFlow the project is tested with. The images are
 PNGs this module draws; two of the URLs point at files that do not exist,
 so img2dataset records two failed downloads. Nothing leaves the loopback
 interface.
+
+What img2dataset writes depends only on this module (the images, the URL
+list, the flags) and the packages, not on the Keras backend or keras_3t:
+`cached_outputs` makes it once per machine, beside the venv, and every test
+run (each backend's, each worker's) reads that copy.
 """
 
 import csv
+import fcntl
 import functools
+import hashlib
 import http.server
 import json
 import os
+import shutil
 import subprocess
 import threading
 
 import numpy as np
 import tensorflow as tf
 
+from tests.helpers import folder_digest
 from tests.helpers import package_venv
 from tests.helpers import pinned
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FORMATS = ("webdataset", "parquet", "tfrecord")
 IMAGES = 14
 BROKEN = 2
 PER_SHARD = 4
@@ -70,7 +80,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def run_img2dataset(folder, output_formats=("webdataset", "parquet", "tfrecord")):
+def run_img2dataset(folder, output_formats=FORMATS):
     """Serves the images on 127.0.0.1 and runs img2dataset once per format.
 
     Returns:
@@ -135,3 +145,43 @@ def successes(output):
             with open(os.path.join(output, name)) as file:
                 total += json.load(file)["successes"]
     return total
+
+
+def cached_outputs():
+    """`{format: folder}`: `run_img2dataset`'s outputs, made once per machine.
+
+    They are kept under the user's cache folder, `keras-3t/img2dataset-outputs-
+    <digest of this module and the packages>` (`KERAS_3T_IMG2DATASET_OUTPUTS`
+    overrides where); test workers that ask at once make them once, the
+    others waiting on a lock. Their files' digest, written beside them, is
+    checked at each use: outputs that a test changed, or a run that did not
+    finish, are made again.
+    """
+    with open(__file__, "rb") as file:
+        source = file.read()
+    key = hashlib.sha256(source + " ".join(packages()).encode()).hexdigest()[:12]
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    default = os.path.join(cache, "keras-3t", f"img2dataset-outputs-{key}")
+    folder = os.environ.get("KERAS_3T_IMG2DATASET_OUTPUTS", default)
+    recorded = os.path.join(folder, "digest")
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    with open(folder + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        outputs = {f: os.path.join(folder, f) for f in FORMATS}
+        if os.path.exists(recorded):
+            with open(recorded) as file:
+                if file.read() == _outputs_digest(outputs):
+                    return outputs
+        shutil.rmtree(folder, ignore_errors=True)
+        partial = folder + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
+        run_img2dataset(partial)
+        os.rename(partial, folder)
+        with open(recorded, "w") as file:
+            file.write(_outputs_digest(outputs))
+    return outputs
+
+
+def _outputs_digest(outputs):
+    return " ".join(folder_digest(outputs[f]) for f in FORMATS)

@@ -1,5 +1,9 @@
 """keras_3t.data.bad_data: bad examples are skipped and counted, or stop the
-pipeline naming the file, the line and the image."""
+pipeline naming the file, the line and the image.
+
+The pipeline is tf.data whatever the backend: the tests that only read it,
+and the recipe's message, run under one backend (`one_backend`); `fit`
+stopping on a bad image runs on every backend."""
 
 import os
 import re
@@ -25,6 +29,7 @@ def _bad_examples(folder, names):
     return caption_rows(names) + [("broken.png", "a red circle"), (names[1], "   ")]
 
 
+@pytest.mark.one_backend
 def test_bad_data_is_skipped_and_counted(image_folder, tmp_path):
     folder, names, _ = image_folder
     rows = _bad_examples(folder, names) + [("missing.png", "a blue square")]
@@ -71,6 +76,7 @@ def test_bad_data_is_skipped_and_counted(image_folder, tmp_path):
     assert logs["skipped_undecodable_image"] == 1
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     "bad_row, message",
     [
@@ -141,6 +147,7 @@ def _with_a_broken_image(folder, names, kind):
     return path, os.path.join(folder, name)
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize("kind", sorted(BROKEN))
 def test_a_broken_image_stops_the_pipeline_naming_file_line_and_image_id(image_folder, kind):
     folder, names, _ = image_folder
@@ -184,6 +191,9 @@ def test_fit_stops_on_a_truncated_image_naming_it(image_folder):
     assert f"image_id 6 in {path}, line 9: {image}" in text and "on_bad_data='skip'" in text
 
 
+# The recipe's message: fit stopping on a bad image, whatever the backend,
+# is test_fit_stops_on_a_truncated_image_naming_it.
+@pytest.mark.one_backend
 def test_the_train_recipe_ends_on_bad_data_with_one_line(image_folder, tmp_path):
     # A bad image met while training, and a missing file met while reading
     # the captions: the message alone (exit code 1), with the recipe's flag.
@@ -202,6 +212,7 @@ def test_the_train_recipe_ends_on_bad_data_with_one_line(image_folder, tmp_path)
     assert exit.value.code.endswith("pass --on-bad-data skip to drop and count them.")
 
 
+@pytest.mark.one_backend
 def test_each_bad_file_and_row_is_counted_once_however_often_it_is_read(image_folder):
     # Training repeats the data: 5 passes over a file where a broken image is
     # named by two rows, one caption is empty and a missing file is named twice.
@@ -225,6 +236,7 @@ def test_each_bad_file_and_row_is_counted_once_however_often_it_is_read(image_fo
     }
 
 
+@pytest.mark.one_backend
 def test_broken_images_are_skipped_and_counted(image_folder):
     folder, names, _ = image_folder
     rows = caption_rows(names)
@@ -255,6 +267,7 @@ def test_broken_images_are_skipped_and_counted(image_folder):
     assert sorted(batches[0]) == ["images", "padding_mask", "token_ids"]
 
 
+@pytest.mark.one_backend
 def test_other_sources_name_what_they_know_of_a_bad_example(image_folder):
     folder, names, _ = image_folder
     name, make = BROKEN["truncated jpeg"]
@@ -312,6 +325,7 @@ def test_other_sources_name_what_they_know_of_a_bad_example(image_folder):
     )
 
 
+@pytest.mark.one_backend
 def test_skip_mode_needs_a_counter():
     examples = tf.data.Dataset.from_tensor_slices(
         {"image": ["x"], "caption": ["a"], "image_id": [0]}
@@ -353,6 +367,7 @@ def _decoded_with_an_empty_caption(folder, names):
     return examples, {"empty_caption": 1}
 
 
+@pytest.mark.one_backend
 @pytest.mark.parametrize(
     "make",
     [_records_with_bad_examples, _decoded_with_an_empty_caption],

@@ -237,6 +237,9 @@ def test_make_dataset_needs_the_feature_shards_and_deterministic_crops(written):
         )
 
 
+# The recipe's flag: fit on feature shards runs on every backend in
+# test_feature_shards_train_like_the_live_third_tower.
+@pytest.mark.one_backend
 def test_the_train_recipe_reads_feature_shards(written, tmp_path):
     shards, folder, _ = written
     _, history = train_recipe_briefly(shards, tmp_path / "run", "--third-tower-features", folder)

@@ -18,6 +18,16 @@ def test_source_digits_are_real_mnist():
     np.testing.assert_array_equal(np.bincount(labels), [500] * 10)
 
 
+def test_each_load_of_the_source_digits_gets_arrays_of_its_own():
+    # Parsed once per process: a caller that changes its arrays changes no one else's.
+    images, labels = digit_scenes.load_source_digits()
+    images[:] = 0.0
+    labels[:] = -1
+    again = digit_scenes.load_source_digits()
+    np.testing.assert_array_equal(again[0], SOURCE[0])
+    np.testing.assert_array_equal(again[1], SOURCE[1])
+
+
 def test_scenes_are_deterministic_per_seed():
     first, again, other = _scenes(seed=3), _scenes(seed=3), _scenes(seed=4)
     for key in first:
