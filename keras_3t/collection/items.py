@@ -19,14 +19,13 @@ killed `embed_collection` skip what it has written and go on.
   id is the id column's value, or `"line N"`. One stream.
 """
 
-import csv
 import hashlib
-import json
 import os
 
 from keras_3t.data.shards import RECORDS
 from keras_3t.data.shards import expand_shards
 from keras_3t.data.shards import shard_format
+from keras_3t.data.sources import read_caption_records
 
 IMAGE_FILE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 SHARD_EXTENSIONS = (".tar", ".tfrecord", ".parquet")
@@ -218,26 +217,6 @@ def _caption_rows(path, caption_column, id_column):
                 yield f"line {line}", line, text.rstrip("\r\n")
         return
     columns = [caption_column] + ([id_column] if id_column else [])
-    if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as file:
-            records = []
-            for line, text in enumerate(file, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    records.append((line, json.loads(text)))
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}, line {line}: not valid JSON ({error}).") from None
-    else:
-        with open(path, encoding="utf-8", newline="") as file:
-            delimiter = "\t" if path.endswith(".tsv") else ","
-            records = list(enumerate(csv.DictReader(file, delimiter=delimiter), start=2))
-    for line, record in records:
-        missing = [c for c in columns if not isinstance(record, dict) or c not in record]
-        if missing:
-            raise ValueError(
-                f"{path}, line {line}: no {missing} field; each row needs "
-                f"{' and '.join(repr(c) for c in columns)} (--caption-column, --id-column)."
-            )
+    for line, record in read_caption_records(path, columns, " (--caption-column, --id-column)"):
         row_id = str(record[id_column]) if id_column else f"line {line}"
         yield row_id, line, str(record[caption_column] or "")

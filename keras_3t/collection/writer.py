@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from keras_3t.atomic_files import write_atomically
 from keras_3t.collection.encoding import embedding_function
 from keras_3t.collection.encoding import model_and_reference
 from keras_3t.collection.encoding import model_fingerprint
@@ -20,8 +21,7 @@ from keras_3t.collection.items import caption_collection
 from keras_3t.collection.items import image_collection
 from keras_3t.collection.reader import read_collection
 from keras_3t.combination import path_weights
-from keras_3t.data.bad_data import BAD_DATA_MODES
-from keras_3t.data.feature_shards import write_atomically
+from keras_3t.data.bad_data import check_bad_data_mode
 from keras_3t.data.shards import UnreadableShardError
 
 _SKIP_HINT = "pass on_bad_data='skip' (--on-bad-data skip) to leave such items out"
@@ -101,8 +101,7 @@ def embed_collection(
 
     if (images is None) == (captions is None):
         raise ValueError("Pass either images (a folder or shards) or captions (a file).")
-    if on_bad_data not in BAD_DATA_MODES:
-        raise ValueError(f"on_bad_data must be one of {BAD_DATA_MODES}; got {on_bad_data!r}.")
+    check_bad_data_mode(on_bad_data, counted=False)
     for name, value in (("batch_size", batch_size), ("part_size", part_size)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; got {value!r}.")

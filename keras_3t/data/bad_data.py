@@ -12,13 +12,15 @@ BAD_DATA_KINDS = ("missing_file", "undecodable_image", "empty_caption", "unreada
 BAD_DATA_MODES = ("raise", "skip")
 
 
-def check_bad_data_mode(on_bad_data, bad_data):
+def check_bad_data_mode(on_bad_data, bad_data=None, counted=True):
     """Refuses an unknown `on_bad_data`, and `"skip"` without a counter.
 
     Args:
         on_bad_data: `"raise"` or `"skip"` (`BAD_DATA_MODES`).
         bad_data: the `BadDataCounter` that counts what `"skip"` drops, or
-            None (allowed with `"raise"` only).
+            None (allowed with `"raise"` only, unless `counted` is False).
+        counted: False where the caller records what it skips itself
+            (`embed_collection` lists it in `skipped.jsonl`).
 
     Example:
     >>> from keras_3t.data.bad_data import check_bad_data_mode
@@ -30,7 +32,7 @@ def check_bad_data_mode(on_bad_data, bad_data):
     """
     if on_bad_data not in BAD_DATA_MODES:
         raise ValueError(f"on_bad_data must be one of {BAD_DATA_MODES}; got {on_bad_data!r}.")
-    if on_bad_data == "skip" and bad_data is None:
+    if on_bad_data == "skip" and counted and bad_data is None:
         raise ValueError(
             "on_bad_data='skip' needs bad_data=keras_3t.data.BadDataCounter() "
             "to count what it skips (and BadDataReport(counter) to log it)."

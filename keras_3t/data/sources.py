@@ -98,12 +98,26 @@ def from_tfds(
     return dataset.map(convert)
 
 
-def read_caption_file(path, image_root, image_column="image", caption_column="caption"):
-    """Rows of a CSV or JSON-lines caption file: `[(line, image path, caption)]`.
+def read_caption_records(path, columns, hint=""):
+    """Rows of a CSV, TSV or JSON-lines caption file: `[(line, record)]`.
 
-    CSV needs a header with `image_column` and `caption_column`; JSON lines
-    need an object per line with those keys. Image paths are relative to
-    `image_root` (or absolute).
+    Blank JSON lines are left out. Every row must have every name in
+    `columns`; the error names the row, the missing fields and `hint` (for
+    example the command-line options that set them).
+
+    Args:
+        path: a `.csv` / `.tsv` file with a header, or a `.jsonl` file of
+            one object per line.
+        columns: the field names every row needs.
+        hint: appended to the missing-field error.
+
+    Example:
+    >>> import os, tempfile
+    >>> from keras_3t.data.sources import read_caption_records
+    >>> path = os.path.join(tempfile.mkdtemp(), "captions.csv")
+    >>> _ = open(path, "w").write("image,caption\\na.png,a 3\\n")
+    >>> read_caption_records(path, ["image", "caption"])
+    [(2, {'image': 'a.png', 'caption': 'a 3'})]
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No caption file at {path}.")
@@ -114,31 +128,37 @@ def read_caption_file(path, image_root, image_column="image", caption_column="ca
                 if not text.strip():
                     continue
                 try:
-                    record = json.loads(text)
+                    rows.append((line, json.loads(text)))
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}, line {line}: not valid JSON ({error}).") from None
-                rows.append((line, record))
     elif path.endswith((".csv", ".tsv")):
         with open(path, encoding="utf-8", newline="") as file:
             delimiter = "\t" if path.endswith(".tsv") else ","
             rows = list(enumerate(csv.DictReader(file, delimiter=delimiter), start=2))
     else:
         raise ValueError(f"{path}: caption files must be .csv, .tsv or .jsonl.")
-    parsed = []
     for line, record in rows:
-        missing = [
-            c
-            for c in (image_column, caption_column)
-            if not isinstance(record, dict) or c not in record
-        ]
+        missing = [c for c in columns if not isinstance(record, dict) or c not in record]
         if missing:
             raise ValueError(
                 f"{path}, line {line}: no {missing} field; each row needs "
-                f"{image_column!r} and {caption_column!r}."
+                f"{' and '.join(repr(c) for c in columns)}{hint}."
             )
-        image = os.path.join(image_root, str(record[image_column]))
-        parsed.append((line, image, str(record[caption_column] or "")))
-    return parsed
+    return rows
+
+
+def read_caption_file(path, image_root, image_column="image", caption_column="caption"):
+    """Rows of a CSV or JSON-lines caption file: `[(line, image path, caption)]`.
+
+    CSV needs a header with `image_column` and `caption_column`; JSON lines
+    need an object per line with those keys. Image paths are relative to
+    `image_root` (or absolute).
+    """
+    rows = read_caption_records(path, [image_column, caption_column])
+    return [
+        (line, os.path.join(image_root, str(row[image_column])), str(row[caption_column] or ""))
+        for line, row in rows
+    ]
 
 
 def from_caption_file(

@@ -149,6 +149,9 @@ def test_a_bad_image_stops_the_run_naming_it_or_is_skipped_and_listed(
 def test_an_empty_caption_stops_the_run_naming_its_line_or_is_skipped(tiny_3t, tmp_path):
     captions = tmp_path / "captions.txt"
     captions.write_text("a 1\n  \na 2\n")
+    with pytest.raises(ValueError, match="on_bad_data must be one of .*; got 'drop'"):
+        embed_collection(tiny_3t, str(tmp_path / "out"), captions=str(captions), on_bad_data="drop")
+    assert not os.path.exists(tmp_path / "out")
     with pytest.raises(BadItemError, match=r"^Empty caption \(empty\): captions.txt, line 2 - "):
         embed_collection(tiny_3t, str(tmp_path / "out"), captions=str(captions), verbose=0)
     collection = embed_collection(
