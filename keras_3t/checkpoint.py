@@ -17,11 +17,11 @@ import os
 import random
 import re
 import shutil
-import tempfile
 
 import keras
 import numpy as np
 
+from keras_3t.atomic_files import staged_folder
 from keras_3t.distributed import saving_on_one_process
 from keras_3t.saving import shape_mismatch
 from keras_3t.version import __version__
@@ -105,14 +105,6 @@ def _saved_variable_shapes(model):
     if model.optimizer is not None:
         variables += list(model.optimizer.variables)
     return sorted(list(v.shape) for v in variables)
-
-
-def _fsync(path):
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):
@@ -269,8 +261,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             return
         os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, checkpoint_name(self._step))
-        staging = tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=self.directory)
-        try:
+        # The same step saved again (a rerun of a finished run's last step)
+        # replaces the earlier one only once complete.
+        with staged_folder(final, PARTIAL_PREFIX, durable=True) as staging:
             weights = os.path.join(staging, WEIGHTS_FILE)
             with saving_on_one_process():
                 self.model.save_weights(weights)
@@ -292,21 +285,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             }
             with open(os.path.join(staging, STATE_FILE), "w", encoding="utf-8") as file:
                 json.dump(state, file)
-            for path in (weights, os.path.join(staging, STATE_FILE), staging):
-                _fsync(path)
-            if os.path.isdir(final):
-                # The same step saved again (a rerun of a finished run's
-                # last step): the new one replaces it only once complete.
-                replaced = tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=self.directory)
-                os.rename(final, os.path.join(replaced, "old"))
-                os.rename(staging, final)
-                shutil.rmtree(replaced)
-            else:
-                os.rename(staging, final)
-            _fsync(self.directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         self.last_saved = final
         for _, path in list_checkpoints(self.directory)[: -self.keep]:
             shutil.rmtree(path)

@@ -28,7 +28,7 @@ import shutil
 
 import numpy as np
 
-from keras_3t.data.feature_shards import write_atomically
+from keras_3t.atomic_files import write_atomically
 
 FORMAT = "keras-3t embeddings"
 FORMAT_VERSION = 1

@@ -29,10 +29,10 @@ file system.
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from keras_3t.atomic_files import write_atomically
 from keras_3t.data.decoding import decoded_batches
 from keras_3t.data.shards import RECORDS
 from keras_3t.data.shards import UnreadableShardError
@@ -204,27 +204,6 @@ def _write_or_check_manifest(features_dir, manifest):
         return
     # Several workers may write it at once; each writes the same content.
     write_atomically(path, lambda file: file.write(json.dumps(manifest, indent=1).encode()))
-
-
-def write_atomically(target, write):
-    """`write(file)` into a hidden temporary file beside `target`, then renamed to it.
-
-    The file gets the permissions of one `open` creates (0666 less the
-    umask), not a temporary file's 0600.
-    """
-    staging = tempfile.NamedTemporaryFile(
-        dir=os.path.dirname(target), prefix=".", suffix=".tmp", delete=False
-    )
-    try:
-        with staging:
-            write(staging)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging.name, 0o666 & ~umask)
-        os.replace(staging.name, target)
-    except BaseException:
-        os.remove(staging.name)
-        raise
 
 
 class FeatureShards:

@@ -25,12 +25,11 @@ files, TFRecords, TFDS) can look its images up. Layout:
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 
 import numpy as np
 
+from keras_3t.atomic_files import staged_folder
 from keras_3t.data.decoding import decode_image
 from keras_3t.image_converter import resize_and_center_crop
 
@@ -251,23 +250,10 @@ def read_features_manifest(folder, model, layout, what, write_again):
 
 
 def _write_atomically(cache_dir, arrays, manifest):
-    parent = os.path.dirname(cache_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".third_tower_cache.", dir=parent)
-    try:
+    with staged_folder(cache_dir, ".third_tower_cache.") as staging:
         np.savez(os.path.join(staging, CACHE_FILE), **arrays)
         with open(os.path.join(staging, MANIFEST), "w") as file:
             json.dump(manifest, file, indent=1)
-        previous = None
-        if os.path.exists(cache_dir):
-            previous = tempfile.mkdtemp(prefix=".third_tower_cache.old.", dir=parent)
-            os.rename(cache_dir, os.path.join(previous, "cache"))
-        os.rename(staging, cache_dir)
-        if previous is not None:
-            shutil.rmtree(previous)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 class ThirdTowerCache:

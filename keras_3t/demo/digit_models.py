@@ -4,13 +4,13 @@ built from them. Used by the demo, `recipes/pretrain_third_tower.py` and the tes
 
 import json
 import os
-import shutil
 import time
 
 import keras
 import keras_hub
 import numpy as np
 
+from keras_3t.atomic_files import staged_folder
 from keras_3t.demo import digit_scenes
 from keras_3t.model import ThreeTowerModel
 from keras_3t.model import three_tower_presets
@@ -137,8 +137,6 @@ def pretrain_third_tower(
     """
     if os.path.exists(output) and not overwrite:
         raise FileExistsError(f"{output} exists: remove it or choose another folder.")
-    staging = output.rstrip(os.sep) + ".partial"
-    shutil.rmtree(staging, ignore_errors=True)
     keras.utils.set_random_seed(seed)
     _, labels = digit_scenes.load_source_digits()
     pool = digit_scenes.pretraining_pool(labels, labelled_digits, per_class, digits)
@@ -169,7 +167,6 @@ def pretrain_third_tower(
     accuracy = held_out_accuracy(classifier, task)
     # A fresh optimizer: the preset keeps the weights, not AdamW's state.
     classifier.compile()
-    classifier.save_to_preset(staging)
     metadata = {
         "task": task,
         "class_names": train["class_names"],
@@ -186,11 +183,10 @@ def pretrain_third_tower(
         "training_seconds": round(time.time() - start),
         "command": command,
     }
-    with open(os.path.join(staging, "metadata.json"), "w") as file:
-        json.dump(metadata, file, indent=2)
-    if os.path.exists(output):
-        shutil.rmtree(output)
-    os.rename(staging, output)
+    with staged_folder(output, ".pretraining-") as staging:
+        classifier.save_to_preset(staging)
+        with open(os.path.join(staging, "metadata.json"), "w") as file:
+            json.dump(metadata, file, indent=2)
     return metadata
 
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 import tempfile
 
+from keras_3t.atomic_files import staged_folder
 from keras_3t.combination import path_weights
 from keras_3t.export.tensorflow_graphs import TensorFlowEncoders
-from keras_3t.saving.preset_dir import staged_folder
 
 # Format -> the image and text encoders' file names.
 FORMATS = {

@@ -7,18 +7,16 @@ has a preprocessor), and `metadata.json` (versions, parameter counts, and
 whatever the caller adds, e.g. the command that trained it).
 """
 
-import contextlib
 import datetime
 import json
 import os
-import shutil
-import tempfile
 
 import keras
 import keras_hub
 import numpy as np
 from keras.src.saving import saving_lib
 
+from keras_3t.atomic_files import staged_folder
 from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import shape_mismatch
 from keras_3t.saving import stored_shapes
@@ -96,35 +94,6 @@ def save_to_preset(model, preset_dir, overwrite=False, metadata=None):
             },
         )
     return preset_dir
-
-
-@contextlib.contextmanager
-def staged_folder(path, prefix):
-    """A fresh folder beside `path` for the block to write, moved to `path` if it succeeds.
-
-    The move is one rename (an earlier folder at `path` is renamed aside
-    first, then deleted), so a failed write leaves whatever was at `path`
-    as it was.
-
-    Args:
-        path: the folder to write.
-        prefix: the staging folder's name prefix (`".saving-"`).
-    """
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
-    try:
-        yield staging
-        if os.path.isdir(path):
-            replaced = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
-            os.rename(path, os.path.join(replaced, "old"))
-            os.rename(staging, path)
-            shutil.rmtree(replaced)
-        else:
-            os.rename(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def is_preset_dir(path):
