@@ -47,6 +47,34 @@ def write_atomically(target, write):
         raise
 
 
+def check_replaceable(path, overwrite, option=None):
+    """Refuses to write a folder where a file is, or a non-empty folder without `overwrite`.
+
+    Args:
+        path: the folder about to be written.
+        overwrite: whether a non-empty folder may be replaced.
+        option: the command-line option that sets `overwrite`, for the message.
+
+    Example:
+    >>> import tempfile
+    >>> from keras_3t.atomic_files import check_replaceable
+    >>> folder = tempfile.mkdtemp()
+    >>> check_replaceable(folder, overwrite=False)
+    >>> _ = open(folder + "/weights.h5", "w")
+    >>> check_replaceable(folder, overwrite=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    FileExistsError: /... is not empty; pass overwrite=True to replace it, or choose another folder.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{path} exists and is not a folder.")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        how = "overwrite=True" + (f" ({option})" if option else "")
+        raise FileExistsError(
+            f"{path} is not empty; pass {how} to replace it, or choose another folder."
+        )
+
+
 @contextlib.contextmanager
 def staged_folder(path, prefix, durable=False):
     """A fresh folder beside `path` for the block to write, moved to `path` if it succeeds.

@@ -5,6 +5,7 @@ import stat
 
 import pytest
 
+from keras_3t.atomic_files import check_replaceable
 from keras_3t.atomic_files import staged_folder
 from keras_3t.atomic_files import write_atomically
 
@@ -56,3 +57,14 @@ def test_a_folder_is_made_with_its_missing_parents(tmp_path):
     with staged_folder(str(path), ".pretraining-") as staging:
         (tmp_path / staging / "metadata.json").write_text("{}")
     assert os.listdir(path) == ["metadata.json"]
+
+
+def test_check_replaceable_refuses_a_file_and_names_the_option(tmp_path):
+    (tmp_path / "a_file").write_text("the user's")
+    with pytest.raises(FileExistsError, match="a_file exists and is not a folder"):
+        check_replaceable(str(tmp_path / "a_file"), overwrite=True)
+    with pytest.raises(FileExistsError, match=r"pass overwrite=True \(--overwrite\) to replace"):
+        check_replaceable(str(tmp_path), overwrite=False, option="--overwrite")
+    check_replaceable(str(tmp_path), overwrite=True)
+    check_replaceable(str(tmp_path / "new"), overwrite=False)
+    assert os.listdir(tmp_path) == ["a_file"]

@@ -29,6 +29,7 @@ import zipfile
 
 import numpy as np
 
+from keras_3t.atomic_files import check_replaceable
 from keras_3t.atomic_files import staged_folder
 from keras_3t.data.decoding import decode_image
 from keras_3t.image_converter import resize_and_center_crop
@@ -121,11 +122,7 @@ def write_third_tower_cache(model, examples, cache_dir, image_size, batch_size=6
 
     check_three_towers(model)
     cache_dir = os.path.abspath(cache_dir)
-    if os.path.exists(cache_dir) and os.listdir(cache_dir) and not overwrite:
-        raise FileExistsError(
-            f"{cache_dir} exists and is not empty; pass overwrite=True to "
-            "replace the cache (nothing was written)."
-        )
+    check_replaceable(cache_dir, overwrite)
     seen = tf.lookup.experimental.MutableHashTable(tf.int64, tf.int64, default_value=0)
 
     def first_occurrence(example):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 
+from keras_3t.atomic_files import check_replaceable
 from keras_3t.atomic_files import staged_folder
 from keras_3t.combination import path_weights
 from keras_3t.export.tensorflow_graphs import TensorFlowEncoders
@@ -79,13 +80,7 @@ def export_encoders(model, path, format="tf_saved_model", alpha=1.0, overwrite=F
     # Raises on an α the model cannot take (below 1 without a frozen tower).
     weights = path_weights(model.path_names, alpha)
     path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"{path} exists and is not a folder.")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise FileExistsError(
-            f"{path} is not empty; pass overwrite=True (keras-3t export --overwrite) "
-            "to replace it, or choose another folder."
-        )
+    check_replaceable(path, overwrite, option="keras-3t export --overwrite")
     if keras.backend.backend() == "tensorflow":
         with staged_folder(path, ".exporting-") as folder:
             _write_folder(model, folder, format, weights)

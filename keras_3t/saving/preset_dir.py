@@ -16,6 +16,7 @@ import keras_hub
 import numpy as np
 from keras.src.saving import saving_lib
 
+from keras_3t.atomic_files import check_replaceable
 from keras_3t.atomic_files import staged_folder
 from keras_3t.saving import VERSION_KEY
 from keras_3t.saving import shape_mismatch
@@ -58,13 +59,7 @@ def _strip_build_state(config):
 
 def save_to_preset(model, preset_dir, overwrite=False, metadata=None):
     """Writes `model` to `preset_dir`; see `ThreeTowerModel.save_to_preset`."""
-    if os.path.exists(preset_dir) and not os.path.isdir(preset_dir):
-        raise FileExistsError(f"{preset_dir} exists and is not a folder.")
-    if os.path.isdir(preset_dir) and os.listdir(preset_dir) and not overwrite:
-        raise FileExistsError(
-            f"{preset_dir} is not empty; pass overwrite=True to replace it "
-            "or choose another folder."
-        )
+    check_replaceable(preset_dir, overwrite)
     # Written next to the target, then moved in one rename: a failed save
     # leaves any earlier preset as it was.
     with staged_folder(preset_dir, ".saving-") as staging:
