@@ -309,9 +309,13 @@ def plot_map(summary, path):
 
 
 def publish(root, summary_path, plot_path, runs):
-    """Copies the summary, the per-run JSONs and the plot into docs/."""
+    """Copies the summary, the per-run JSONs and the plot into docs/.
+
+    The published runs are replaced as a whole, so none of an earlier map stays.
+    """
     target = os.path.join("docs", "results", "regime_map")
-    os.makedirs(os.path.join(target, "runs"), exist_ok=True)
+    shutil.rmtree(os.path.join(target, "runs"), ignore_errors=True)
+    os.makedirs(os.path.join(target, "runs"))
     shutil.copyfile(summary_path, os.path.join(target, "summary.json"))
     shutil.copyfile(os.path.join(root, "summary.md"), os.path.join(target, "summary.md"))
     for name in runs:
