@@ -144,17 +144,6 @@ def _spread(values):
     return {"values": values.tolist(), "mean": float(values.mean()), "std": float(values.std())}
 
 
-def alpha_value(result, key):
-    """3T's test value at the α chosen on the validation scenes.
-
-    Runs made before validation α existed have only the test sweep: their
-    best test value, an upper bound, not a tuned result.
-    """
-    if "chosen_alpha" in result:
-        return main_job.at_chosen_alpha(result)[key]
-    return max(row[key] for row in result["alpha_sweep"])
-
-
 def summarize(runs, labelled, pairs):
     """Per cell: each model's metrics over seeds, and 3T − baseline per seed.
 
@@ -190,14 +179,9 @@ def summarize(runs, labelled, pairs):
                     for label, results in models.items()
                 },
                 "alpha_3t": {
-                    key: _spread([alpha_value(r, key) for r in models["3T"]])
+                    key: _spread([main_job.at_chosen_alpha(r)[key] for r in models["3T"]])
                     for key in main_job.COLUMNS
                 },
-                "alpha_chosen_on": (
-                    "validation"
-                    if all("chosen_alpha" in r for r in models["3T"])
-                    else "test (runs made before α was chosen on validation)"
-                ),
                 "differences": {},
             }
             for key, _ in MAP_METRICS:
@@ -221,12 +205,12 @@ def markdown_map(summary):
     """The map as Markdown: per cell, the models' means and 3T's differences.
 
     "held" counts the seeds in which 3T beat the baseline on that metric;
-    "3T at its α" is 3T's value at the α of `alpha_value` (each cell's
-    `alpha_chosen_on` says where that α was chosen).
+    "3T at validation α" is 3T's test value at the α chosen for that metric
+    on the validation scenes.
     """
     lines = [
         "| L | P | seeds | third tower held-out | metric | CLIP | LiT | 3T | 3T − LiT (held) "
-        "| 3T − CLIP (held) | 3T at its α |",
+        "| 3T − CLIP (held) | 3T at validation α |",
         "|---" * 11 + "|",
     ]
     for cell in summary["cells"]:

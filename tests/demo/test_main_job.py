@@ -1,6 +1,7 @@
 """keras_3t.demo.main_job: one data order per run, α chosen on validation, and the
 recipes built on it (the seeds' summary, the regime map's plan and summary)."""
 
+import json
 import os
 
 import keras
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_3t.demo import main_job
+from tests.helpers import ROOT
 from tests.helpers import load_script
 
 
@@ -99,6 +101,27 @@ def test_regime_map_trains_each_run_once_and_summarizes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(regime_map, "train_run", refuse)
     assert regime_map.main(arguments)["cells"] == summary["cells"]
+
+
+# Reads committed files only, whatever the backend.
+@pytest.mark.one_backend
+def test_results_page_shows_the_regime_map_computed_from_the_published_runs():
+    regime_map = load_script("recipes/regime_map.py")
+    published = os.path.join(ROOT, "docs", "results", "regime_map")
+    runs = {}
+    for name in sorted(os.listdir(os.path.join(published, "runs"))):
+        with open(os.path.join(published, "runs", name)) as file:
+            runs[name.removesuffix(".json")] = json.load(file)
+    summary = regime_map.summarize(runs, regime_map.LABELLED, regime_map.PAIRS)
+    planned = regime_map.planned_runs(
+        regime_map.LABELLED, regime_map.PAIRS, regime_map.SEEDS, regime_map.DEFAULT_CELL_SEEDS
+    )
+    assert sorted(runs) == sorted(regime_map.run_name(*run) for run in planned)
+    table = regime_map.markdown_map(summary)
+    with open(os.path.join(published, "summary.md"), encoding="utf-8") as file:
+        assert file.read() == table + "\n"
+    with open(os.path.join(ROOT, "docs", "results.md"), encoding="utf-8") as file:
+        assert table in file.read()
 
 
 def test_regime_map_plan_runs_clip_once_per_pairs_and_seed_and_the_default_cell_first():
