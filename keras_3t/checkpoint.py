@@ -259,7 +259,6 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         if not self.save:
             self.last_saved = checkpoint_name(self._step)
             return
-        os.makedirs(self.directory, exist_ok=True)
         final = os.path.join(self.directory, checkpoint_name(self._step))
         # The same step saved again (a rerun of a finished run's last step)
         # replaces the earlier one only once complete.

@@ -168,7 +168,10 @@ def write_third_tower_cache(model, examples, cache_dir, image_size, batch_size=6
     arrays["image_ids"] = np.concatenate(image_ids).astype("int64")
     arrays["image_hashes"] = np.concatenate(hashes).astype("int64")
     manifest = features_manifest(model, image_size, "cache", images=len(arrays["image_ids"]))
-    _write_atomically(cache_dir, arrays, manifest)
+    with staged_folder(cache_dir, ".third_tower_cache.") as staging:
+        np.savez(os.path.join(staging, CACHE_FILE), **arrays)
+        with open(os.path.join(staging, MANIFEST), "w") as file:
+            json.dump(manifest, file, indent=1)
     return manifest
 
 
@@ -244,13 +247,6 @@ def read_features_manifest(folder, model, layout, what, write_again):
         model,
     )
     return manifest
-
-
-def _write_atomically(cache_dir, arrays, manifest):
-    with staged_folder(cache_dir, ".third_tower_cache.") as staging:
-        np.savez(os.path.join(staging, CACHE_FILE), **arrays)
-        with open(os.path.join(staging, MANIFEST), "w") as file:
-            json.dump(manifest, file, indent=1)
 
 
 class ThirdTowerCache:

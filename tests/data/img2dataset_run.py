@@ -22,13 +22,13 @@ import hashlib
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import threading
 
 import numpy as np
 import tensorflow as tf
 
+from keras_3t.atomic_files import staged_folder
 from tests.helpers import folder_digest
 from tests.helpers import package_venv
 from tests.helpers import pinned
@@ -172,14 +172,10 @@ def cached_outputs():
             with open(recorded) as file:
                 if file.read() == _outputs_digest(outputs):
                     return outputs
-        shutil.rmtree(folder, ignore_errors=True)
-        partial = folder + ".partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        run_img2dataset(partial)
-        os.rename(partial, folder)
-        with open(recorded, "w") as file:
-            file.write(_outputs_digest(outputs))
+        with staged_folder(folder, ".img2dataset-outputs-") as staging:
+            made = run_img2dataset(staging)
+            with open(os.path.join(staging, "digest"), "w") as file:
+                file.write(_outputs_digest(made))
     return outputs
 
 
